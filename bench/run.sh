@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# nexusd benchmarks. Prints the machine, runs each scenario, and writes
+# bench/results/latest.md and latest.json. A benchmark, not a test: it never
+# fails for being slow. QUICK=1 runs fewer repetitions.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=./target/release/nexusd
+WORK=bench/work
+RUNS=${QUICK:+5}
+RUNS=${RUNS:-30}
+mkdir -p "$WORK" bench/results
+
+need() {
+  if ! command -v "$1" >/dev/null; then
+    echo "bench: installing $2 (Debian package) for $1"
+    (apt-get install -y "$2" >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y "$2" >/dev/null; })
+  fi
+}
+need hyperfine hyperfine
+
+machine() {
+  echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores"
+  echo "- Kernel: $(uname -r)"
+  echo "- Memory: $(free -h | awk '/Mem:/ {print $2}')"
+  echo "- Disk: $(df -h /work 2>/dev/null | awk 'NR==2 {print $1" "$2}')"
+  echo "- Date: $(date -u +%Y-%m-%dT%H:%MZ)"
+}
+
+# Scenario 7a: validate 1,000 workflows in 100 files.
+gen_definitions() {
+  local dir=$1
+  rm -rf "$dir" && mkdir -p "$dir"
+  for f in $(seq 1 100); do
+    for w in $(seq 1 10); do
+      cat <<YAML
+---
+apiVersion: nexus/v1
+kind: Workflow
+metadata:
+  name: wf-$f-$w
+  description: generated workflow $f/$w
+spec:
+  on:
+    - event: [file.created, file.updated]
+      pattern: /bench/$f/$w/*.txt
+      ignore: ["**/*_out.txt"]
+  retry: {max_attempts: 3, backoff: 1s, multiplier: 2}
+  steps:
+    - name: words
+      run: wc -w < {{event.abs_path}}
+    - name: out
+      action: file.write
+      with:
+        path: "{{event.dir}}/{{event.stem}}_out.txt"
+        content: "{{event.path}} has {{steps.words.stdout}} words"
+    - name: notify
+      if: "{{gt steps.words.stdout 10}}"
+      webhook:
+        url: http://127.0.0.1:9/hook/{{event.name}}
+        body: {file: "{{event.path}}", words: "{{steps.words.stdout}}"}
+YAML
+    done > "$dir/file-$f.yaml"
+  done
+}
+
+gen_definitions "$WORK/defs"
+"$BIN" validate -f "$WORK/defs" 2>/dev/null >/dev/null || { echo "bench: generated definitions are invalid"; "$BIN" validate -f "$WORK/defs"; exit 1; }
+
+hyperfine --style basic --warmup 3 --runs "$RUNS" --export-json "$WORK/validate.json" \
+  "$BIN validate -f $WORK/defs" >/dev/null
+
+read -r median mean stddev < <(python3 - "$WORK/validate.json" <<'PY'
+import json, statistics, sys
+r = json.load(open(sys.argv[1]))["results"][0]
+print(f'{statistics.median(r["times"]):.4f} {r["mean"]:.4f} {r["stddev"]:.4f}')
+PY
+)
+meets=$(python3 -c "print('yes' if $median <= 0.3 else 'no')")
+
+{
+  echo "# nexusd benchmark results"
+  echo
+  machine
+  echo
+  echo "Command: \`make bench\` (\`bench/run.sh\`), $RUNS runs per scenario."
+  echo
+  echo "| scenario | nexusd median | mean ± stddev | target | meets |"
+  echo "|---|---|---|---|---|"
+  echo "| validate 1,000 workflows in 100 files | ${median} s | ${mean} ± ${stddev} s | ≤ 0.3 s | $meets |"
+} > bench/results/latest.md
+
+python3 - "$median" "$mean" "$stddev" "$meets" > bench/results/latest.json <<'PY'
+import json, sys
+median, mean, stddev, meets = sys.argv[1:]
+print(json.dumps({"scenarios": [{"name": "validate_1000_workflows_100_files",
+  "median_s": float(median), "mean_s": float(mean), "stddev_s": float(stddev),
+  "target_s": 0.3, "meets": meets == "yes"}]}, indent=2))
+PY
+
+cat bench/results/latest.md

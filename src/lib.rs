@@ -1,0 +1,11 @@
+//! nexusd: a declarative, GitOps-style file-event automation agent.
+//!
+//! The binary (`main.rs`) only parses the command line and maps errors to
+//! exit codes; everything else lives here, one module per concept.
+
+pub mod cli;
+pub mod definitions;
+pub mod events;
+pub mod matching;
+pub mod templates;
+pub mod text;

@@ -1,0 +1,282 @@
+//! Glob patterns on virtual paths, and the one matcher that decides which
+//! workflows an event starts.
+//!
+//! All trigger patterns of all workflows are compiled into one `GlobSet`, so
+//! an event costs one match however many workflows there are; the per-trigger
+//! event types and ignore patterns are checked only for the candidates.
+
+use globset::{Glob, GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
+
+use crate::definitions::model::{DefinitionSet, Workflow};
+use crate::events::EventType;
+
+/// A compiled glob and the text it came from.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    /// As written.
+    pub text: String,
+    /// Rooted at `/`.
+    pub rooted: String,
+    glob: Glob,
+    matcher: GlobMatcher,
+}
+
+impl Pattern {
+    /// Compiles a trigger or ignore pattern: `*` and `?` stay within one
+    /// segment, `**` spans segments and must be a whole segment, and a
+    /// pattern without a leading `/` is rooted at `/`.
+    pub fn new(text: &str) -> Result<Pattern, String> {
+        if text.is_empty() {
+            return Err("empty pattern: give a glob such as `/inbox/*.txt`".to_owned());
+        }
+        if text.contains('\0') {
+            return Err(format!(
+                "pattern `{}` holds a NUL byte",
+                text.escape_debug()
+            ));
+        }
+        let rooted = if text.starts_with('/') {
+            text.to_owned()
+        } else {
+            format!("/{text}")
+        };
+        if let Some(seg) = rooted.split('/').find(|s| s.contains("**") && *s != "**") {
+            return Err(format!(
+                "invalid glob `{text}`: `**` must be a whole path segment (`{seg}`); write `**/{}` to match at any depth, or `*` within one segment",
+                seg.replace("**", "*")
+            ));
+        }
+        if rooted.split('/').any(|s| s == "." || s == "..") {
+            return Err(format!(
+                "invalid glob `{text}`: `.` and `..` segments never match, paths are normalized"
+            ));
+        }
+        let glob = GlobBuilder::new(&rooted)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| format!("invalid glob `{text}`: {}", glob_reason(&e)))?;
+        Ok(Pattern {
+            text: text.to_owned(),
+            matcher: glob.compile_matcher(),
+            glob,
+            rooted,
+        })
+    }
+
+    pub fn is_match(&self, path: &str) -> bool {
+        self.matcher.is_match(path)
+    }
+
+    /// A path this pattern matches, built by filling its wildcards with
+    /// plain text; used to reason about loops and dead patterns.
+    pub fn sample_path(&self) -> String {
+        let mut out = String::new();
+        let mut chars = self.rooted.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '*' => {
+                    while chars.peek() == Some(&'*') {
+                        chars.next();
+                    }
+                    out.push('x');
+                }
+                '?' => out.push('x'),
+                '[' => {
+                    let class: String = chars.by_ref().take_while(|&c| c != ']').collect();
+                    let first = class.trim_start_matches(['!', '^']).chars().next();
+                    out.push(if class.starts_with(['!', '^']) {
+                        '_'
+                    } else {
+                        first.unwrap_or('x')
+                    });
+                }
+                '{' => {
+                    let alt: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                    out.push_str(alt.split(',').next().unwrap_or_default());
+                }
+                '\\' => out.extend(chars.next()),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+}
+
+fn glob_reason(e: &globset::Error) -> String {
+    let text = e.kind().to_string();
+    text.trim_end_matches('.').to_owned()
+}
+
+/// Why a workflow does or does not run for an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Matched { trigger: usize, pattern: String },
+    EventTypeNotListed,
+    NoPatternMatched,
+    Ignored { pattern: String },
+}
+
+impl Decision {
+    pub fn matched(&self) -> bool {
+        matches!(self, Decision::Matched { .. })
+    }
+}
+
+/// Every trigger of a definition set, compiled for matching.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    set: GlobSet,
+    /// For each glob in `set`: (workflow index, trigger index, pattern index).
+    owners: Vec<(usize, usize, usize)>,
+    workflows: usize,
+}
+
+impl Matcher {
+    pub fn new(defs: &DefinitionSet) -> Matcher {
+        let mut builder = GlobSetBuilder::new();
+        let mut owners = Vec::new();
+        for (w, workflow) in defs.workflows.iter().enumerate() {
+            for (t, trigger) in workflow.triggers.iter().enumerate() {
+                for (p, pattern) in trigger.patterns.iter().enumerate() {
+                    builder.add(pattern.glob.clone());
+                    owners.push((w, t, p));
+                }
+            }
+        }
+        // Each glob compiled alone above; a set of valid globs always builds.
+        let set = builder.build().unwrap_or_else(|_| GlobSet::empty());
+        Matcher {
+            set,
+            owners,
+            workflows: defs.workflows.len(),
+        }
+    }
+
+    /// The indexes of the workflows this event starts, each once.
+    pub fn matching(&self, defs: &DefinitionSet, event: EventType, path: &str) -> Vec<usize> {
+        let mut hits = Vec::new();
+        for i in self.set.matches(path) {
+            let (w, t, _) = self.owners[i];
+            let trigger = &defs.workflows[w].triggers[t];
+            if !hits.contains(&w)
+                && trigger.events.contains(event)
+                && !trigger.ignore.iter().any(|p| p.is_match(path))
+            {
+                hits.push(w);
+            }
+        }
+        hits.sort_unstable();
+        hits
+    }
+
+    /// The decision for every workflow, in definition order.
+    pub fn explain(&self, defs: &DefinitionSet, event: EventType, path: &str) -> Vec<Decision> {
+        let mut decisions = vec![None; self.workflows];
+        for i in self.set.matches(path) {
+            let (w, t, p) = self.owners[i];
+            let decision = decide(&defs.workflows[w], t, p, event, path);
+            let better = match (&decisions[w], &decision) {
+                (None, _) => true,
+                (Some(old), new) => rank(new) > rank(old),
+            };
+            if better {
+                decisions[w] = Some(decision);
+            }
+        }
+        decisions
+            .into_iter()
+            .map(|d| d.unwrap_or(Decision::NoPatternMatched))
+            .collect()
+    }
+}
+
+fn decide(workflow: &Workflow, t: usize, p: usize, event: EventType, path: &str) -> Decision {
+    let trigger = &workflow.triggers[t];
+    if let Some(ignored) = trigger.ignore.iter().find(|i| i.is_match(path)) {
+        return Decision::Ignored {
+            pattern: ignored.text.clone(),
+        };
+    }
+    if !trigger.events.contains(event) {
+        return Decision::EventTypeNotListed;
+    }
+    Decision::Matched {
+        trigger: t,
+        pattern: trigger.patterns[p].text.clone(),
+    }
+}
+
+/// Which explanation to keep when several triggers speak: a match wins,
+/// then the most specific reason for not matching.
+fn rank(d: &Decision) -> u8 {
+    match d {
+        Decision::Matched { .. } => 3,
+        Decision::Ignored { .. } => 2,
+        Decision::EventTypeNotListed => 1,
+        Decision::NoPatternMatched => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_follow_the_spec_table() {
+        let cases = [
+            ("/workspace/uploads/*.txt", "/workspace/uploads/a.txt", true),
+            (
+                "/workspace/uploads/*.txt",
+                "/workspace/uploads/sub/a.txt",
+                false,
+            ),
+            ("**/*.meta.json", "/a/b/c.meta.json", true),
+            ("**/*.meta.json", "/c.meta.json", true),
+            (
+                "/workspace/categorized/**/*.txt",
+                "/workspace/categorized/long/a.txt",
+                true,
+            ),
+            ("/docs/*.{txt,md}", "/docs/a.md", true),
+            ("/docs/[a-c]?.txt", "/docs/b1.txt", true),
+            ("/docs/[a-c]?.txt", "/docs/d1.txt", false),
+            ("/docs/*", "/docs/.hidden", true),
+        ];
+        for (pattern, path, expected) in cases {
+            assert_eq!(
+                Pattern::new(pattern).unwrap().is_match(path),
+                expected,
+                "{pattern} {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_bad_globs() {
+        assert!(
+            Pattern::new("**.txt")
+                .unwrap_err()
+                .contains("`**` must be a whole path segment")
+        );
+        assert!(
+            Pattern::new("/x/[a.txt")
+                .unwrap_err()
+                .starts_with("invalid glob `/x/[a.txt`")
+        );
+        assert!(Pattern::new("").is_err());
+        assert!(Pattern::new("/a/../b").is_err());
+    }
+
+    #[test]
+    fn samples_match_their_pattern() {
+        for text in [
+            "/workspace/uploads/*.txt",
+            "**/*.meta.json",
+            "/d/{a,b}/[0-9]?.log",
+        ] {
+            let p = Pattern::new(text).unwrap();
+            assert!(p.is_match(&p.sample_path()), "{text}: {}", p.sample_path());
+        }
+    }
+}
