@@ -5,6 +5,8 @@
 //! an event costs one match however many workflows there are; the per-trigger
 //! event types and ignore patterns are checked only for the candidates.
 
+use std::sync::OnceLock;
+
 use globset::{Glob, GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 
 use crate::definitions::model::{DefinitionSet, Workflow};
@@ -18,7 +20,9 @@ pub struct Pattern {
     /// Rooted at `/`.
     pub rooted: String,
     glob: Glob,
-    matcher: GlobMatcher,
+    /// Built on first use: compiling a regex is most of a glob's cost, and
+    /// `validate` never needs most of them.
+    matcher: OnceLock<GlobMatcher>,
 }
 
 impl Pattern {
@@ -58,14 +62,16 @@ impl Pattern {
             .map_err(|e| format!("invalid glob `{text}`: {}", glob_reason(&e)))?;
         Ok(Pattern {
             text: text.to_owned(),
-            matcher: glob.compile_matcher(),
+            matcher: OnceLock::new(),
             glob,
             rooted,
         })
     }
 
     pub fn is_match(&self, path: &str) -> bool {
-        self.matcher.is_match(path)
+        self.matcher
+            .get_or_init(|| self.glob.compile_matcher())
+            .is_match(path)
     }
 
     /// A path this pattern matches, built by filling its wildcards with

@@ -143,6 +143,13 @@ fn compile_pipeline(
     spec: RawPipelineSpec,
 ) -> Vec<Workflow> {
     let RawPipelineSpec { stages } = spec;
+    if stages.is_empty() {
+        doc.error(
+            &at(&["spec".into()], &[&"stages"]),
+            Target::Value,
+            "`stages` is empty: give at least one",
+        );
+    }
     let mut seen: Vec<(String, Ptr)> = Vec::new();
     let mut out = Vec::new();
     for (i, stage) in stages.into_iter().enumerate() {
@@ -191,6 +198,20 @@ fn compile_workflow(
         steps,
     } = spec;
     let errors_before = doc.diags.errors().count();
+    if on.is_empty() {
+        doc.error(
+            &at(ptr, &[&"on"]),
+            Target::Value,
+            "`on` is empty: give at least one trigger",
+        );
+    }
+    if steps.is_empty() {
+        doc.error(
+            &at(ptr, &[&"steps"]),
+            Target::Value,
+            "`steps` is empty: give at least one",
+        );
+    }
     let triggers: Vec<Trigger> = on
         .into_iter()
         .enumerate()

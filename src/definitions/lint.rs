@@ -31,7 +31,7 @@ fn dead_patterns(doc: &mut Doc<'_>, workflow: &Workflow, ptr: &[String]) {
                 trigger
                     .ignore
                     .iter()
-                    .find(|i| i.is_match(&sample) && covers(i, pattern))
+                    .find(|i| covers(i, pattern) && i.is_match(&sample))
                     .map(|i| format!("every path it matches is ignored by `{}`", i.text))
             };
             if let Some(reason) = reason {

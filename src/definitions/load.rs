@@ -22,47 +22,151 @@ pub struct Loaded {
 }
 
 /// Loads every definition under `paths` (files, directories searched
-/// recursively for `.yaml`/`.yml`, or `-` for standard input).
+/// recursively for `.yaml`/`.yml`, or `-` for standard input). Files are
+/// parsed and compiled in parallel; names are then checked across all of them.
 pub fn load_paths(paths: &[PathBuf], limits: &Limits) -> Loaded {
-    let mut loaded = Loaded::default();
-    let mut names = NameIndex::default();
+    let mut diagnostics = Diagnostics::default();
+    let mut inputs = Vec::new();
     for path in paths {
         if path.as_os_str() == "-" {
             let mut bytes = Vec::new();
             let cap = limits.max_file_bytes as u64 + 1;
             match std::io::stdin().take(cap).read_to_end(&mut bytes) {
-                Ok(_) => load_bytes(
-                    Path::new(STDIN_NAME),
-                    &bytes,
-                    limits,
-                    &mut loaded,
-                    &mut names,
-                ),
-                Err(e) => loaded.diagnostics.error(
+                Ok(_) => inputs.push(Input::Bytes(PathBuf::from(STDIN_NAME), bytes)),
+                Err(e) => diagnostics.error(
                     Path::new(STDIN_NAME),
                     Pos::START,
                     format!("cannot read standard input: {e}"),
                 ),
             }
-            continue;
-        }
-        for file in definition_files(path, &mut loaded.diagnostics) {
-            match read_capped(&file, limits) {
-                Ok(bytes) => load_bytes(&file, &bytes, limits, &mut loaded, &mut names),
-                Err(message) => loaded.diagnostics.error(&file, Pos::START, message),
-            }
+        } else {
+            inputs.extend(
+                definition_files(path, &mut diagnostics)
+                    .into_iter()
+                    .map(Input::File),
+            );
         }
     }
-    loaded.diagnostics.sort();
-    loaded
+    let results = parallel_map(inputs, |input| load_input(input, limits));
+    merge(results, diagnostics)
 }
 
 /// Loads definitions from text already in memory (the API's `apply` body).
 pub fn load_text(name: &Path, bytes: &[u8], limits: &Limits) -> Loaded {
-    let mut loaded = Loaded::default();
-    load_bytes(name, bytes, limits, &mut loaded, &mut NameIndex::default());
-    loaded.diagnostics.sort();
-    loaded
+    let result = load_file(name, bytes, limits);
+    merge(vec![result], Diagnostics::default())
+}
+
+/// Loads without the JSON Schema pass: the typed structs and the compile
+/// step alone. The test that keeps the schema and the Rust types in
+/// agreement uses it; nothing else should.
+pub fn load_text_typed_only(name: &Path, bytes: &[u8], limits: &Limits) -> Loaded {
+    let mut result = FileResult::default();
+    match yaml::parse_documents(bytes, limits) {
+        Ok(docs) => {
+            for doc in docs {
+                let json = doc.root.value.to_json();
+                let mut d = Doc {
+                    file: name,
+                    root: &doc.root,
+                    diags: &mut result.diagnostics,
+                };
+                result.workflows.extend(compile_document(&mut d, json));
+            }
+        }
+        Err(e) => result.diagnostics.error(name, e.pos, e.message),
+    }
+    merge(vec![result], Diagnostics::default())
+}
+
+enum Input {
+    File(PathBuf),
+    Bytes(PathBuf, Vec<u8>),
+}
+
+/// What one file yields, before names are checked across files.
+#[derive(Default)]
+struct FileResult {
+    workflows: Vec<crate::definitions::model::Workflow>,
+    diagnostics: Diagnostics,
+    /// Definition names in document order, with where each stands.
+    names: Vec<(String, PathBuf, Pos)>,
+}
+
+fn load_input(input: Input, limits: &Limits) -> FileResult {
+    match input {
+        Input::Bytes(name, bytes) => load_file(&name, &bytes, limits),
+        Input::File(file) => match read_capped(&file, limits) {
+            Ok(bytes) => load_file(&file, &bytes, limits),
+            Err(message) => {
+                let mut result = FileResult::default();
+                result.diagnostics.error(&file, Pos::START, message);
+                result
+            }
+        },
+    }
+}
+
+/// Runs `f` over `items` on every core, keeping the items' order.
+fn parallel_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len());
+    if workers <= 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let queue = std::sync::Mutex::new(items.into_iter().enumerate());
+    let mut done: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        // The lock is held only to take the next item.
+                        let next = queue.lock().map(|mut q| q.next()).unwrap_or(None);
+                        let Some((i, item)) = next else { break };
+                        out.push((i, f(item)));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Joins per-file results, reporting the second of two equal names.
+fn merge(results: Vec<FileResult>, mut diagnostics: Diagnostics) -> Loaded {
+    let mut set = DefinitionSet::default();
+    let mut seen: Vec<(String, PathBuf, Pos)> = Vec::new();
+    for result in results {
+        diagnostics.extend(result.diagnostics);
+        set.workflows.extend(result.workflows);
+        for (name, file, pos) in result.names {
+            if let Some((_, first_file, first_pos)) = seen.iter().find(|(n, _, _)| *n == name) {
+                diagnostics.error(
+                    &file,
+                    pos,
+                    format!(
+                        "duplicate definition name `{name}` (first defined at {}:{first_pos})",
+                        first_file.display()
+                    ),
+                );
+            } else {
+                seen.push((name, file, pos));
+            }
+        }
+    }
+    diagnostics.sort();
+    Loaded { set, diagnostics }
 }
 
 /// The definition files under `path`, sorted so that results are stable.
@@ -141,38 +245,28 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-/// Definition names seen so far, to report the second of two.
-#[derive(Default)]
-struct NameIndex {
-    seen: Vec<(String, PathBuf, Pos)>,
-}
-
-fn load_bytes(
-    file: &Path,
-    bytes: &[u8],
-    limits: &Limits,
-    loaded: &mut Loaded,
-    names: &mut NameIndex,
-) {
+fn load_file(file: &Path, bytes: &[u8], limits: &Limits) -> FileResult {
+    let mut result = FileResult::default();
     let docs = match yaml::parse_documents(bytes, limits) {
         Ok(docs) => docs,
         Err(e) => {
-            loaded.diagnostics.error(file, e.pos, e.message);
-            return;
+            result.diagnostics.error(file, e.pos, e.message);
+            return result;
         }
     };
     if docs.is_empty() {
-        loaded
+        result
             .diagnostics
             .error(file, Pos::START, "no definitions in this file: it is empty");
     }
     for doc in docs {
-        load_document(file, &doc.root, loaded, names);
+        load_document(file, &doc.root, &mut result);
     }
+    result
 }
 
-fn load_document(file: &Path, root: &Located<Node>, loaded: &mut Loaded, names: &mut NameIndex) {
-    let diags = &mut loaded.diagnostics;
+fn load_document(file: &Path, root: &Located<Node>, result: &mut FileResult) {
+    let diags = &mut result.diagnostics;
     match &root.value {
         Node::Map(_) => {}
         Node::Null => {
@@ -203,22 +297,13 @@ fn load_document(file: &Path, root: &Located<Node>, loaded: &mut Loaded, names: 
         );
     }
     let json = root.value.to_json();
-    let problems = schema::check(&json);
     if let Some(name) = json.pointer("/metadata/name").and_then(|n| n.as_str()) {
         let pos = root.position(&["metadata", "name"], Target::Value);
-        if let Some((_, first_file, first_pos)) = names.seen.iter().find(|(n, _, _)| n == name) {
-            diags.error(
-                file,
-                pos,
-                format!(
-                    "duplicate definition name `{name}` (first defined at {}:{first_pos})",
-                    first_file.display()
-                ),
-            );
-        } else {
-            names.seen.push((name.to_owned(), file.to_path_buf(), pos));
-        }
+        result
+            .names
+            .push((name.to_owned(), file.to_path_buf(), pos));
     }
+    let problems = schema::check(&json);
     if !problems.is_empty() {
         for p in problems {
             let pos = root.position(&p.pointer, p.target);
@@ -228,5 +313,5 @@ fn load_document(file: &Path, root: &Located<Node>, loaded: &mut Loaded, names: 
     }
     let mut doc = Doc { file, root, diags };
     let workflows = compile_document(&mut doc, json);
-    loaded.set.workflows.extend(workflows);
+    result.workflows.extend(workflows);
 }

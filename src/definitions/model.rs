@@ -135,6 +135,19 @@ pub struct RunStep {
     pub vars: Vec<(String, Template)>,
 }
 
+impl RunStep {
+    /// The environment variables that carry the placeholders' values.
+    pub fn render_vars(
+        &self,
+        data: &serde_json::Value,
+    ) -> Result<Vec<(String, String)>, crate::templates::TemplateError> {
+        self.vars
+            .iter()
+            .map(|(name, t)| Ok((name.clone(), t.render(data)?)))
+            .collect()
+    }
+}
+
 /// An HTTP request.
 #[derive(Debug, Clone)]
 pub struct WebhookStep {

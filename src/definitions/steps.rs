@@ -195,16 +195,20 @@ impl StepCx<'_, '_, '_> {
                 return None;
             }
         };
+        let mut vars = Vec::new();
+        for (var, expr) in rewritten.vars {
+            vars.push((var, self.template(&format!("{{{{{expr}}}}}"), ptr.clone())));
+        }
+        let vars: Vec<(String, Template)> = vars
+            .into_iter()
+            .map(|(v, t)| t.map(|t| (v, t)))
+            .collect::<Option<_>>()?;
         for expr in &rewritten.option_risks {
             self.doc.warning(
                 &ptr,
                 Target::Value,
                 format!("`{{{{{expr}}}}}` may start with `-` and be read as an option: put `--` before it"),
             );
-        }
-        let mut vars = Vec::new();
-        for (var, expr) in rewritten.vars {
-            vars.push((var, self.template(&format!("{{{{{expr}}}}}"), ptr.clone())?));
         }
         Some(StepKind::Run(RunStep {
             shell: match shell_kind {
@@ -365,14 +369,12 @@ impl StepCx<'_, '_, '_> {
             }
             header_templates.push((name, self.template(&value, ptr)?));
         }
-        if let Some(name) = &secret {
-            if !self.secrets.contains(name) {
-                self.doc.error(
-                    &self.field(&[&"webhook", &"secret"]),
-                    Target::Value,
-                    format!("secret `{name}` is not declared: add it to `spec.secrets`"),
-                );
-            }
+        if let Some(name) = secret.as_ref().filter(|n| !self.secrets.contains(n)) {
+            self.doc.error(
+                &self.field(&[&"webhook", &"secret"]),
+                Target::Value,
+                format!("secret `{name}` is not declared: add it to `spec.secrets`"),
+            );
         }
         let body = match body {
             Some(b) => Some(self.body(&b, self.field(&[&"webhook", &"body"]))?),

@@ -186,8 +186,7 @@ pub fn parse_documents(bytes: &[u8], limits: &Limits) -> Result<Vec<Document>, Y
         return Err(YamlError {
             pos: Pos::START,
             message: format!(
-                "file is {} bytes, over the limit of {} (raise it with `--max-file-size`)",
-                bytes.len(),
+                "file is larger than the limit of {} bytes (raise it with `--max-file-size`)",
                 limits.max_file_bytes
             ),
         });

@@ -83,6 +83,21 @@ impl fmt::Display for EventSet {
     }
 }
 
+/// The template fields derived from a virtual path: `name`, `stem`, `ext`,
+/// `dir` (SPEC section 3).
+pub fn path_fields(path: &str) -> serde_json::Map<String, serde_json::Value> {
+    use crate::templates::helpers::{split_ext, split_name};
+    let (dir, name) = split_name(path);
+    let (stem, ext) = split_ext(name);
+    let mut m = serde_json::Map::new();
+    m.insert("path".into(), path.into());
+    m.insert("name".into(), name.into());
+    m.insert("stem".into(), stem.into());
+    m.insert("ext".into(), ext.into());
+    m.insert("dir".into(), dir.into());
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,19 +114,4 @@ mod tests {
                 .contains("`file.created`")
         );
     }
-}
-
-/// The template fields derived from a virtual path: `name`, `stem`, `ext`,
-/// `dir` (SPEC section 3).
-pub fn path_fields(path: &str) -> serde_json::Map<String, serde_json::Value> {
-    use crate::templates::helpers::{split_ext, split_name};
-    let (dir, name) = split_name(path);
-    let (stem, ext) = split_ext(name);
-    let mut m = serde_json::Map::new();
-    m.insert("path".into(), path.into());
-    m.insert("name".into(), name.into());
-    m.insert("stem".into(), stem.into());
-    m.insert("ext".into(), ext.into());
-    m.insert("dir".into(), dir.into());
-    m
 }

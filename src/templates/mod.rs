@@ -50,15 +50,14 @@ pub enum TemplateError {
 impl Template {
     /// Compiles `source`, then checks every name it uses against `scope`.
     pub fn compile(source: &str, scope: &Scope) -> Result<Template, Vec<TemplateError>> {
-        let compiled = handlebars::Template::compile(source)
-            .map_err(|e| vec![TemplateError::Syntax(syntax_message(&e))])?;
+        let compiled = parse_cached(source)?;
         let problems = scope.check(&compiled);
         if !problems.is_empty() {
             return Err(problems.into_iter().map(TemplateError::Scope).collect());
         }
         Ok(Template {
             source: source.to_owned(),
-            compiled: Arc::new(compiled),
+            compiled,
         })
     }
 
@@ -86,6 +85,32 @@ impl Template {
         out.into_string()
             .map_err(|e| TemplateError::Render(e.to_string()))
     }
+}
+
+/// Parses a template, reusing the parse of an identical source: the same few
+/// templates (`{{event.path}}`, ...) recur across a repository, and parsing
+/// is the costly part of loading. The cache is per thread and bounded.
+fn parse_cached(source: &str) -> Result<Arc<handlebars::Template>, Vec<TemplateError>> {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    const MAX_ENTRIES: usize = 1024;
+    thread_local! {
+        static CACHE: RefCell<HashMap<String, Arc<handlebars::Template>>> = RefCell::new(HashMap::new());
+    }
+    if let Some(hit) = CACHE.with(|c| c.borrow().get(source).cloned()) {
+        return Ok(hit);
+    }
+    let parsed = handlebars::Template::compile(source)
+        .map(Arc::new)
+        .map_err(|e| vec![TemplateError::Syntax(syntax_message(&e))])?;
+    CACHE.with(|c| {
+        let mut cache = c.borrow_mut();
+        if cache.len() >= MAX_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(source.to_owned(), Arc::clone(&parsed));
+    });
+    Ok(parsed)
 }
 
 /// The one registry: strict, unescaped, with our helpers.

@@ -98,11 +98,9 @@ impl Scope {
         let lenient = helper == "default";
         for (i, param) in h.params.iter().enumerate() {
             // `default` exists to name what may be missing: only its root is checked.
-            if lenient && i == 0 {
-                if let Parameter::Path(p) = param {
-                    self.check_root_only(p, out);
-                    continue;
-                }
+            if let (true, Parameter::Path(p)) = (lenient && i == 0, param) {
+                self.check_root_only(p, out);
+                continue;
             }
             self.check_param(param, out);
         }
@@ -138,12 +136,13 @@ impl Scope {
     }
 
     fn check_root_only(&self, path: &Path, out: &mut Vec<String>) {
-        if let Some(segs) = named_segments(path) {
-            if let Some(root) = segs.first() {
-                if !["event", "workflow", "run", "steps", "secrets"].contains(&root.as_str()) {
-                    out.push(unknown_variable(&segs.join(".")));
-                }
-            }
+        let roots = ["event", "workflow", "run", "steps", "secrets"];
+        if let Some(segs) = named_segments(path)
+            && segs
+                .first()
+                .is_some_and(|root| !roots.contains(&root.as_str()))
+        {
+            out.push(unknown_variable(&segs.join(".")));
         }
     }
 

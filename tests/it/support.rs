@@ -1,0 +1,58 @@
+//! Running the binary and reading what it printed.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What a command left for its user to see.
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `nexusd ARGS` in `dir` with `stdin` as standard input; a run that
+/// has not ended after 60 s is killed and reported, so a hang fails loudly.
+pub fn nexusd_in(dir: &Path, args: &[&str], stdin: &[u8]) -> Outcome {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nexusd"))
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the nexusd binary starts");
+    let mut input = child.stdin.take().expect("stdin is piped");
+    // A command that does not read stdin closes it early: that is fine.
+    let _ = input.write_all(stdin);
+    drop(input);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait works").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("nexusd {args:?} did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().expect("output is readable");
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `nexusd ARGS` in the fixtures directory.
+pub fn nexusd(args: &[&str]) -> Outcome {
+    nexusd_in(&fixtures(), args, b"")
+}
