@@ -6,11 +6,11 @@ CARGO ?= cargo
 build:
 	$(CARGO) build --release
 
-# Until the engine lands, `make run` validates the examples and says so.
+# The agent on the examples, with the embedded SQLite database in
+# ./nexus-data/.nexus/nexus.db. Drop files under ./nexus-data/workspace/.
 run: build
 	./target/release/nexusd validate -f workflows.example
-	@echo "The examples are valid. The agent itself (nexusd serve) is not built yet:"
-	@echo "see the README's status section. Try: ./target/release/nexusd test-match -f workflows.example --event file.created --path /workspace/uploads/a.txt"
+	./target/release/nexusd serve --data-dir ./nexus-data --config-dir workflows.example
 
 test:
 	$(CARGO) test --all-targets

@@ -5,7 +5,11 @@
 
 pub mod cli;
 pub mod definitions;
+pub mod engine;
 pub mod events;
 pub mod matching;
+pub mod server;
+pub mod steps;
+pub mod store;
 pub mod templates;
 pub mod text;

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use globset::{Glob, GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 
 use crate::definitions::model::{DefinitionSet, Workflow};
-use crate::events::EventType;
+use crate::events::{EventSet, EventType};
 
 /// A compiled glob and the text it came from.
 #[derive(Debug, Clone)]
@@ -174,6 +174,25 @@ impl Matcher {
         }
         hits.sort_unstable();
         hits
+    }
+
+    /// Every workflow with a trigger whose patterns match `path` and whose
+    /// ignores do not, with the union of those triggers' event types.
+    pub fn candidates(&self, defs: &DefinitionSet, path: &str) -> Vec<(usize, EventSet)> {
+        let mut out: Vec<(usize, EventSet)> = Vec::new();
+        for i in self.set.matches(path) {
+            let (w, t, _) = self.owners[i];
+            let trigger = &defs.workflows[w].triggers[t];
+            if trigger.ignore.iter().any(|p| p.is_match(path)) {
+                continue;
+            }
+            match out.iter_mut().find(|(o, _)| *o == w) {
+                Some((_, set)) => trigger.events.iter().for_each(|e| set.insert(e)),
+                None => out.push((w, trigger.events)),
+            }
+        }
+        out.sort_by_key(|(w, _)| *w);
+        out
     }
 
     /// The decision for every workflow, in definition order.

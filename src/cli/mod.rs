@@ -1,5 +1,6 @@
 //! The command line: clap definitions and one function per command.
 
+mod serve;
 mod test_match;
 mod validate;
 
@@ -21,12 +22,58 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the agent: watch the data dir and run the workflows.
+    Serve(ServeArgs),
     /// Check definition files offline; exit 0 when valid, 1 when not.
     Validate(ValidateArgs),
     /// Tell, offline, which workflows an event would start, and why not.
     TestMatch(TestMatchArgs),
     /// Print the JSON Schema of a definition document.
     Schema,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The tree to watch; nexusd keeps its own state in DATA/.nexus.
+    #[arg(long, default_value = "./nexus-data", env = "NEXUS_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Definitions to load and keep reconciled (changes apply within a second).
+    #[arg(long)]
+    pub config_dir: Option<PathBuf>,
+    /// Address of the HTTP server (GET /health).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Runs at once, across all workflows.
+    #[arg(long, default_value_t = 8)]
+    pub workers: usize,
+    /// `text` or `json` logs, on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Runs caused by runs' own writes, chained, before the next is skipped as a loop.
+    #[arg(long, default_value_t = 8)]
+    pub max_chain_depth: u32,
+    /// File-name globs that never produce events; replaces the default list.
+    #[arg(long = "ignore", value_name = "GLOB", default_values_t = crate::events::ignore::DEFAULT_IGNORES.iter().map(|s| s.to_string()))]
+    pub ignore: Vec<String>,
+    /// Directory holding one file per secret (as Docker and Kubernetes mount them).
+    #[arg(long)]
+    pub secrets_dir: Option<PathBuf>,
+    /// How long running steps may finish at shutdown before they are killed.
+    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    pub shutdown_grace: std::time::Duration,
+    /// Bytes of stdout and of stderr kept per step (the tail).
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub output_cap: usize,
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    crate::definitions::duration::parse_duration(s)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Where definitions come from.
@@ -95,6 +142,7 @@ pub enum Output {
 /// Runs a command; the exit code is the command's verdict.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Serve(args) => serve::run(args),
         Command::Validate(args) => validate::run(&args),
         Command::TestMatch(args) => test_match::run(&args),
         Command::Schema => {

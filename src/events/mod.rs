@@ -1,7 +1,87 @@
-//! File events: what changed, as triggers name it.
+//! File events: what changed, as triggers name it, and how changes on disk
+//! become events (watcher hints, the file index, the reconciler).
+
+pub mod ignore;
+pub mod index;
+pub mod openfiles;
+pub mod reconcile;
+pub mod watcher;
 
 use std::fmt;
 use std::str::FromStr;
+
+/// One change of one regular file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub id: String,
+    pub kind: EventType,
+    /// Virtual path: absolute, `/`-separated, rooted at the data dir.
+    pub path: String,
+    pub old_path: Option<String>,
+    pub size: Option<u64>,
+    pub mtime_ms: Option<i64>,
+    /// When nexusd observed it, in Unix milliseconds.
+    pub observed_ms: i64,
+    /// The run whose built-in write caused it, if any.
+    pub cause: Option<Cause>,
+}
+
+/// What caused an event: a run's own write, and how deep the chain is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    pub run_id: String,
+    /// 1 for an event caused by a run started by an outside change.
+    pub depth: u32,
+}
+
+impl Event {
+    /// How many runs led to this event (0 for an outside change).
+    pub fn chain_depth(&self) -> u32 {
+        self.cause.as_ref().map_or(0, |c| c.depth)
+    }
+
+    /// The event's template fields (SPEC section 3), `abs_path` under `root`.
+    pub fn template_fields(&self, root: &std::path::Path) -> serde_json::Value {
+        let mut m = path_fields(&self.path);
+        m.insert("id".into(), self.id.clone().into());
+        m.insert("type".into(), self.kind.as_str().into());
+        m.insert("old_path".into(), self.old_path.clone().into());
+        m.insert(
+            "abs_path".into(),
+            abs_path(root, &self.path)
+                .to_string_lossy()
+                .into_owned()
+                .into(),
+        );
+        m.insert("size".into(), self.size.into());
+        m.insert("mtime".into(), self.mtime_ms.map(rfc3339_ms).into());
+        m.insert("timestamp".into(), rfc3339_ms(self.observed_ms).into());
+        serde_json::Value::Object(m)
+    }
+}
+
+/// The file on disk for a virtual path.
+pub fn abs_path(root: &std::path::Path, path: &str) -> std::path::PathBuf {
+    root.join(path.trim_start_matches('/'))
+}
+
+/// Unix milliseconds as RFC 3339 (UTC, millisecond precision).
+pub fn rfc3339_ms(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0).unsigned_abs());
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A new, time-ordered id with a prefix (`evt_`, `run_`).
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::now_v7().simple())
+}
 
 /// The five kinds of change (SPEC section 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,0 +1,179 @@
+//! Starting runs in order: per (workflow, path) one at a time and in event
+//! order; across paths in parallel, up to the workflow's `concurrency` and
+//! the agent's `--workers`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::run::{Job, Runtime, execute};
+use crate::events::now_ms;
+use crate::store::RunStatus;
+
+type Key = (String, String);
+
+enum Msg {
+    Submit(Vec<Job>),
+    Done(Key, String),
+}
+
+/// A handle to submit runs.
+#[derive(Clone)]
+pub struct Dispatcher {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl Dispatcher {
+    /// Hands runs over, in event order. Waits when the dispatcher is busy,
+    /// which slows the event loop rather than losing anything.
+    pub async fn submit(&self, jobs: Vec<Job>) {
+        if !jobs.is_empty() && self.tx.send(Msg::Submit(jobs)).await.is_err() {
+            tracing::warn!("dispatcher stopped; runs stay queued");
+        }
+    }
+}
+
+/// Starts the dispatcher; the returned future ends after shutdown, when
+/// running runs have finished or `grace` has passed (they are then recorded
+/// `cancelled`).
+pub fn start(
+    rt: Arc<Runtime>,
+    workers: usize,
+    grace: Duration,
+) -> (Dispatcher, impl Future<Output = ()>) {
+    let (tx, rx) = mpsc::channel(1024);
+    let worker = dispatch_worker(rt, rx, tx.clone(), workers.max(1), grace);
+    (Dispatcher { tx }, worker)
+}
+
+struct State {
+    waiting: HashMap<Key, VecDeque<Job>>,
+    /// Keys with waiting runs, oldest first.
+    order: VecDeque<Key>,
+    running_keys: HashSet<Key>,
+    running_per_workflow: HashMap<String, u32>,
+    /// Run ids in flight, for an honest record at shutdown.
+    in_flight: HashSet<String>,
+}
+
+async fn dispatch_worker(
+    rt: Arc<Runtime>,
+    mut rx: mpsc::Receiver<Msg>,
+    tx: mpsc::Sender<Msg>,
+    workers: usize,
+    grace: Duration,
+) {
+    let mut state = State {
+        waiting: HashMap::new(),
+        order: VecDeque::new(),
+        running_keys: HashSet::new(),
+        running_per_workflow: HashMap::new(),
+        in_flight: HashSet::new(),
+    };
+    let mut tasks: JoinSet<String> = JoinSet::new();
+    loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(Msg::Submit(jobs)) => {
+                    for job in jobs {
+                        let key = (job.workflow.name.clone(), job.event.path.clone());
+                        if !state.waiting.contains_key(&key) {
+                            state.order.push_back(key.clone());
+                        }
+                        state.waiting.entry(key).or_default().push_back(job);
+                    }
+                }
+                Some(Msg::Done(key, run_id)) => {
+                    state.running_keys.remove(&key);
+                    state.in_flight.remove(&run_id);
+                    if let Some(n) = state.running_per_workflow.get_mut(&key.0) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+                None => break,
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            () = rt.shutdown.cancelled() => break,
+        }
+        start_ready(&rt, &mut state, &mut tasks, &tx, workers);
+    }
+    drain(&rt, state, tasks, grace).await;
+}
+
+fn start_ready(
+    rt: &Arc<Runtime>,
+    state: &mut State,
+    tasks: &mut JoinSet<String>,
+    tx: &mpsc::Sender<Msg>,
+    workers: usize,
+) {
+    let mut i = 0;
+    while i < state.order.len() && state.in_flight.len() < workers {
+        let key = state.order[i].clone();
+        let limit = state
+            .waiting
+            .get(&key)
+            .and_then(|q| q.front())
+            .map(|j| j.workflow.concurrency.unwrap_or(u32::MAX));
+        let busy = state.running_keys.contains(&key)
+            || limit
+                .is_some_and(|l| state.running_per_workflow.get(&key.0).copied().unwrap_or(0) >= l);
+        if busy {
+            i += 1;
+            continue;
+        }
+        let Some(job) = state.waiting.get_mut(&key).and_then(VecDeque::pop_front) else {
+            state.order.remove(i);
+            continue;
+        };
+        if state.waiting.get(&key).is_some_and(VecDeque::is_empty) {
+            state.waiting.remove(&key);
+            state.order.remove(i);
+        } else {
+            i += 1;
+        }
+        state.running_keys.insert(key.clone());
+        *state.running_per_workflow.entry(key.0.clone()).or_default() += 1;
+        state.in_flight.insert(job.run_id.clone());
+        let (rt, tx) = (Arc::clone(rt), tx.clone());
+        tasks.spawn(async move {
+            execute(&rt, &job).await;
+            let _ = tx.send(Msg::Done(key, job.run_id.clone())).await;
+            job.run_id
+        });
+    }
+}
+
+async fn drain(rt: &Runtime, mut state: State, mut tasks: JoinSet<String>, grace: Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    while !tasks.is_empty() {
+        match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+            Ok(Some(Ok(run_id))) => {
+                state.in_flight.remove(&run_id);
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    if !tasks.is_empty() {
+        tasks.abort_all();
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(run_id) = done {
+                state.in_flight.remove(&run_id);
+            }
+        }
+        for run_id in &state.in_flight {
+            tracing::warn!(run = %run_id, "run cancelled at shutdown after the grace period");
+            if let Err(e) = rt
+                .store
+                .run_closed(run_id, RunStatus::Cancelled, "shutdown", now_ms())
+                .await
+            {
+                tracing::error!(error = %e, "recording failed");
+            }
+        }
+    }
+}

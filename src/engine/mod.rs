@@ -1,0 +1,297 @@
+//! The agent: watch the data dir, turn changes into events, record them with
+//! the runs they start, and run those. Long-lived tasks are `_worker`
+//! functions supervised by [`serve`], all stopped by one cancellation token.
+
+pub mod causes;
+pub mod config_dir;
+pub mod dispatch;
+pub mod live;
+pub mod run;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use self::causes::Causes;
+use self::dispatch::Dispatcher;
+use self::live::{Live, LiveHandle};
+use self::run::{Job, Runtime};
+use crate::definitions::{Limits, load_paths};
+use crate::events::ignore::Ignore;
+use crate::events::reconcile::{Change, Hint, Reconciler, Timing};
+use crate::events::watcher::{self, Watch};
+use crate::events::{Event, EventType, new_id, now_ms};
+use crate::store::{IndexOp, NewRun, RunStatus, Store};
+
+/// How the agent runs (`nexusd serve` flags).
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub data_dir: PathBuf,
+    pub config_dir: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub max_chain_depth: u32,
+    pub ignore: Vec<String>,
+    pub secrets_dir: Option<PathBuf>,
+    pub shutdown_grace: Duration,
+    pub output_cap: usize,
+}
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("creating the data dir `{}`", opts.data_dir.display()))?;
+    let data_dir = opts.data_dir.canonicalize()?;
+    let store = Store::open_sqlite(&data_dir).await?;
+    let live = LiveHandle::new(initial_definitions(&opts)?);
+    let ignore = Ignore::new(&opts.ignore).map_err(anyhow::Error::msg)?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_worker(shutdown.clone()));
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .context("building the HTTP client")?;
+    let root = cap_std::fs::Dir::open_ambient_dir(&data_dir, cap_std::ambient_authority())
+        .with_context(|| format!("opening the data dir `{}`", data_dir.display()))?;
+    let rt = Arc::new(Runtime {
+        store: store.clone(),
+        data_dir: data_dir.clone(),
+        root: Arc::new(root),
+        http,
+        causes: Arc::new(Causes::default()),
+        output_cap: opts.output_cap,
+        shutdown: shutdown.clone(),
+    });
+    let (dispatcher, dispatch_done) =
+        dispatch::start(Arc::clone(&rt), opts.workers, opts.shutdown_grace);
+    let dispatch_task = tokio::spawn(dispatch_done);
+
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, "http listening");
+    let server = tokio::spawn(crate::server::http_worker(listener, shutdown.clone()));
+
+    let config_task = opts.config_dir.clone().map(|dir| {
+        tokio::spawn(config_dir::config_worker(
+            dir,
+            opts.secrets_dir.clone(),
+            live.clone(),
+            shutdown.clone(),
+        ))
+    });
+
+    let (watch, hints) = watcher::watch(&data_dir).context("watching the data dir")?;
+    let index = store.load_index().await?;
+    let reconciler = Reconciler::new(data_dir.clone(), index, ignore, Timing::default());
+    let events = EventsWorker {
+        rt: Arc::clone(&rt),
+        live,
+        dispatcher,
+        max_chain_depth: opts.max_chain_depth,
+    };
+    let result = events.run(reconciler, watch, hints).await;
+    shutdown.cancel();
+    let _ = dispatch_task.await;
+    let _ = server.await;
+    if let Some(t) = config_task {
+        let _ = t.await;
+    }
+    tracing::info!("stopped");
+    result
+}
+
+fn initial_definitions(opts: &ServeOptions) -> anyhow::Result<Live> {
+    let set = match &opts.config_dir {
+        Some(dir) => {
+            let loaded = load_paths(std::slice::from_ref(dir), &Limits::default());
+            if loaded.diagnostics.has_errors() {
+                eprint!("{}", loaded.diagnostics);
+                anyhow::bail!(
+                    "the definitions in `{}` are invalid: fix the errors above",
+                    dir.display()
+                );
+            }
+            for w in loaded.diagnostics.iter() {
+                tracing::warn!("{w}");
+            }
+            loaded.set
+        }
+        None => Default::default(),
+    };
+    tracing::info!(workflows = set.workflows.len(), "definitions loaded");
+    Live::new(set, opts.secrets_dir.as_deref()).map_err(anyhow::Error::msg)
+}
+
+async fn signal_worker(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        () = shutdown.cancelled() => {}
+    }
+    shutdown.cancel();
+}
+
+/// Turns hints into changes, changes into recorded events and runs.
+struct EventsWorker {
+    rt: Arc<Runtime>,
+    live: LiveHandle,
+    dispatcher: Dispatcher,
+    max_chain_depth: u32,
+}
+
+impl EventsWorker {
+    async fn run(
+        &self,
+        mut rec: Reconciler,
+        watch: Watch,
+        mut hints: mpsc::Receiver<Hint>,
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let mut changes = Vec::new();
+        rec.scan_all(Instant::now(), &mut changes);
+        let caught_up = changes.len();
+        self.process(std::mem::take(&mut changes)).await;
+        tracing::info!(
+            files = rec.index_len(),
+            changes = caught_up,
+            ms = started.elapsed().as_millis() as u64,
+            "ready"
+        );
+        loop {
+            let deadline = rec.next_deadline().map(tokio::time::Instant::from_std);
+            tokio::select! {
+                biased;
+                () = self.rt.shutdown.cancelled() => break,
+                () = watch.lost_wake.notified() => {}
+                hint = hints.recv() => match hint {
+                    Some(h) => {
+                        let now = Instant::now();
+                        rec.hint(h, now, &mut changes);
+                        let mut more = 0;
+                        while let Ok(h) = hints.try_recv() {
+                            rec.hint(h, now, &mut changes);
+                            more += 1;
+                            if more >= 4096 {
+                                break;
+                            }
+                        }
+                    }
+                    None => break,
+                },
+                () = sleep_until_opt(deadline) => {}
+            }
+            if watch.lost.swap(false, Ordering::SeqCst) {
+                tracing::warn!(
+                    "watch events were lost (queue overflow or watcher error): rescanning the data dir"
+                );
+                rec.scan_all(Instant::now(), &mut changes);
+            }
+            rec.tick(Instant::now(), &mut changes);
+            if !changes.is_empty() {
+                self.process(std::mem::take(&mut changes)).await;
+            }
+        }
+        drop(watch);
+        Ok(())
+    }
+
+    /// Records the events of `changes` with their runs, then hands the runs over.
+    async fn process(&self, changes: Vec<Change>) {
+        let live = self.live.current();
+        let secrets = Arc::new(live.secrets.clone());
+        let mut events = Vec::new();
+        let mut index = Vec::new();
+        let mut runs = Vec::new();
+        let mut jobs = Vec::new();
+        for c in changes {
+            if let Some(old) = &c.old_path {
+                index.push(IndexOp::Remove(old.clone()));
+            }
+            match c.meta {
+                Some(m) if c.kind != EventType::Deleted => {
+                    index.push(IndexOp::Put(c.path.clone(), m))
+                }
+                _ => index.push(IndexOp::Remove(c.path.clone())),
+            }
+            let event = Event {
+                id: new_id("evt_"),
+                kind: c.kind,
+                size: c.meta.map(|m| m.size),
+                mtime_ms: c.meta.map(|m| m.mtime_ms()),
+                observed_ms: now_ms(),
+                cause: self.rt.causes.take(&c.path),
+                path: c.path,
+                old_path: c.old_path,
+            };
+            tracing::debug!(event = %event.id, kind = %event.kind, path = %event.path, "event");
+            for (workflow, seen) in live.targets(event.kind, &event.path, event.old_path.as_deref())
+            {
+                let mut ev = event.clone();
+                ev.kind = seen;
+                if seen == EventType::Deleted && event.kind == EventType::Moved {
+                    ev.path = event.old_path.clone().unwrap_or_default();
+                }
+                let run_id = new_id("run_");
+                let depth = ev.chain_depth();
+                let (status, reason) = if depth > self.max_chain_depth {
+                    let cause = ev.cause.as_ref().map(|c| c.run_id.as_str()).unwrap_or("?");
+                    tracing::warn!(workflow = %workflow.name, path = %ev.path, depth, cause, "loop: run skipped");
+                    (
+                        RunStatus::Skipped,
+                        Some(format!(
+                            "loop: chain depth {depth} exceeds --max-chain-depth {} (caused by run {cause})",
+                            self.max_chain_depth
+                        )),
+                    )
+                } else {
+                    jobs.push(Job {
+                        run_id: run_id.clone(),
+                        workflow: Arc::clone(&workflow),
+                        event: ev.clone(),
+                        secrets: Arc::clone(&secrets),
+                    });
+                    (RunStatus::Queued, None)
+                };
+                runs.push(NewRun {
+                    id: run_id,
+                    workflow: workflow.name.clone(),
+                    event: ev,
+                    status,
+                    reason,
+                    queued_ms: now_ms(),
+                });
+            }
+            events.push(event);
+        }
+        if let Err(e) = self.rt.store.commit_events(&events, &index, &runs).await {
+            tracing::error!(error = %e, events = events.len(), "recording events failed; their runs are not started");
+            return;
+        }
+        self.dispatcher.submit(jobs).await;
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,284 @@
+//! One run: its attempts, each attempt's steps, and what is recorded.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::causes::Causes;
+use crate::definitions::model::{RetryPolicy, Step, StepKind, Workflow};
+use crate::events::{Event, now_ms};
+use crate::steps::{self, StepContext, StepOutcome, StepStatus};
+use crate::store::{RunStatus, StepRecord, Store};
+
+/// What every run shares.
+pub struct Runtime {
+    pub store: Store,
+    pub data_dir: PathBuf,
+    pub root: Arc<cap_std::fs::Dir>,
+    pub http: reqwest::Client,
+    pub causes: Arc<Causes>,
+    pub output_cap: usize,
+    pub shutdown: CancellationToken,
+}
+
+/// A run to execute: the workflow version it started with and its event
+/// (with the type this workflow sees).
+#[derive(Clone)]
+pub struct Job {
+    pub run_id: String,
+    pub workflow: Arc<Workflow>,
+    pub event: Event,
+    pub secrets: Arc<Vec<(String, String)>>,
+}
+
+/// Why an attempt failed, and whether another could succeed.
+struct Failure {
+    error: String,
+    retryable: bool,
+    retry_after: Option<Duration>,
+    policy: Option<RetryPolicy>,
+}
+
+/// Executes a run to a final state (or to `retrying` at shutdown).
+pub async fn execute(rt: &Runtime, job: &Job) {
+    let mut attempt = 1u32;
+    loop {
+        log_err(
+            rt.store
+                .attempt_started(&job.run_id, attempt, now_ms())
+                .await,
+        );
+        tracing::info!(run = %job.run_id, workflow = %job.workflow.name, path = %job.event.path, attempt, "run started");
+        let result = match job.workflow.timeout {
+            Some(limit) => tokio::time::timeout(limit, run_attempt(rt, job, attempt))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Failure {
+                        error: format!("run timed out after {}", humantime::format_duration(limit)),
+                        retryable: true,
+                        retry_after: None,
+                        policy: None,
+                    })
+                }),
+            None => run_attempt(rt, job, attempt).await,
+        };
+        let failure = match result {
+            Ok(()) => {
+                log_err(
+                    rt.store
+                        .attempt_finished(
+                            &job.run_id,
+                            attempt,
+                            true,
+                            None,
+                            RunStatus::Succeeded,
+                            now_ms(),
+                        )
+                        .await,
+                );
+                tracing::info!(run = %job.run_id, workflow = %job.workflow.name, "run succeeded");
+                return;
+            }
+            Err(f) => f,
+        };
+        let policy = failure.policy.as_ref().unwrap_or(&job.workflow.retry);
+        let again =
+            failure.retryable && attempt < policy.max_attempts && !rt.shutdown.is_cancelled();
+        let next = if again {
+            RunStatus::Retrying
+        } else {
+            RunStatus::Failed
+        };
+        log_err(
+            rt.store
+                .attempt_finished(
+                    &job.run_id,
+                    attempt,
+                    false,
+                    Some(&failure.error),
+                    next,
+                    now_ms(),
+                )
+                .await,
+        );
+        tracing::warn!(run = %job.run_id, workflow = %job.workflow.name, attempt, error = %failure.error, "attempt failed");
+        if !again {
+            return;
+        }
+        let delay = retry_delay(policy, attempt, jitter(&job.run_id, attempt))
+            .max(failure.retry_after.unwrap_or_default());
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = rt.shutdown.cancelled() => return,
+        }
+        attempt += 1;
+    }
+}
+
+/// Delay before attempt `attempt + 1`: `backoff * multiplier^(attempt-1)`,
+/// capped by `max_backoff`, scaled by `jitter` (within ±10%).
+pub fn retry_delay(policy: &RetryPolicy, attempt: u32, jitter: f64) -> Duration {
+    let exp = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
+    let base = policy.backoff.as_secs_f64() * policy.multiplier.powi(exp);
+    let capped = base.min(policy.max_backoff.as_secs_f64());
+    Duration::from_secs_f64((capped * (1.0 + jitter.clamp(-0.1, 0.1))).max(0.0))
+}
+
+/// A deterministic jitter in ±10% from the run id, so retries of many runs
+/// spread out without a random source.
+fn jitter(run_id: &str, attempt: u32) -> f64 {
+    let h = run_id.bytes().fold(u64::from(attempt), |h, b| {
+        h.wrapping_mul(31).wrapping_add(u64::from(b))
+    });
+    ((h % 2001) as f64 / 10_000.0) - 0.1
+}
+
+async fn run_attempt(rt: &Runtime, job: &Job, attempt: u32) -> Result<(), Failure> {
+    let secrets: Map<String, Value> = job
+        .secrets
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    let mut ctx = StepContext {
+        data_dir: rt.data_dir.clone(),
+        root: Arc::clone(&rt.root),
+        run_id: job.run_id.clone(),
+        attempt,
+        workflow: job.workflow.name.clone(),
+        event: job.event.clone(),
+        secrets: job.secrets.to_vec(),
+        http: rt.http.clone(),
+        causes: Arc::clone(&rt.causes),
+        output_cap: rt.output_cap,
+        data: json!({
+            "event": job.event.template_fields(&rt.data_dir),
+            "workflow": {"name": job.workflow.name},
+            "run": {"id": job.run_id, "attempt": attempt},
+            "steps": {},
+            "secrets": secrets,
+        }),
+    };
+    for (idx, step) in job.workflow.steps.iter().enumerate() {
+        let started = now_ms();
+        let outcome = run_step(&ctx, step).await;
+        record(rt, &ctx, idx, step, &outcome, started).await;
+        ctx.data["steps"][step.name.as_str()] = outcome.template_fields();
+        if outcome.status == StepStatus::Failed && !step.continue_on_error {
+            let policy = step.retry.clone();
+            let effective = policy.as_ref().unwrap_or(&job.workflow.retry);
+            let listed = matches!(step.kind, StepKind::Run(_))
+                && outcome
+                    .exit_code
+                    .is_some_and(|c| effective.non_retryable_exit_codes.contains(&c));
+            return Err(Failure {
+                error: format!(
+                    "step `{}` failed: {}",
+                    step.name,
+                    outcome.error.as_deref().unwrap_or("unknown error")
+                ),
+                retryable: outcome.retryable && !listed,
+                retry_after: outcome.retry_after,
+                policy,
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn run_step(ctx: &StepContext, step: &Step) -> StepOutcome {
+    if let Some(condition) = &step.condition {
+        match condition.render(&ctx.data) {
+            Ok(text) if is_falsy(&text) => {
+                return StepOutcome {
+                    status: StepStatus::Skipped,
+                    ..StepOutcome::success(Value::Object(Map::new()))
+                };
+            }
+            Ok(_) => {}
+            Err(e) => return StepOutcome::fatal(format!("step `{}`: `if`: {e}", step.name)),
+        }
+    }
+    match &step.kind {
+        StepKind::Run(run) => steps::shell::execute(ctx, step, run, step.timeout).await,
+        StepKind::Webhook(hook) => steps::webhook::execute(ctx, step, hook, step.timeout).await,
+        StepKind::Action(action) => match step.timeout {
+            Some(limit) => tokio::time::timeout(limit, steps::builtin::execute(ctx, action))
+                .await
+                .unwrap_or_else(|_| StepOutcome::transient("timed out")),
+            None => steps::builtin::execute(ctx, action).await,
+        },
+    }
+}
+
+/// An `if:` that renders empty, `false` or `0` skips its step.
+fn is_falsy(text: &str) -> bool {
+    matches!(text.trim(), "" | "false" | "0")
+}
+
+async fn record(
+    rt: &Runtime,
+    ctx: &StepContext,
+    idx: usize,
+    step: &Step,
+    o: &StepOutcome,
+    started: i64,
+) {
+    let rec = StepRecord {
+        run_id: ctx.run_id.clone(),
+        attempt: ctx.attempt,
+        idx,
+        name: step.name.clone(),
+        status: o.status.as_str().to_owned(),
+        exit_code: o.exit_code,
+        started_ms: Some(started),
+        finished_ms: Some(now_ms()),
+        stdout: Some(o.stdout.clone()),
+        stderr: Some(o.stderr.clone()),
+        output: Some(ctx.redact(&o.output.to_string())),
+        error: o.error.as_deref().map(|e| ctx.redact(e)),
+    };
+    log_err(rt.store.record_step(&rec).await);
+}
+
+fn log_err<E: std::fmt::Display>(r: Result<(), E>) {
+    if let Err(e) = r {
+        tracing::error!(error = %e, "recording failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_by_the_multiplier_and_stop_at_the_cap() {
+        let p = RetryPolicy {
+            max_attempts: 5,
+            backoff: Duration::from_secs(5),
+            multiplier: 1.5,
+            max_backoff: Duration::from_secs(10),
+            non_retryable_exit_codes: vec![],
+        };
+        assert_eq!(retry_delay(&p, 1, 0.0), Duration::from_secs(5));
+        assert_eq!(retry_delay(&p, 2, 0.0), Duration::from_millis(7500));
+        assert_eq!(retry_delay(&p, 3, 0.0), Duration::from_secs(10));
+        assert_eq!(retry_delay(&p, 1, 0.1), Duration::from_millis(5500));
+        for a in 0..50 {
+            let j = jitter("run_x", a);
+            assert!((-0.1..=0.1).contains(&j));
+        }
+    }
+
+    #[test]
+    fn conditions_are_falsy_only_when_empty_false_or_zero() {
+        for t in ["", " false\n", "0"] {
+            assert!(is_falsy(t), "{t:?}");
+        }
+        for t in ["true", "1", "no"] {
+            assert!(!is_falsy(t), "{t:?}");
+        }
+    }
+}

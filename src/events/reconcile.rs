@@ -1,0 +1,673 @@
+//! Hints in, changes out: the reconciler.
+//!
+//! Watcher notifications are only hints that a path may have changed; the
+//! truth is the file on disk compared with the index (what nexusd last saw).
+//! The same comparison serves live events, the catch-up scan at start and the
+//! rescan after a kernel queue overflow, so all three agree.
+//!
+//! Timing: a close after writing or a rename into place is final, so it is
+//! reconciled at once (the latency path). A file modified but not closed is
+//! reconciled after `settle` of quiet, or `max_wait` under continuous writes;
+//! a *new* file still open for writing is held (up to `write_hold`) so no
+//! handler sees half of it. A rename whose other half is missing is settled
+//! after `vanish_grace`. The clock is passed in, so all of this is tested
+//! without sleeping.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::EventType;
+use super::ignore::Ignore;
+use super::index::{FileMeta, classify};
+
+/// What the watcher saw, per path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hint {
+    Created(PathBuf),
+    Modified(PathBuf),
+    Closed(PathBuf),
+    Attrib(PathBuf),
+    Removed(PathBuf),
+    RenameFrom(PathBuf, usize),
+    RenameTo(PathBuf, usize),
+    RenameBoth(PathBuf, PathBuf),
+    /// Events were lost (queue overflow, watcher error): compare everything.
+    Rescan,
+}
+
+/// A derived change, with the file's state after it (for the index).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub kind: EventType,
+    pub path: String,
+    pub old_path: Option<String>,
+    pub meta: Option<FileMeta>,
+}
+
+/// The reconciler's timing.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub settle: Duration,
+    pub max_wait: Duration,
+    pub write_hold: Duration,
+    pub vanish_grace: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            settle: Duration::from_millis(300),
+            max_wait: Duration::from_secs(5),
+            write_hold: Duration::from_secs(60),
+            vanish_grace: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    first: Instant,
+    last: Instant,
+    /// Reconcile at `first` regardless of quiet: a path that may have left.
+    vanish: bool,
+}
+
+/// Derives changes from hints against the index.
+pub struct Reconciler {
+    root: PathBuf,
+    index: BTreeMap<String, FileMeta>,
+    pending: HashMap<String, Pending>,
+    /// Unpaired rename sources by inotify cookie, and when to give up on a pair.
+    from: HashMap<usize, (String, Instant)>,
+    ignore: Ignore,
+    timing: Timing,
+}
+
+impl Reconciler {
+    pub fn new(
+        root: PathBuf,
+        index: BTreeMap<String, FileMeta>,
+        ignore: Ignore,
+        timing: Timing,
+    ) -> Reconciler {
+        Reconciler {
+            root,
+            index,
+            pending: HashMap::new(),
+            from: HashMap::new(),
+            ignore,
+            timing,
+        }
+    }
+
+    pub fn index_len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The virtual path of an absolute one, if it is ours to watch.
+    pub fn virtual_path(&self, abs: &Path) -> Option<String> {
+        let rel = abs.strip_prefix(&self.root).ok()?;
+        let rel = rel.to_string_lossy();
+        if rel.is_empty() {
+            return None;
+        }
+        let path = format!("/{rel}");
+        if path == "/.nexus" || path.starts_with("/.nexus/") || self.ignore.is_ignored(&path) {
+            return None;
+        }
+        Some(path)
+    }
+
+    fn abs(&self, path: &str) -> PathBuf {
+        super::abs_path(&self.root, path)
+    }
+
+    /// Applies one hint; changes that are final now go to `out`.
+    pub fn hint(&mut self, hint: Hint, now: Instant, out: &mut Vec<Change>) {
+        match hint {
+            Hint::Rescan => self.scan_all(now, out),
+            Hint::Created(p) | Hint::Modified(p) | Hint::Attrib(p) => {
+                let Some(vp) = self.virtual_path(&p) else {
+                    return;
+                };
+                if is_dir(&p) {
+                    self.scan_dir(&vp, now, true, out);
+                } else {
+                    self.touch(vp, now);
+                }
+            }
+            Hint::Closed(p) => {
+                if let Some(vp) = self.virtual_path(&p) {
+                    self.pending.remove(&vp);
+                    self.reconcile(&vp, out);
+                }
+            }
+            Hint::Removed(p) => {
+                if let Some(vp) = self.virtual_path(&p) {
+                    self.pending.remove(&vp);
+                    self.vanished(&vp, out);
+                }
+            }
+            Hint::RenameFrom(p, cookie) => {
+                if let Some(vp) = self.virtual_path(&p) {
+                    self.from
+                        .insert(cookie, (vp, now + self.timing.vanish_grace));
+                }
+            }
+            Hint::RenameTo(p, cookie) => {
+                // With a known source the paired `RenameBoth` follows.
+                if !self.from.contains_key(&cookie) {
+                    self.arrived(&p, now, out);
+                }
+            }
+            Hint::RenameBoth(from, to) => self.renamed(&from, &to, now, out),
+        }
+    }
+
+    /// Reconciles what is due at `now`.
+    pub fn tick(&mut self, now: Instant, out: &mut Vec<Change>) {
+        let expired: Vec<usize> = self
+            .from
+            .iter()
+            .filter(|(_, (_, deadline))| *deadline <= now)
+            .map(|(c, _)| *c)
+            .collect();
+        for cookie in expired {
+            if let Some((vp, _)) = self.from.remove(&cookie) {
+                self.vanished(&vp, out);
+            }
+        }
+        let mut due: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| self.is_due(p, now))
+            .map(|(path, _)| path.clone())
+            .collect();
+        due.sort();
+        for path in due {
+            let Some(p) = self.pending.get(&path).copied() else {
+                continue;
+            };
+            let new_file = !self.index.contains_key(&path);
+            if !p.vanish
+                && new_file
+                && now.duration_since(p.first) < self.timing.write_hold
+                && super::openfiles::open_for_write(&self.abs(&path))
+            {
+                self.pending.insert(path, Pending { last: now, ..p });
+                continue;
+            }
+            self.pending.remove(&path);
+            self.reconcile(&path, out);
+        }
+    }
+
+    /// When the next pending decision falls due, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let pending = self.pending.values().map(|p| {
+            if p.vanish {
+                p.first
+            } else {
+                (p.last + self.timing.settle).min(p.first + self.timing.max_wait)
+            }
+        });
+        let froms = self.from.values().map(|(_, d)| *d);
+        pending.chain(froms).min()
+    }
+
+    fn is_due(&self, p: &Pending, now: Instant) -> bool {
+        if p.vanish {
+            return p.first <= now;
+        }
+        now.duration_since(p.last) >= self.timing.settle
+            || now.duration_since(p.first) >= self.timing.max_wait
+    }
+
+    fn touch(&mut self, vp: String, now: Instant) {
+        self.pending
+            .entry(vp)
+            .and_modify(|p| p.last = now)
+            .or_insert(Pending {
+                first: now,
+                last: now,
+                vanish: false,
+            });
+    }
+
+    /// Compares one path with the index and records the difference.
+    fn reconcile(&mut self, vp: &str, out: &mut Vec<Change>) {
+        let now_meta = regular_file_meta(&self.abs(vp));
+        let Some(kind) = classify(self.index.get(vp), now_meta.as_ref()) else {
+            return;
+        };
+        match now_meta {
+            Some(m) => {
+                self.index.insert(vp.to_owned(), m);
+            }
+            None => {
+                self.index.remove(vp);
+            }
+        }
+        out.push(Change {
+            kind,
+            path: vp.to_owned(),
+            old_path: None,
+            meta: now_meta,
+        });
+    }
+
+    /// A path is gone (removed, or moved out): the file, or every file of
+    /// the directory it was.
+    fn vanished(&mut self, vp: &str, out: &mut Vec<Change>) {
+        if self.index.contains_key(vp) {
+            self.reconcile(vp, out);
+            return;
+        }
+        let prefix = format!("{vp}/");
+        let under: Vec<String> = self
+            .index
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for path in under {
+            self.pending.remove(&path);
+            self.reconcile(&path, out);
+        }
+    }
+
+    /// A path appeared by rename from outside the tree (or from an ignored
+    /// name): complete at once.
+    fn arrived(&mut self, abs: &Path, now: Instant, out: &mut Vec<Change>) {
+        let Some(vp) = self.virtual_path(abs) else {
+            return;
+        };
+        if is_dir(abs) {
+            self.scan_dir(&vp, now, false, out);
+        } else {
+            self.pending.remove(&vp);
+            self.reconcile(&vp, out);
+        }
+    }
+
+    fn renamed(&mut self, from: &Path, to: &Path, now: Instant, out: &mut Vec<Change>) {
+        let vf = self.virtual_path(from);
+        let vt = self.virtual_path(to);
+        if let Some(vf) = &vf {
+            self.from.retain(|_, (p, _)| p != vf);
+        }
+        match (vf, vt) {
+            (None, Some(_)) => self.arrived(to, now, out),
+            (Some(vf), None) => {
+                // Renamed to an ignored name (an editor's backup) or out:
+                // decide after the grace time, when a replacement may exist.
+                self.pending.insert(
+                    vf,
+                    Pending {
+                        first: now + self.timing.vanish_grace,
+                        last: now,
+                        vanish: true,
+                    },
+                );
+            }
+            (Some(vf), Some(vt)) => self.moved(&vf, &vt, now, out),
+            (None, None) => {}
+        }
+    }
+
+    fn moved(&mut self, vf: &str, vt: &str, now: Instant, out: &mut Vec<Change>) {
+        if let Some(old) = self.index.remove(vf) {
+            self.pending.remove(vf);
+            let meta = regular_file_meta(&self.abs(vt)).unwrap_or(old);
+            self.index.insert(vt.to_owned(), meta);
+            out.push(Change {
+                kind: EventType::Moved,
+                path: vt.to_owned(),
+                old_path: Some(vf.to_owned()),
+                meta: Some(meta),
+            });
+            return;
+        }
+        let prefix = format!("{vf}/");
+        let under: Vec<(String, FileMeta)> = self
+            .index
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, m)| (k.clone(), *m))
+            .collect();
+        if under.is_empty() {
+            self.arrived(&self.abs(vt), now, out);
+            return;
+        }
+        for (old_path, meta) in under {
+            let new_path = format!("{vt}/{}", &old_path[prefix.len()..]);
+            self.index.remove(&old_path);
+            self.pending.remove(&old_path);
+            self.index.insert(new_path.clone(), meta);
+            out.push(Change {
+                kind: EventType::Moved,
+                path: new_path,
+                old_path: Some(old_path),
+                meta: Some(meta),
+            });
+        }
+        // Files written into the directory while it moved.
+        self.scan_dir(vt, now, true, out);
+    }
+
+    /// Walks a directory that appeared. Files written before its watch was in
+    /// place get no events of their own: they are found here. With `settle`,
+    /// new files wait for their close (or quiet), as they may still be written.
+    fn scan_dir(&mut self, vp: &str, now: Instant, settle: bool, out: &mut Vec<Change>) {
+        let mut found = Vec::new();
+        walk(&self.root, &self.abs(vp), &mut found);
+        for (abs, _) in found {
+            let Some(path) = self.virtual_path(&abs) else {
+                continue;
+            };
+            if settle {
+                if !self.index.contains_key(&path) {
+                    self.touch(path, now);
+                }
+            } else {
+                self.reconcile(&path, out);
+            }
+        }
+    }
+
+    /// Compares the whole tree with the index: at start (changes made while
+    /// nexusd was down) and after lost events. Vanished and appeared files
+    /// with the same inode, size and mtime are paired as moves.
+    pub fn scan_all(&mut self, now: Instant, out: &mut Vec<Change>) {
+        let mut found = Vec::new();
+        walk(&self.root, &self.root.clone(), &mut found);
+        let mut seen: BTreeMap<String, FileMeta> = BTreeMap::new();
+        for (abs, meta) in found {
+            if let Some(path) = self.virtual_path(&abs) {
+                seen.insert(path, meta);
+            }
+        }
+        let gone: Vec<(String, FileMeta)> = self
+            .index
+            .iter()
+            .filter(|(p, _)| !seen.contains_key(*p))
+            .map(|(p, m)| (p.clone(), *m))
+            .collect();
+        let mut appeared: Vec<(String, FileMeta)> = seen
+            .iter()
+            .filter(|(p, _)| !self.index.contains_key(*p))
+            .map(|(p, m)| (p.clone(), *m))
+            .collect();
+        for (old_path, old) in gone {
+            let pair = appeared.iter().position(|(_, m)| {
+                m.ino == old.ino
+                    && m.dev == old.dev
+                    && m.size == old.size
+                    && m.mtime_ns == old.mtime_ns
+            });
+            self.index.remove(&old_path);
+            match pair {
+                Some(i) => {
+                    let (new_path, meta) = appeared.remove(i);
+                    self.index.insert(new_path.clone(), meta);
+                    out.push(Change {
+                        kind: EventType::Moved,
+                        path: new_path,
+                        old_path: Some(old_path),
+                        meta: Some(meta),
+                    });
+                }
+                None => out.push(Change {
+                    kind: EventType::Deleted,
+                    path: old_path,
+                    old_path: None,
+                    meta: None,
+                }),
+            }
+        }
+        let recent = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+            - 2_000_000_000;
+        for (path, meta) in appeared {
+            if meta.mtime_ns >= recent {
+                // Possibly still being written: let the settle path decide.
+                self.touch(path, now);
+            } else {
+                self.index.insert(path.clone(), meta);
+                out.push(Change {
+                    kind: EventType::Created,
+                    path,
+                    old_path: None,
+                    meta: Some(meta),
+                });
+            }
+        }
+        let known: Vec<String> = seen
+            .keys()
+            .filter(|p| self.index.contains_key(*p))
+            .cloned()
+            .collect();
+        for path in known {
+            let after = seen[&path];
+            if let Some(kind) = classify(self.index.get(&path), Some(&after)) {
+                self.index.insert(path.clone(), after);
+                out.push(Change {
+                    kind,
+                    path,
+                    old_path: None,
+                    meta: Some(after),
+                });
+            }
+        }
+    }
+}
+
+fn is_dir(abs: &Path) -> bool {
+    std::fs::symlink_metadata(abs).is_ok_and(|m| m.is_dir())
+}
+
+/// The index state of a regular file, or `None` for anything else (absent,
+/// a directory, a symlink: symlinks are never followed).
+fn regular_file_meta(abs: &Path) -> Option<FileMeta> {
+    std::fs::symlink_metadata(abs)
+        .ok()
+        .filter(|m| m.file_type().is_file())
+        .map(|m| FileMeta::from_metadata(&m))
+}
+
+/// Every regular file under `dir`, without following symlinks, skipping
+/// nexusd's own state directory.
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, FileMeta)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let path = entry.path();
+        if kind.is_dir() {
+            if dir == root && entry.file_name() == ".nexus" {
+                continue;
+            }
+            walk(root, &path, out);
+        } else if let (true, Ok(m)) = (kind.is_file(), entry.metadata()) {
+            out.push((path, FileMeta::from_metadata(&m)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        rec: Reconciler,
+        now: Instant,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let rec = Reconciler::new(
+                dir.path().to_path_buf(),
+                BTreeMap::new(),
+                Ignore::defaults(),
+                Timing::default(),
+            );
+            Fixture {
+                dir,
+                rec,
+                now: Instant::now(),
+            }
+        }
+        fn p(&self, rel: &str) -> PathBuf {
+            self.dir.path().join(rel)
+        }
+        fn hint(&mut self, h: Hint) -> Vec<(EventType, String)> {
+            let mut out = Vec::new();
+            self.rec.hint(h, self.now, &mut out);
+            out.into_iter().map(|c| (c.kind, c.path)).collect()
+        }
+        fn advance(&mut self, d: Duration) -> Vec<(EventType, String)> {
+            self.now += d;
+            let mut out = Vec::new();
+            self.rec.tick(self.now, &mut out);
+            out.into_iter().map(|c| (c.kind, c.path)).collect()
+        }
+    }
+
+    #[test]
+    fn close_after_write_is_final_at_once() {
+        let mut f = Fixture::new();
+        std::fs::write(f.p("a.txt"), "x").unwrap();
+        assert!(f.hint(Hint::Created(f.p("a.txt"))).is_empty());
+        assert_eq!(
+            f.hint(Hint::Closed(f.p("a.txt"))),
+            vec![(EventType::Created, "/a.txt".into())]
+        );
+        assert!(
+            f.advance(Duration::from_secs(1)).is_empty(),
+            "no second event after settle"
+        );
+        std::fs::write(f.p("a.txt"), "xy").unwrap();
+        assert_eq!(
+            f.hint(Hint::Closed(f.p("a.txt"))),
+            vec![(EventType::Updated, "/a.txt".into())]
+        );
+    }
+
+    #[test]
+    fn a_file_not_closed_settles() {
+        let mut f = Fixture::new();
+        std::fs::write(f.p("b"), "x").unwrap();
+        f.hint(Hint::Created(f.p("b")));
+        assert!(f.advance(Duration::from_millis(200)).is_empty());
+        assert_eq!(
+            f.advance(Duration::from_millis(150)),
+            vec![(EventType::Created, "/b".into())]
+        );
+    }
+
+    #[test]
+    fn atomic_save_is_one_update() {
+        let mut f = Fixture::new();
+        std::fs::write(f.p("t.txt"), "old").unwrap();
+        f.hint(Hint::Closed(f.p("t.txt")));
+        std::fs::write(f.p(".t.tmp"), "new!").unwrap();
+        assert!(f.hint(Hint::Closed(f.p(".t.tmp"))).is_empty());
+        std::fs::rename(f.p(".t.tmp"), f.p("t.txt")).unwrap();
+        assert_eq!(
+            f.hint(Hint::RenameBoth(f.p(".t.tmp"), f.p("t.txt"))),
+            vec![(EventType::Updated, "/t.txt".into())]
+        );
+    }
+
+    #[test]
+    fn renames_inside_pair_and_outside_settle() {
+        let mut f = Fixture::new();
+        std::fs::write(f.p("a"), "1").unwrap();
+        f.hint(Hint::Closed(f.p("a")));
+        std::fs::rename(f.p("a"), f.p("b")).unwrap();
+        assert!(f.hint(Hint::RenameFrom(f.p("a"), 7)).is_empty());
+        assert!(f.hint(Hint::RenameTo(f.p("b"), 7)).is_empty());
+        let out = f.hint(Hint::RenameBoth(f.p("a"), f.p("b")));
+        assert_eq!(out, vec![(EventType::Moved, "/b".into())]);
+        std::fs::remove_file(f.p("b")).unwrap();
+        assert!(f.hint(Hint::RenameFrom(f.p("b"), 8)).is_empty());
+        assert_eq!(
+            f.advance(Duration::from_secs(1)),
+            vec![(EventType::Deleted, "/b".into())]
+        );
+    }
+
+    #[test]
+    fn directories_appear_and_vanish_file_by_file() {
+        let mut f = Fixture::new();
+        std::fs::create_dir_all(f.p("d/e")).unwrap();
+        std::fs::write(f.p("d/e/1"), "1").unwrap();
+        std::fs::write(f.p("d/e/2"), "2").unwrap();
+        let mut out = f.hint(Hint::RenameTo(f.p("d"), 3));
+        out.sort();
+        assert_eq!(
+            out,
+            vec![
+                (EventType::Created, "/d/e/1".into()),
+                (EventType::Created, "/d/e/2".into())
+            ]
+        );
+        std::fs::rename(f.p("d"), f.p("z")).unwrap();
+        let mut out = f.hint(Hint::RenameBoth(f.p("d"), f.p("z")));
+        out.sort();
+        assert_eq!(
+            out,
+            vec![
+                (EventType::Moved, "/z/e/1".into()),
+                (EventType::Moved, "/z/e/2".into())
+            ]
+        );
+        std::fs::remove_dir_all(f.p("z")).unwrap();
+        assert_eq!(f.hint(Hint::Removed(f.p("z"))).len(), 2);
+    }
+
+    #[test]
+    fn a_scan_finds_what_happened_while_down() {
+        let mut f = Fixture::new();
+        for n in ["a", "b", "c", "d"] {
+            std::fs::write(f.p(n), n).unwrap();
+        }
+        let mut out = Vec::new();
+        f.rec.scan_all(f.now, &mut out);
+        // Files this fresh may still be written: they settle first.
+        let settled = f.advance(Duration::from_secs(1)).len();
+        assert_eq!(out.len() + settled, 4, "each file created once");
+        assert!(f.advance(Duration::from_secs(1)).is_empty());
+        std::fs::remove_file(f.p("a")).unwrap();
+        std::fs::rename(f.p("b"), f.p("b2")).unwrap();
+        let mut out = Vec::new();
+        f.rec.scan_all(f.now, &mut out);
+        let mut got: Vec<_> = out
+            .into_iter()
+            .map(|c| (c.kind, c.path, c.old_path))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                (EventType::Deleted, "/a".into(), None),
+                (EventType::Moved, "/b2".into(), Some("/b".into()))
+            ]
+        );
+    }
+
+    #[test]
+    fn nexus_state_and_ignored_names_are_invisible() {
+        let f = Fixture::new();
+        assert_eq!(f.rec.virtual_path(&f.p(".nexus/nexus.db")), None);
+        assert_eq!(f.rec.virtual_path(&f.p("x/.a.swp")), None);
+        assert_eq!(f.rec.virtual_path(&f.p("x/a.txt")), Some("/x/a.txt".into()));
+    }
+}

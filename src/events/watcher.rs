@@ -1,0 +1,89 @@
+//! Raw inotify (through notify) on the data dir, turned into [`Hint`]s.
+//!
+//! The callback runs on notify's thread and must never block: a blocked
+//! reader lets the kernel queue overflow. It `try_send`s into a bounded
+//! channel; when the channel is full, or notify reports an error or a
+//! rescan, it raises the `lost` flag instead, and the consumer compares the
+//! whole tree with the index. Nothing is dropped silently.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::{Notify, mpsc};
+
+use super::reconcile::Hint;
+
+/// Capacity of the hint channel between notify's thread and the reconciler.
+pub const CHANNEL_CAPACITY: usize = 16_384;
+
+/// A running watch; dropping it stops notify.
+pub struct Watch {
+    _watcher: RecommendedWatcher,
+    /// Set when hints were lost; the consumer must rescan and clear it.
+    pub lost: Arc<AtomicBool>,
+    /// Woken when `lost` is set.
+    pub lost_wake: Arc<Notify>,
+}
+
+/// Starts watching `root` recursively, without following symlinks.
+pub fn watch(root: &Path) -> notify::Result<(Watch, mpsc::Receiver<Hint>)> {
+    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let lost = Arc::new(AtomicBool::new(false));
+    let lost_wake = Arc::new(Notify::new());
+    let (flag, wake) = (Arc::clone(&lost), Arc::clone(&lost_wake));
+    let handler = move |res: notify::Result<Event>| {
+        let hints = match res {
+            Ok(event) if event.need_rescan() => vec![Hint::Rescan],
+            Ok(event) => hints_of(event),
+            Err(_) => vec![Hint::Rescan],
+        };
+        for hint in hints {
+            let full = match hint {
+                Hint::Rescan => true,
+                h => tx.try_send(h).is_err(),
+            };
+            if full {
+                flag.store(true, Ordering::SeqCst);
+                wake.notify_one();
+            }
+        }
+    };
+    let config = notify::Config::default().with_follow_symlinks(false);
+    let mut watcher = RecommendedWatcher::new(handler, config)?;
+    watcher.watch(root, RecursiveMode::Recursive)?;
+    Ok((
+        Watch {
+            _watcher: watcher,
+            lost,
+            lost_wake,
+        },
+        rx,
+    ))
+}
+
+fn hints_of(event: Event) -> Vec<Hint> {
+    let tracker = event.attrs.tracker().unwrap_or(0);
+    let mut paths = event.paths.into_iter();
+    let Some(first) = paths.next() else {
+        return Vec::new();
+    };
+    let hint = match event.kind {
+        EventKind::Create(_) => Hint::Created(first),
+        EventKind::Modify(ModifyKind::Data(_)) => Hint::Modified(first),
+        EventKind::Modify(ModifyKind::Metadata(_)) => Hint::Attrib(first),
+        EventKind::Modify(ModifyKind::Name(RenameMode::From)) => Hint::RenameFrom(first, tracker),
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => Hint::RenameTo(first, tracker),
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => match paths.next() {
+            Some(to) => Hint::RenameBoth(first, to),
+            None => Hint::Created(first),
+        },
+        EventKind::Modify(_) => Hint::Modified(first),
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Hint::Closed(first),
+        EventKind::Remove(_) => Hint::Removed(first),
+        EventKind::Access(_) | EventKind::Any | EventKind::Other => return Vec::new(),
+    };
+    vec![hint]
+}

@@ -1,0 +1,122 @@
+//! Executing one step: a shell command, a webhook or a built-in action.
+//! Each kind lives in its own file; this module holds what they share.
+
+pub mod builtin;
+pub mod capture;
+pub mod shell;
+pub mod webhook;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::engine::causes::Causes;
+use crate::events::Event;
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepStatus {
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+        }
+    }
+}
+
+/// A step's result, as recorded and as later steps see it.
+#[derive(Debug, Clone)]
+pub struct StepOutcome {
+    pub status: StepStatus,
+    pub exit_code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub output: Value,
+    pub error: Option<String>,
+    /// Whether retrying could help (false for bad input and listed exit codes).
+    pub retryable: bool,
+    /// A delay the other side asked for (`Retry-After`).
+    pub retry_after: Option<Duration>,
+}
+
+impl StepOutcome {
+    pub fn success(output: Value) -> StepOutcome {
+        StepOutcome {
+            status: StepStatus::Succeeded,
+            exit_code: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            output,
+            error: None,
+            retryable: false,
+            retry_after: None,
+        }
+    }
+
+    /// A failure that another attempt would repeat (bad path, bad template).
+    pub fn fatal(error: impl Into<String>) -> StepOutcome {
+        StepOutcome {
+            status: StepStatus::Failed,
+            error: Some(error.into()),
+            ..StepOutcome::success(Value::Object(Default::default()))
+        }
+    }
+
+    /// A failure worth retrying (a timeout, a refused connection).
+    pub fn transient(error: impl Into<String>) -> StepOutcome {
+        StepOutcome {
+            retryable: true,
+            ..StepOutcome::fatal(error)
+        }
+    }
+
+    /// The step's fields for templates: `steps.NAME.*`.
+    pub fn template_fields(&self) -> Value {
+        serde_json::json!({
+            "stdout": self.stdout.strip_suffix('\n').unwrap_or(&self.stdout),
+            "stderr": self.stderr.strip_suffix('\n').unwrap_or(&self.stderr),
+            "exit_code": self.exit_code,
+            "status": self.status.as_str(),
+            "output": self.output,
+        })
+    }
+}
+
+/// What every step of one attempt shares.
+pub struct StepContext {
+    pub data_dir: PathBuf,
+    pub root: Arc<cap_std::fs::Dir>,
+    pub run_id: String,
+    pub attempt: u32,
+    pub workflow: String,
+    pub event: Event,
+    /// Secret values, for the environment and for redaction.
+    pub secrets: Vec<(String, String)>,
+    pub http: reqwest::Client,
+    pub causes: Arc<Causes>,
+    pub output_cap: usize,
+    /// Template data: `event`, `workflow`, `run`, `steps`, `secrets`.
+    pub data: Value,
+}
+
+impl StepContext {
+    /// Replaces every secret value in `text` by `***`.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for (_, value) in &self.secrets {
+            if !value.is_empty() {
+                out = out.replace(value.as_str(), "***");
+            }
+        }
+        out
+    }
+}

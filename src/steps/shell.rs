@@ -1,0 +1,227 @@
+//! `run` steps: `sh -c` (or bash) in the data dir, placeholders passed as
+//! environment variables, the environment scrubbed, output captured with a
+//! cap, the child in its own process group so a timeout kills everything it
+//! started, and `PR_SET_PDEATHSIG` so children die with the agent.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::process::Command;
+
+use super::capture::{read_tail, with_cut_note};
+use super::{StepContext, StepOutcome, StepStatus};
+use crate::definitions::model::{RunStep, Shell, Step};
+use crate::events::abs_path;
+
+/// Variables kept from the agent's own environment.
+const INHERITED: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ"];
+
+pub async fn execute(
+    ctx: &StepContext,
+    step: &Step,
+    run: &RunStep,
+    timeout: Option<Duration>,
+) -> StepOutcome {
+    let vars = match run.render_vars(&ctx.data) {
+        Ok(v) => v,
+        Err(e) => return StepOutcome::fatal(format!("step `{}`: {e}", step.name)),
+    };
+    let mut env_extra = Vec::new();
+    for (name, template) in &step.env {
+        match template.render(&ctx.data) {
+            Ok(v) => env_extra.push((name.clone(), v)),
+            Err(e) => {
+                return StepOutcome::fatal(format!("step `{}`: env `{name}`: {e}", step.name));
+            }
+        }
+    }
+    let output_file = ctx
+        .data_dir
+        .join(".nexus/tmp")
+        .join(format!("{}-{}-{}.out", ctx.run_id, ctx.attempt, step.name));
+    if let Some(dir) = output_file.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::write(&output_file, b"");
+    let mut cmd = Command::new(match run.shell {
+        Shell::Sh => "sh",
+        Shell::Bash => "bash",
+    });
+    cmd.arg("-c")
+        .arg(&run.script)
+        .current_dir(&ctx.data_dir)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    for key in INHERITED {
+        if let Some(v) = std::env::var_os(key) {
+            cmd.env(key, v);
+        }
+    }
+    let e = &ctx.event;
+    cmd.env("NEXUS_EVENT_TYPE", e.kind.as_str())
+        .env("NEXUS_EVENT_PATH", &e.path)
+        .env("NEXUS_FILE", abs_path(&ctx.data_dir, &e.path))
+        .env("NEXUS_OLD_PATH", e.old_path.as_deref().unwrap_or(""))
+        .env("NEXUS_RUN_ID", &ctx.run_id)
+        .env("NEXUS_ATTEMPT", ctx.attempt.to_string())
+        .env("NEXUS_WORKFLOW", &ctx.workflow)
+        .env("NEXUS_OUTPUT", &output_file)
+        .envs(vars)
+        .envs(env_extra);
+    // SAFETY: prctl is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let outcome = spawn_and_wait(ctx, cmd, timeout).await;
+    let file_outputs = std::fs::read_to_string(&output_file).unwrap_or_default();
+    let _ = std::fs::remove_file(&output_file);
+    finish(ctx, outcome, &file_outputs)
+}
+
+struct Raw {
+    exit_code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    error: Option<String>,
+    timed_out: bool,
+}
+
+async fn spawn_and_wait(ctx: &StepContext, mut cmd: Command, timeout: Option<Duration>) -> Raw {
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return Raw {
+                exit_code: None,
+                stdout: String::new(),
+                stderr: String::new(),
+                error: Some(format!("cannot start the shell: {e}")),
+                timed_out: false,
+            };
+        }
+    };
+    let pgid = child.id().map(|id| id as i32);
+    // If this future is dropped (shutdown past its grace), the group dies too.
+    let _guard = GroupGuard(pgid);
+    let cap = ctx.output_cap;
+    let out = child.stdout.take().map(|s| tokio::spawn(read_tail(s, cap)));
+    let err = child.stderr.take().map(|s| tokio::spawn(read_tail(s, cap)));
+    let waited = match timeout {
+        Some(limit) => tokio::time::timeout(limit, child.wait()).await.ok(),
+        None => Some(child.wait().await),
+    };
+    let (status, timed_out) = match waited {
+        Some(status) => (status.ok(), false),
+        None => {
+            kill_group(pgid);
+            (child.wait().await.ok(), true)
+        }
+    };
+    // Whatever the command left running in its group goes with it, so the
+    // pipes close and nothing outlives the step.
+    kill_group(pgid);
+    let collect = |h: Option<tokio::task::JoinHandle<(Vec<u8>, u64)>>| async move {
+        match h {
+            Some(h) => h
+                .await
+                .map(|(b, d)| with_cut_note(&b, d))
+                .unwrap_or_default(),
+            None => String::new(),
+        }
+    };
+    let stdout = collect(out).await;
+    let stderr = collect(err).await;
+    let exit_code = status.and_then(|s| s.code());
+    let error = if timed_out {
+        Some(format!(
+            "timed out after {}",
+            humantime::format_duration(timeout.unwrap_or_default())
+        ))
+    } else {
+        match exit_code {
+            Some(0) => None,
+            Some(code) => Some(format!("exit code {code}")),
+            None => Some("killed by a signal".to_owned()),
+        }
+    };
+    Raw {
+        exit_code,
+        stdout,
+        stderr,
+        error,
+        timed_out,
+    }
+}
+
+/// Kills the step's process group when dropped.
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0);
+    }
+}
+
+fn kill_group(pgid: Option<i32>) {
+    if let Some(pgid) = pgid.filter(|p| *p > 0) {
+        // SAFETY: killpg only sends a signal; the group is our child's own.
+        unsafe {
+            libc::killpg(pgid, libc::SIGKILL);
+        }
+    }
+}
+
+fn finish(ctx: &StepContext, raw: Raw, file_outputs: &str) -> StepOutcome {
+    let mut output = Map::new();
+    if let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(raw.stdout.trim()) {
+        output.extend(obj);
+    }
+    for (k, v) in parse_output_file(file_outputs) {
+        output.insert(k, Value::String(v));
+    }
+    let ok = raw.error.is_none();
+    StepOutcome {
+        status: if ok {
+            StepStatus::Succeeded
+        } else {
+            StepStatus::Failed
+        },
+        exit_code: raw.exit_code,
+        stdout: ctx.redact(&raw.stdout),
+        stderr: ctx.redact(&raw.stderr),
+        output: Value::Object(output),
+        error: raw.error,
+        retryable: !ok || raw.timed_out,
+        retry_after: None,
+    }
+}
+
+/// `key=value` lines, as GitHub's `$GITHUB_OUTPUT` (later keys win).
+fn parse_output_file(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| !k.trim().is_empty())
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_lines_become_keys() {
+        let got = parse_output_file("rows=12\nname=a=b\n\nnoequals\n=x\n");
+        assert_eq!(got.get("rows").map(String::as_str), Some("12"));
+        assert_eq!(got.get("name").map(String::as_str), Some("a=b"));
+        assert_eq!(got.len(), 2);
+    }
+}

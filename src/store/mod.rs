@@ -1,0 +1,250 @@
+//! Everything nexusd records: the file index, events, runs, attempts and
+//! steps. All SQL lives here. A state change and its record share one
+//! transaction. SQLite (WAL) at `DATA/.nexus/nexus.db` is the embedded
+//! backend; times are integer Unix milliseconds, so a second backend
+//! compares them the same way.
+
+mod records;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use records::{NewRun, RunStatus, StepRecord};
+
+use crate::events::Event;
+use crate::events::index::FileMeta;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database at `{path}`: {source}")]
+    Open { path: String, source: sqlx::Error },
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
+/// A handle on the database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// An index change to persist with the events that caused it.
+#[derive(Debug, Clone)]
+pub enum IndexOp {
+    Put(String, FileMeta),
+    Remove(String),
+}
+
+impl Store {
+    /// Opens (creating it if needed) `DATA/.nexus/nexus.db` and migrates it.
+    pub async fn open_sqlite(data_dir: &Path) -> Result<Store, StoreError> {
+        let dir = data_dir.join(".nexus");
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::Open {
+            path: dir.display().to_string(),
+            source: sqlx::Error::Io(e),
+        })?;
+        let path = dir.join("nexus.db");
+        let url = format!("sqlite://{}", path.display());
+        let options = SqliteConnectOptions::from_str(&url)
+            .map(|o| o.create_if_missing(true))
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// The whole file index.
+    pub async fn load_index(&self) -> Result<BTreeMap<String, FileMeta>, StoreError> {
+        let rows =
+            sqlx::query("SELECT path, ino, dev, size, mtime_ns, mode, uid, gid FROM file_index")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut index = BTreeMap::new();
+        for row in rows {
+            let meta = FileMeta {
+                ino: row.get::<i64, _>("ino") as u64,
+                dev: row.get::<i64, _>("dev") as u64,
+                size: row.get::<i64, _>("size") as u64,
+                mtime_ns: row.get("mtime_ns"),
+                mode: row.get::<i64, _>("mode") as u32,
+                uid: row.get::<i64, _>("uid") as u32,
+                gid: row.get::<i64, _>("gid") as u32,
+            };
+            index.insert(row.get("path"), meta);
+        }
+        Ok(index)
+    }
+
+    /// Records a batch of events, the index changes behind them and the runs
+    /// they start, in one transaction: nothing acts on an event before it is
+    /// committed.
+    pub async fn commit_events(
+        &self,
+        events: &[Event],
+        index: &[IndexOp],
+        runs: &[NewRun],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for e in events {
+            sqlx::query(
+                "INSERT INTO events (id, type, path, old_path, size, mtime_ms, observed_ms, cause_run_id, chain_depth) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&e.id)
+            .bind(e.kind.as_str())
+            .bind(&e.path)
+            .bind(&e.old_path)
+            .bind(e.size.map(|s| s as i64))
+            .bind(e.mtime_ms)
+            .bind(e.observed_ms)
+            .bind(e.cause.as_ref().map(|c| c.run_id.as_str()))
+            .bind(i64::from(e.chain_depth()))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for op in index {
+            match op {
+                IndexOp::Put(path, m) => {
+                    sqlx::query(
+                        "INSERT INTO file_index (path, ino, dev, size, mtime_ns, mode, uid, gid) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                         ON CONFLICT (path) DO UPDATE SET ino = excluded.ino, dev = excluded.dev, size = excluded.size, \
+                         mtime_ns = excluded.mtime_ns, mode = excluded.mode, uid = excluded.uid, gid = excluded.gid",
+                    )
+                    .bind(path)
+                    .bind(m.ino as i64)
+                    .bind(m.dev as i64)
+                    .bind(m.size as i64)
+                    .bind(m.mtime_ns)
+                    .bind(i64::from(m.mode))
+                    .bind(i64::from(m.uid))
+                    .bind(i64::from(m.gid))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                IndexOp::Remove(path) => {
+                    sqlx::query("DELETE FROM file_index WHERE path = ?")
+                        .bind(path)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        for r in runs {
+            records::insert_run(&mut tx, r).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks a run's attempt started.
+    pub async fn attempt_started(
+        &self,
+        run_id: &str,
+        attempt: u32,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE runs SET status = 'running', attempts = ?, started_ms = COALESCE(started_ms, ?) WHERE id = ?")
+            .bind(i64::from(attempt))
+            .bind(at_ms)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO attempts (run_id, attempt, status, started_ms) VALUES (?, ?, 'running', ?)")
+            .bind(run_id)
+            .bind(i64::from(attempt))
+            .bind(at_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records one step's result.
+    pub async fn record_step(&self, s: &StepRecord) -> Result<(), StoreError> {
+        records::insert_step(&self.pool, s).await
+    }
+
+    /// Ends an attempt; `next` is the run's status after it (`retrying` or final).
+    pub async fn attempt_finished(
+        &self,
+        run_id: &str,
+        attempt: u32,
+        ok: bool,
+        error: Option<&str>,
+        next: RunStatus,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE attempts SET status = ?, error = ?, finished_ms = ? WHERE run_id = ? AND attempt = ?")
+            .bind(if ok { "succeeded" } else { "failed" })
+            .bind(error)
+            .bind(at_ms)
+            .bind(run_id)
+            .bind(i64::from(attempt))
+            .execute(&mut *tx)
+            .await?;
+        let final_state = next.is_final();
+        sqlx::query(
+            "UPDATE runs SET status = ?, error = ?, \
+             finished_ms = CASE WHEN ? THEN ? ELSE NULL END, \
+             duration_ms = CASE WHEN ? THEN ? - COALESCE(started_ms, ?) ELSE NULL END WHERE id = ?",
+        )
+        .bind(next.as_str())
+        .bind(error)
+        .bind(final_state)
+        .bind(at_ms)
+        .bind(final_state)
+        .bind(at_ms)
+        .bind(at_ms)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends a run that never started an attempt (`skipped` or `cancelled`).
+    pub async fn run_closed(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        reason: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE runs SET status = ?, reason = ?, finished_ms = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(reason)
+            .bind(at_ms)
+            .bind(run_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}

@@ -1,0 +1,114 @@
+//! Row types and their inserts.
+
+use sqlx::{Sqlite, SqlitePool, Transaction};
+
+use super::StoreError;
+use crate::events::Event;
+
+/// A run's state (SPEC section 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Retrying,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Skipped,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Retrying => "retrying",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Skipped => "skipped",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled | RunStatus::Skipped
+        )
+    }
+}
+
+/// A run to insert with its event.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: String,
+    pub workflow: String,
+    pub event: Event,
+    pub status: RunStatus,
+    pub reason: Option<String>,
+    pub queued_ms: i64,
+}
+
+/// One step of one attempt, as recorded.
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    pub run_id: String,
+    pub attempt: u32,
+    pub idx: usize,
+    pub name: String,
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+    pub output: Option<String>,
+    pub error: Option<String>,
+}
+
+pub(super) async fn insert_run(
+    tx: &mut Transaction<'_, Sqlite>,
+    r: &NewRun,
+) -> Result<(), StoreError> {
+    let finished = r.status.is_final().then_some(r.queued_ms);
+    sqlx::query(
+        "INSERT INTO runs (id, workflow, event_id, event_type, path, old_path, status, reason, chain_depth, queued_ms, finished_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&r.id)
+    .bind(&r.workflow)
+    .bind(&r.event.id)
+    .bind(r.event.kind.as_str())
+    .bind(&r.event.path)
+    .bind(&r.event.old_path)
+    .bind(r.status.as_str())
+    .bind(&r.reason)
+    .bind(i64::from(r.event.chain_depth()))
+    .bind(r.queued_ms)
+    .bind(finished)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn insert_step(pool: &SqlitePool, s: &StepRecord) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT OR REPLACE INTO steps (run_id, attempt, idx, name, status, exit_code, started_ms, finished_ms, stdout, stderr, output, error) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&s.run_id)
+    .bind(i64::from(s.attempt))
+    .bind(s.idx as i64)
+    .bind(&s.name)
+    .bind(&s.status)
+    .bind(s.exit_code)
+    .bind(s.started_ms)
+    .bind(s.finished_ms)
+    .bind(&s.stdout)
+    .bind(&s.stderr)
+    .bind(&s.output)
+    .bind(&s.error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
