@@ -220,6 +220,13 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, diags: &mut Diagnostics) {
     }
 }
 
+/// True when `dir` holds at least one definition file (recursively).
+pub fn has_definition_files(dir: &Path) -> bool {
+    let mut files = Vec::new();
+    walk(dir, &mut files, &mut Diagnostics::default());
+    !files.is_empty()
+}
+
 /// True for the file names definitions live in.
 pub fn is_definition_file(path: &Path) -> bool {
     matches!(

@@ -25,7 +25,14 @@ pub async fn config_worker(
     shutdown: CancellationToken,
 ) {
     let (tx, mut rx) = mpsc::channel::<()>(1);
-    let handler = move |_res: notify::Result<notify::Event>| {
+    let handler = move |res: notify::Result<notify::Event>| {
+        // Reading the directory to reload it opens its files: those access
+        // events are not changes.
+        if let Ok(e) = &res
+            && matches!(e.kind, notify::EventKind::Access(_))
+        {
+            return;
+        }
         // One pending reload is enough: a full channel means one is queued.
         let _ = tx.try_send(());
     };
@@ -58,14 +65,21 @@ pub async fn config_worker(
 
 async fn reload(dir: &std::path::Path, secrets_dir: Option<&std::path::Path>, live: &LiveHandle) {
     let paths = vec![dir.to_path_buf()];
-    let loaded =
-        match tokio::task::spawn_blocking(move || load_paths(&paths, &Limits::default())).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "reloading definitions failed");
-                return;
-            }
-        };
+    let load = move || {
+        // An emptied directory means no workflows, not an error.
+        if crate::definitions::load::has_definition_files(&paths[0]) {
+            load_paths(&paths, &Limits::default())
+        } else {
+            crate::definitions::Loaded::default()
+        }
+    };
+    let loaded = match tokio::task::spawn_blocking(load).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "reloading definitions failed");
+            return;
+        }
+    };
     if loaded.diagnostics.has_errors() {
         for d in loaded.diagnostics.iter() {
             tracing::error!("{d}");

@@ -112,6 +112,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 
 fn initial_definitions(opts: &ServeOptions) -> anyhow::Result<Live> {
     let set = match &opts.config_dir {
+        Some(dir) if !crate::definitions::load::has_definition_files(dir) => Default::default(),
         Some(dir) => {
             let loaded = load_paths(std::slice::from_ref(dir), &Limits::default());
             if loaded.diagnostics.has_errors() {

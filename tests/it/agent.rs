@@ -1,0 +1,297 @@
+//! A real `nexusd serve` on a temp data dir, and ways to wait on what it does.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::Row;
+
+/// A running agent; killed (SIGTERM, then SIGKILL) when dropped.
+pub struct Agent {
+    pub data: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+/// One recorded run, as the `runs` table holds it.
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    pub id: String,
+    pub workflow: String,
+    pub status: String,
+    pub event_type: String,
+    pub path: String,
+    pub attempts: i64,
+    pub error: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// One recorded step.
+#[derive(Debug, Clone)]
+pub struct StepRow {
+    pub name: String,
+    pub status: String,
+    pub exit_code: Option<i64>,
+    pub stdout: String,
+    pub error: Option<String>,
+}
+
+impl Agent {
+    /// Starts an agent whose config dir holds `definitions` (file name, YAML).
+    pub fn start(definitions: &[(&str, &str)], extra: &[&str]) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let config = dir.path().join("config");
+        fs::create_dir_all(&data).unwrap();
+        fs::create_dir_all(&config).unwrap();
+        for (name, yaml) in definitions {
+            fs::write(config.join(name), yaml).unwrap();
+        }
+        let data = data.canonicalize().unwrap();
+        let log = dir.path().join("agent.log");
+        let mut agent = Agent {
+            data,
+            config,
+            log,
+            child: None,
+            _dir: dir,
+        };
+        agent.spawn(extra);
+        agent
+    }
+
+    /// Starts an agent on the repository's `workflows.example/`.
+    pub fn examples() -> Agent {
+        let mut defs = Vec::new();
+        for entry in fs::read_dir(crate::support::repo().join("workflows.example")).unwrap() {
+            let path = entry.unwrap().path();
+            defs.push((
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                fs::read_to_string(&path).unwrap(),
+            ));
+        }
+        let refs: Vec<(&str, &str)> = defs.iter().map(|(n, y)| (n.as_str(), y.as_str())).collect();
+        Agent::start(&refs, &[])
+    }
+
+    pub fn spawn(&mut self, extra: &[&str]) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut args = vec![
+            "serve".to_owned(),
+            "--data-dir".to_owned(),
+            self.data.display().to_string(),
+            "--config-dir".to_owned(),
+            self.config.display().to_string(),
+            "--listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new(env!("CARGO_BIN_EXE_nexusd"))
+            .args(&args)
+            .env("NEXUS_LOG", "info,nexusd=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let ready_count = self.log_text().matches(" ready ").count();
+        self.wait_until("the agent to be ready", || {
+            self.log_text().matches(" ready ").count() > ready_count
+        });
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the agent to exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the agent runs");
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not stop within 30 s:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The listen address the agent logged.
+    pub fn http_addr(&self) -> String {
+        let log = self.log_text();
+        let line = log
+            .lines()
+            .find(|l| l.contains("http listening"))
+            .expect("listen line");
+        line.rsplit("listen=").next().unwrap().trim().to_owned()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.data.join(rel.trim_start_matches('/'))
+    }
+
+    /// Writes a file under the data dir, creating its directories.
+    pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) {
+        let p = self.path(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, content).unwrap();
+    }
+
+    /// Polls `cond` every 10 ms until it holds; fails after 20 s with the log.
+    pub fn wait_until(&self, what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; agent log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for a file to exist and returns its content.
+    pub fn wait_file(&self, rel: &str) -> String {
+        let p = self.path(rel);
+        self.wait_until(&format!("file {rel}"), || p.exists());
+        fs::read_to_string(p).unwrap()
+    }
+
+    fn query<T>(&self, f: impl AsyncFnOnce(sqlx::SqlitePool) -> T) -> T {
+        let db = self.data.join(".nexus/nexus.db");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect(&format!("sqlite://{}?mode=ro", db.display()))
+                    .await
+                    .unwrap();
+                let out = f(pool.clone()).await;
+                pool.close().await;
+                out
+            })
+    }
+
+    pub fn runs(&self) -> Vec<RunRow> {
+        self.query(async |pool| {
+            sqlx::query("SELECT id, workflow, status, event_type, path, attempts, error, reason FROM runs ORDER BY queued_ms, id")
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| RunRow {
+                    id: r.get("id"),
+                    workflow: r.get("workflow"),
+                    status: r.get("status"),
+                    event_type: r.get("event_type"),
+                    path: r.get("path"),
+                    attempts: r.get("attempts"),
+                    error: r.get("error"),
+                    reason: r.get("reason"),
+                })
+                .collect()
+        })
+    }
+
+    pub fn steps(&self, run_id: &str) -> Vec<StepRow> {
+        let run_id = run_id.to_owned();
+        self.query(async move |pool| {
+            sqlx::query("SELECT name, status, exit_code, stdout, error FROM steps WHERE run_id = ? ORDER BY attempt, idx")
+                .bind(run_id)
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| StepRow {
+                    name: r.get("name"),
+                    status: r.get("status"),
+                    exit_code: r.get("exit_code"),
+                    stdout: r.get::<Option<String>, _>("stdout").unwrap_or_default(),
+                    error: r.get("error"),
+                })
+                .collect()
+        })
+    }
+
+    /// Every recorded event as `(type, path, old_path)`, in order.
+    pub fn events(&self) -> Vec<(String, String, Option<String>)> {
+        self.query(async |pool| {
+            sqlx::query("SELECT type, path, old_path FROM events ORDER BY seq")
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.get("type"), r.get("path"), r.get("old_path")))
+                .collect()
+        })
+    }
+
+    /// Waits until `n` runs of `workflow` reached a final state, and returns them.
+    pub fn wait_runs(&self, workflow: &str, n: usize) -> Vec<RunRow> {
+        let finished = |r: &RunRow| {
+            ["succeeded", "failed", "skipped", "cancelled"].contains(&r.status.as_str())
+        };
+        let mut got = Vec::new();
+        self.wait_until(&format!("{n} finished runs of {workflow}"), || {
+            got = self
+                .runs()
+                .into_iter()
+                .filter(|r| r.workflow == workflow && finished(r))
+                .collect();
+            got.len() >= n
+        });
+        got
+    }
+
+    /// Writes a sentinel file and waits for its event: every hint the
+    /// watcher delivered before it has been reconciled by then.
+    pub fn barrier(&self) {
+        let name = format!("/barrier-{}", uuid_like());
+        self.write(&name, "b");
+        self.wait_until("the barrier event", || {
+            self.events().iter().any(|(_, p, _)| *p == name)
+        });
+    }
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}",
+        Instant::now().elapsed().as_nanos() ^ std::process::id() as u128 ^ rand_seed()
+    )
+}
+
+fn rand_seed() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Operating the agent: health, live reload of the config dir, the loop
+//! guard, moves across a workflow's scope, and shutdown.
+
+use std::fs;
+use std::time::Duration;
+
+use crate::agent::Agent;
+
+fn workflow(name: &str, event: &str, pattern: &str, steps: &str) -> String {
+    format!(
+        "apiVersion: nexus/v1\nkind: Workflow\nmetadata: {{name: {name}}}\nspec:\n  on:\n    - event: {event}\n      pattern: \"{pattern}\"\n  steps:\n{steps}"
+    )
+}
+
+const LOG_STEP: &str =
+    "    - {name: s, action: log, with: {message: \"{{event.type}} {{event.path}}\"}}\n";
+
+#[test]
+fn health_answers_with_the_version() {
+    let agent = Agent::start(&[], &[]);
+    let addr = agent.http_addr();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let text = rt.block_on(async {
+        reqwest::get(format!("http://{addr}/health"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})
+    );
+}
+
+#[test]
+fn the_config_dir_is_reconciled_and_a_bad_change_keeps_the_last_good_set() {
+    let agent = Agent::start(&[], &[]);
+    fs::write(
+        agent.config.join("a.yaml"),
+        workflow("late", "file.created", "/in/*", LOG_STEP),
+    )
+    .unwrap();
+    agent.wait_until("the reload", || {
+        agent
+            .log_text()
+            .contains("definitions reloaded workflows=1")
+    });
+    agent.write("/in/1", "x");
+    agent.wait_runs("late", 1);
+    fs::write(
+        agent.config.join("a.yaml"),
+        workflow("late", "file.changed", "/in/*", LOG_STEP),
+    )
+    .unwrap();
+    agent.wait_until("the rejection", || {
+        agent.log_text().contains("definitions rejected")
+    });
+    assert!(
+        agent
+            .log_text()
+            .contains("a.yaml:6:14: error: unknown event type `file.changed`"),
+        "{}",
+        agent.log_text()
+    );
+    agent.write("/in/2", "x");
+    let runs = agent.wait_runs("late", 2);
+    assert_eq!(runs.len(), 2, "the last good definition still runs");
+    fs::remove_file(agent.config.join("a.yaml")).unwrap();
+    agent.wait_until("the removal", || {
+        agent
+            .log_text()
+            .contains("definitions reloaded workflows=0")
+    });
+    agent.write("/in/3", "x");
+    agent.barrier();
+    assert_eq!(agent.runs().len(), 2, "a removed workflow stops triggering");
+}
+
+#[test]
+fn a_workflow_feeding_itself_stops_at_the_chain_depth() {
+    let steps = "    - name: again\n      action: file.append\n      with: {path: \"{{event.path}}\", content: x}\n";
+    let agent = Agent::start(
+        &[(
+            "loop.yaml",
+            &workflow(
+                "feedback",
+                "[file.created, file.updated]",
+                "**/*.log",
+                steps,
+            ),
+        )],
+        &["--max-chain-depth", "3"],
+    );
+    agent.write("/app.log", "start");
+    agent.wait_until("a run skipped as a loop", || {
+        agent.runs().iter().any(|r| r.status == "skipped")
+    });
+    agent.barrier();
+    let runs = agent.runs();
+    let statuses: Vec<&str> = runs.iter().map(|r| r.status.as_str()).collect();
+    assert_eq!(
+        statuses,
+        [
+            "succeeded",
+            "succeeded",
+            "succeeded",
+            "succeeded",
+            "skipped"
+        ]
+    );
+    let reason = runs[4].reason.as_deref().unwrap();
+    assert!(
+        reason.starts_with("loop: chain depth 4 exceeds --max-chain-depth 3 (caused by run run_"),
+        "{reason}"
+    );
+    assert_eq!(
+        fs::read_to_string(agent.path("/app.log")).unwrap(),
+        "startxxxx"
+    );
+    assert!(agent.log_text().contains("loop: run skipped"));
+}
+
+#[test]
+fn moves_across_a_scope_are_creates_and_deletes_for_it() {
+    let defs = [(
+        "in.yaml",
+        workflow(
+            "inbox",
+            "[file.created, file.deleted, file.moved]",
+            "/inbox/*",
+            LOG_STEP,
+        ),
+    )];
+    let refs: Vec<(&str, &str)> = defs.iter().map(|(n, y)| (*n, y.as_str())).collect();
+    let agent = Agent::start(&refs, &[]);
+    agent.write("/elsewhere/a", "a");
+    agent.barrier();
+    fs::create_dir_all(agent.path("/inbox")).unwrap();
+    fs::rename(agent.path("/elsewhere/a"), agent.path("/inbox/a")).unwrap();
+    agent.wait_runs("inbox", 1);
+    fs::rename(agent.path("/inbox/a"), agent.path("/inbox/b")).unwrap();
+    agent.wait_runs("inbox", 2);
+    fs::rename(agent.path("/inbox/b"), agent.path("/elsewhere/b")).unwrap();
+    let runs = agent.wait_runs("inbox", 3);
+    let seen: Vec<(&str, &str)> = runs
+        .iter()
+        .map(|r| (r.event_type.as_str(), r.path.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("file.created", "/inbox/a"),
+            ("file.moved", "/inbox/b"),
+            ("file.deleted", "/inbox/b")
+        ]
+    );
+}
+
+#[test]
+fn shutdown_lets_steps_finish_within_the_grace_and_cancels_the_rest() {
+    let steps = "    - name: nap\n      run: sleep 0.5\n";
+    let mut agent = Agent::start(
+        &[(
+            "w.yaml",
+            &workflow("nap", "file.created", "/short/*", steps),
+        )],
+        &[],
+    );
+    agent.write("/short/a", "x");
+    agent.wait_until("the run to start", || {
+        agent.runs().iter().any(|r| r.status == "running")
+    });
+    assert!(agent.stop().success());
+    assert_eq!(
+        agent.runs()[0].status,
+        "succeeded",
+        "finished within the grace"
+    );
+
+    let long = "    - name: nap\n      run: sleep 30\n";
+    fs::write(
+        agent.config.join("w.yaml"),
+        workflow("nap", "file.created", "/long/*", long),
+    )
+    .unwrap();
+    agent.spawn(&["--shutdown-grace", "200ms"]);
+    agent.write("/long/b", "x");
+    agent.wait_until("the run to start", || {
+        agent.runs().iter().any(|r| r.status == "running")
+    });
+    let started = std::time::Instant::now();
+    assert!(agent.stop().success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let run = agent
+        .runs()
+        .into_iter()
+        .find(|r| r.path == "/long/b")
+        .unwrap();
+    assert_eq!(
+        (run.status.as_str(), run.reason.as_deref()),
+        ("cancelled", Some("shutdown"))
+    );
+}
