@@ -241,6 +241,7 @@ impl EventsWorker {
                 cause: self.rt.causes.take(&c.path),
                 path: c.path,
                 old_path: c.old_path,
+                raw_abs: c.raw,
             };
             tracing::debug!(event = %event.id, kind = %event.kind, path = %event.path, "event");
             for (workflow, seen) in live.targets(event.kind, &event.path, event.old_path.as_deref())

@@ -24,6 +24,9 @@ pub struct Event {
     pub observed_ms: i64,
     /// The run whose built-in write caused it, if any.
     pub cause: Option<Cause>,
+    /// The exact file on disk when its name is not UTF-8 (`path` escapes
+    /// each invalid byte as `\xNN`).
+    pub raw_abs: Option<std::path::PathBuf>,
 }
 
 /// What caused an event: a run's own write, and how deep the chain is.
@@ -58,6 +61,25 @@ impl Event {
         m.insert("timestamp".into(), rfc3339_ms(self.observed_ms).into());
         serde_json::Value::Object(m)
     }
+}
+
+/// A path as text: valid UTF-8 as it is, each invalid byte as `\xNN`.
+/// The flag is false when an escape was needed (the text is then not the
+/// exact name, and the caller keeps the raw path).
+pub fn encode_path(os: &std::ffi::OsStr) -> (String, bool) {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = os.as_bytes();
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        return (s.to_owned(), true);
+    }
+    let mut out = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02X}"));
+        }
+    }
+    (out, false)
 }
 
 /// The file on disk for a virtual path.

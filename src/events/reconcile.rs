@@ -43,6 +43,8 @@ pub struct Change {
     pub path: String,
     pub old_path: Option<String>,
     pub meta: Option<FileMeta>,
+    /// The exact on-disk path when the name is not UTF-8 (`path` escapes it).
+    pub raw: Option<PathBuf>,
 }
 
 /// The reconciler's timing.
@@ -82,6 +84,8 @@ pub struct Reconciler {
     from: HashMap<usize, (String, Instant)>,
     ignore: Ignore,
     timing: Timing,
+    /// On-disk paths of names that are not UTF-8, by their escaped virtual path.
+    raw: HashMap<String, PathBuf>,
 }
 
 impl Reconciler {
@@ -98,6 +102,7 @@ impl Reconciler {
             from: HashMap::new(),
             ignore,
             timing,
+            raw: HashMap::new(),
         }
     }
 
@@ -106,27 +111,46 @@ impl Reconciler {
     }
 
     /// The virtual path of an absolute one, if it is ours to watch.
-    pub fn virtual_path(&self, abs: &Path) -> Option<String> {
+    pub fn virtual_path(&mut self, abs: &Path) -> Option<String> {
         let rel = abs.strip_prefix(&self.root).ok()?;
-        let rel = rel.to_string_lossy();
-        if rel.is_empty() {
+        let (rel_text, exact) = super::encode_path(rel.as_os_str());
+        if rel_text.is_empty() {
             return None;
         }
-        let path = format!("/{rel}");
+        let path = format!("/{rel_text}");
         if path == "/.nexus" || path.starts_with("/.nexus/") || self.ignore.is_ignored(&path) {
             return None;
+        }
+        if !exact {
+            self.raw.insert(path.clone(), abs.to_path_buf());
         }
         Some(path)
     }
 
     fn abs(&self, path: &str) -> PathBuf {
-        super::abs_path(&self.root, path)
+        match self.raw.get(path) {
+            Some(raw) => raw.clone(),
+            None => super::abs_path(&self.root, path),
+        }
     }
 
     /// Applies one hint; changes that are final now go to `out`.
     pub fn hint(&mut self, hint: Hint, now: Instant, out: &mut Vec<Change>) {
+        let start = out.len();
+        self.apply(hint, now, out);
+        self.fill_raw(&mut out[start..]);
+    }
+
+    /// Gives changes on names that are not UTF-8 their exact on-disk path.
+    fn fill_raw(&self, changes: &mut [Change]) {
+        for c in changes.iter_mut().filter(|c| c.raw.is_none()) {
+            c.raw = self.raw.get(&c.path).cloned();
+        }
+    }
+
+    fn apply(&mut self, hint: Hint, now: Instant, out: &mut Vec<Change>) {
         match hint {
-            Hint::Rescan => self.scan_all(now, out),
+            Hint::Rescan => self.scan_all_inner(now, out),
             Hint::Created(p) | Hint::Modified(p) | Hint::Attrib(p) => {
                 let Some(vp) = self.virtual_path(&p) else {
                     return;
@@ -167,6 +191,12 @@ impl Reconciler {
 
     /// Reconciles what is due at `now`.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Change>) {
+        let start = out.len();
+        self.tick_inner(now, out);
+        self.fill_raw(&mut out[start..]);
+    }
+
+    fn tick_inner(&mut self, now: Instant, out: &mut Vec<Change>) {
         let expired: Vec<usize> = self
             .from
             .iter()
@@ -254,6 +284,7 @@ impl Reconciler {
             path: vp.to_owned(),
             old_path: None,
             meta: now_meta,
+            raw: None,
         });
     }
 
@@ -326,6 +357,7 @@ impl Reconciler {
                 path: vt.to_owned(),
                 old_path: Some(vf.to_owned()),
                 meta: Some(meta),
+                raw: None,
             });
             return;
         }
@@ -350,6 +382,7 @@ impl Reconciler {
                 path: new_path,
                 old_path: Some(old_path),
                 meta: Some(meta),
+                raw: None,
             });
         }
         // Files written into the directory while it moved.
@@ -380,6 +413,12 @@ impl Reconciler {
     /// nexusd was down) and after lost events. Vanished and appeared files
     /// with the same inode, size and mtime are paired as moves.
     pub fn scan_all(&mut self, now: Instant, out: &mut Vec<Change>) {
+        let start = out.len();
+        self.scan_all_inner(now, out);
+        self.fill_raw(&mut out[start..]);
+    }
+
+    fn scan_all_inner(&mut self, now: Instant, out: &mut Vec<Change>) {
         let mut found = Vec::new();
         walk(&self.root, &self.root.clone(), &mut found);
         let mut seen: BTreeMap<String, FileMeta> = BTreeMap::new();
@@ -416,6 +455,7 @@ impl Reconciler {
                         path: new_path,
                         old_path: Some(old_path),
                         meta: Some(meta),
+                        raw: None,
                     });
                 }
                 None => out.push(Change {
@@ -423,6 +463,7 @@ impl Reconciler {
                     path: old_path,
                     old_path: None,
                     meta: None,
+                    raw: None,
                 }),
             }
         }
@@ -441,6 +482,7 @@ impl Reconciler {
                     path,
                     old_path: None,
                     meta: Some(meta),
+                    raw: None,
                 });
             }
         }
@@ -458,6 +500,7 @@ impl Reconciler {
                     path,
                     old_path: None,
                     meta: Some(after),
+                    raw: None,
                 });
             }
         }
@@ -665,7 +708,7 @@ mod tests {
 
     #[test]
     fn nexus_state_and_ignored_names_are_invisible() {
-        let f = Fixture::new();
+        let mut f = Fixture::new();
         assert_eq!(f.rec.virtual_path(&f.p(".nexus/nexus.db")), None);
         assert_eq!(f.rec.virtual_path(&f.p("x/.a.swp")), None);
         assert_eq!(f.rec.virtual_path(&f.p("x/a.txt")), Some("/x/a.txt".into()));

@@ -4,6 +4,8 @@
 //! started, and `PR_SET_PDEATHSIG` so children die with the agent.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -24,7 +26,7 @@ pub async fn execute(
     run: &RunStep,
     timeout: Option<Duration>,
 ) -> StepOutcome {
-    let vars = match run.render_vars(&ctx.data) {
+    let vars = match render_vars(ctx, run) {
         Ok(v) => v,
         Err(e) => return StepOutcome::fatal(format!("step `{}`: {e}", step.name)),
     };
@@ -66,7 +68,12 @@ pub async fn execute(
     let e = &ctx.event;
     cmd.env("NEXUS_EVENT_TYPE", e.kind.as_str())
         .env("NEXUS_EVENT_PATH", &e.path)
-        .env("NEXUS_FILE", abs_path(&ctx.data_dir, &e.path))
+        .env(
+            "NEXUS_FILE",
+            e.raw_abs
+                .clone()
+                .unwrap_or_else(|| abs_path(&ctx.data_dir, &e.path)),
+        )
         .env("NEXUS_OLD_PATH", e.old_path.as_deref().unwrap_or(""))
         .env("NEXUS_RUN_ID", &ctx.run_id)
         .env("NEXUS_ATTEMPT", ctx.attempt.to_string())
@@ -85,6 +92,33 @@ pub async fn execute(
     let file_outputs = std::fs::read_to_string(&output_file).unwrap_or_default();
     let _ = std::fs::remove_file(&output_file);
     finish(ctx, outcome, &file_outputs)
+}
+
+/// The placeholders' values. For a name that is not UTF-8, the placeholders
+/// that are exactly a path field of the event get the exact bytes, which a
+/// rendered (escaped) string could not carry.
+fn render_vars(
+    ctx: &StepContext,
+    run: &RunStep,
+) -> Result<Vec<(String, OsString)>, crate::templates::TemplateError> {
+    let mut out = Vec::new();
+    for (name, template) in &run.vars {
+        let exact = ctx.event.raw_abs.as_ref().and_then(|abs| {
+            let rel = abs.strip_prefix(&ctx.data_dir).ok()?;
+            match template.source() {
+                "{{event.abs_path}}" => Some(abs.as_os_str().to_owned()),
+                "{{event.path}}" => Some(Path::new("/").join(rel).into_os_string()),
+                "{{event.name}}" => abs.file_name().map(|n| n.to_owned()),
+                _ => None,
+            }
+        });
+        let value = match exact {
+            Some(v) => v,
+            None => OsString::from(template.render(&ctx.data)?),
+        };
+        out.push((name.clone(), value));
+    }
+    Ok(out)
 }
 
 struct Raw {

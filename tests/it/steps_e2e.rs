@@ -16,7 +16,7 @@ fn workflow(name: &str, pattern: &str, steps: &str) -> String {
 fn hostile_file_names_never_run_as_code() {
     let hook = Receiver::start(200);
     let steps = format!(
-        "    - name: bare\n      run: printf '%s' {{{{event.name}}}}\n    - name: quoted\n      run: printf '%s' \"{{{{event.name}}}}\"\n    - name: env\n      run: printf '%s' \"$NEXUS_FILE\"\n    - name: hook\n      webhook:\n        url: {}/hook\n        body: {{name: \"{{{{event.name}}}}\"}}\n",
+        "    - name: bare\n      run: printf '%s' {{{{event.name}}}}\n    - name: quoted\n      run: printf '%s' \"{{{{event.name}}}}\"\n    - name: env\n      run: printf '%s' \"$NEXUS_FILE\"\n    - name: hex\n      run: printf '%s' {{{{event.name}}}} | od -An -tx1 | tr -d ' \\\\n'\n    - name: hook\n      webhook:\n        url: {}/hook\n        body: {{name: \"{{{{event.name}}}}\"}}\n",
         hook.url
     );
     let agent = Agent::start(&[("w.yaml", &workflow("names", "/in/*", &steps))], &[]);
@@ -29,6 +29,7 @@ fn hostile_file_names_never_run_as_code() {
         b"a b.txt",
         b"new\nline.txt",
         b"{{event.path}}.txt",
+        b"not-utf8-\xff\xfe.txt",
     ];
     std::fs::create_dir_all(agent.path("/in")).unwrap();
     for name in &names {
@@ -41,11 +42,25 @@ fn hostile_file_names_never_run_as_code() {
     let runs = agent.wait_runs("names", names.len());
     for run in &runs {
         assert_eq!(run.status, "succeeded", "{run:?}");
-        let name = run.path.rsplit('/').next().unwrap();
         let steps = agent.steps(&run.id);
-        assert_eq!(steps[0].stdout, name, "unquoted: {run:?}");
-        assert_eq!(steps[1].stdout, name, "double-quoted: {run:?}");
-        assert_eq!(steps[2].stdout, agent.path(&run.path).display().to_string());
+        let name = names
+            .iter()
+            .find(|n| {
+                nexusd::events::encode_path(std::ffi::OsStr::from_bytes(n)).0
+                    == run.path.trim_start_matches("/in/")
+            })
+            .unwrap_or_else(|| panic!("no name for {}", run.path));
+        let hex: String = name.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            steps[3].stdout.split_whitespace().collect::<String>(),
+            hex,
+            "exact bytes: {run:?}"
+        );
+        if let Ok(text) = std::str::from_utf8(name) {
+            assert_eq!(steps[0].stdout, text, "unquoted: {run:?}");
+            assert_eq!(steps[1].stdout, text, "double-quoted: {run:?}");
+            assert_eq!(steps[2].stdout, agent.path(&run.path).display().to_string());
+        }
     }
     for marker in ["P1", "P2", "P3"] {
         assert!(
@@ -61,7 +76,7 @@ fn hostile_file_names_never_run_as_code() {
     bodies.sort();
     let mut expected: Vec<String> = names
         .iter()
-        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .map(|n| nexusd::events::encode_path(std::ffi::OsStr::from_bytes(n)).0)
         .collect();
     expected.sort();
     assert_eq!(bodies, expected);
