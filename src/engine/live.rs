@@ -52,6 +52,16 @@ impl Live {
         })
     }
 
+    /// Each trigger pattern with its trigger's `settle:` time.
+    pub fn settle_rules(&self) -> Vec<(crate::matching::Pattern, std::time::Duration)> {
+        self.set
+            .workflows
+            .iter()
+            .flat_map(|w| &w.triggers)
+            .flat_map(|t| t.patterns.iter().map(|p| (p.clone(), t.settle)))
+            .collect()
+    }
+
     /// The workflows an event starts, each with the event type it sees: a
     /// move into a workflow's scope is a `file.created` for it, a move out a
     /// `file.deleted` (on the old path).

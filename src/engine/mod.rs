@@ -167,6 +167,8 @@ impl EventsWorker {
     ) -> anyhow::Result<()> {
         let started = Instant::now();
         let mut changes = Vec::new();
+        let mut version = self.live.current();
+        rec.set_settle_rules(version.settle_rules());
         rec.scan_all(Instant::now(), &mut changes);
         let caught_up = changes.len();
         self.process(std::mem::take(&mut changes)).await;
@@ -198,6 +200,11 @@ impl EventsWorker {
                     None => break,
                 },
                 () = sleep_until_opt(deadline) => {}
+            }
+            let current = self.live.current();
+            if !Arc::ptr_eq(&current, &version) {
+                rec.set_settle_rules(current.settle_rules());
+                version = current;
             }
             if watch.lost.swap(false, Ordering::SeqCst) {
                 tracing::warn!(

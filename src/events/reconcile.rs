@@ -71,6 +71,8 @@ impl Default for Timing {
 struct Pending {
     first: Instant,
     last: Instant,
+    /// The quiet time for this path (a trigger's `settle:`, or the default).
+    settle: Duration,
     /// Reconcile at `first` regardless of quiet: a path that may have left.
     vanish: bool,
 }
@@ -86,6 +88,8 @@ pub struct Reconciler {
     timing: Timing,
     /// On-disk paths of names that are not UTF-8, by their escaped virtual path.
     raw: HashMap<String, PathBuf>,
+    /// Per-pattern quiet times (triggers' `settle:`); the shortest match wins.
+    settle_rules: Vec<(crate::matching::Pattern, Duration)>,
 }
 
 impl Reconciler {
@@ -103,7 +107,22 @@ impl Reconciler {
             ignore,
             timing,
             raw: HashMap::new(),
+            settle_rules: Vec::new(),
         }
+    }
+
+    /// Sets the triggers' own settle times (when the definitions change).
+    pub fn set_settle_rules(&mut self, rules: Vec<(crate::matching::Pattern, Duration)>) {
+        self.settle_rules = rules;
+    }
+
+    fn settle_for(&self, path: &str) -> Duration {
+        self.settle_rules
+            .iter()
+            .filter(|(p, _)| p.is_match(path))
+            .map(|(_, d)| *d)
+            .min()
+            .unwrap_or(self.timing.settle)
     }
 
     pub fn index_len(&self) -> usize {
@@ -239,7 +258,7 @@ impl Reconciler {
             if p.vanish {
                 p.first
             } else {
-                (p.last + self.timing.settle).min(p.first + self.timing.max_wait)
+                (p.last + p.settle).min(p.first + self.timing.max_wait)
             }
         });
         let froms = self.from.values().map(|(_, d)| *d);
@@ -250,17 +269,19 @@ impl Reconciler {
         if p.vanish {
             return p.first <= now;
         }
-        now.duration_since(p.last) >= self.timing.settle
+        now.duration_since(p.last) >= p.settle
             || now.duration_since(p.first) >= self.timing.max_wait
     }
 
     fn touch(&mut self, vp: String, now: Instant) {
+        let settle = self.settle_for(&vp);
         self.pending
             .entry(vp)
             .and_modify(|p| p.last = now)
             .or_insert(Pending {
                 first: now,
                 last: now,
+                settle,
                 vanish: false,
             });
     }
@@ -338,6 +359,7 @@ impl Reconciler {
                     Pending {
                         first: now + self.timing.vanish_grace,
                         last: now,
+                        settle: self.timing.settle,
                         vanish: true,
                     },
                 );
@@ -612,6 +634,30 @@ mod tests {
         assert_eq!(
             f.advance(Duration::from_millis(150)),
             vec![(EventType::Created, "/b".into())]
+        );
+    }
+
+    #[test]
+    fn a_trigger_settle_time_applies_to_its_paths() {
+        let mut f = Fixture::new();
+        let rule = (
+            crate::matching::Pattern::new("/slow/*").unwrap(),
+            Duration::from_secs(2),
+        );
+        f.rec.set_settle_rules(vec![rule]);
+        std::fs::create_dir(f.p("slow")).unwrap();
+        std::fs::write(f.p("slow/a"), "x").unwrap();
+        std::fs::write(f.p("fast"), "x").unwrap();
+        f.hint(Hint::Modified(f.p("slow/a")));
+        f.hint(Hint::Modified(f.p("fast")));
+        assert_eq!(
+            f.advance(Duration::from_millis(350)),
+            vec![(EventType::Created, "/fast".into())]
+        );
+        assert!(f.advance(Duration::from_millis(1000)).is_empty());
+        assert_eq!(
+            f.advance(Duration::from_millis(700)),
+            vec![(EventType::Created, "/slow/a".into())]
         );
     }
 
