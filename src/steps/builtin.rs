@@ -219,7 +219,9 @@ fn atomic_write(root: &Dir, path: &Vpath, bytes: &[u8]) -> Result<(), String> {
     let write = || -> std::io::Result<()> {
         let mut f = root.open_with(&tmp, OpenOptions::new().write(true).create_new(true))?;
         f.write_all(bytes)?;
-        f.sync_data()?;
+        // No fsync: the rename makes the write atomic for readers, and a run
+        // cut short by a crash is run again (at least once), which rewrites it.
+        drop(f);
         root.rename(&tmp, root, &path.rel)
     };
     write().map_err(|e| {

@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""Latency from a file's close to a copy step's result, and idle memory.
+
+Usage: latency.py NEXUSD_BIN WORK_DIR FILES ROUNDS
+
+For each system (nexusd on SQLite, and the floor: `inotifywait -m -e
+close_write` piped into a shell `cp`), alternating round by round so drift
+hits both, it writes FILES files one at a time into DATA/lat/ and measures,
+with an inotify watch of DATA/out/, the time from the writer's close to the
+copy appearing complete (IN_CLOSE_WRITE or IN_MOVED_TO). Prints JSON.
+"""
+
+import ctypes
+import json
+import os
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
+IN_CLOSE_WRITE = 0x08
+IN_MOVED_TO = 0x80
+IN_NONBLOCK = 0o4000
+
+WORKFLOW = """apiVersion: nexus/v1
+kind: Workflow
+metadata: {name: latency}
+spec:
+  on: [{event: file.created, pattern: /lat/*.txt}]
+  steps:
+    - name: copy
+      action: file.copy
+      with: {from: "{{event.path}}", to: "/out/{{event.name}}"}
+"""
+
+
+class Inotify:
+    def __init__(self, path):
+        self.fd = libc.inotify_init1(IN_NONBLOCK)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        wd = libc.inotify_add_watch(self.fd, path.encode(), IN_CLOSE_WRITE | IN_MOVED_TO)
+        if wd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_add_watch")
+
+    def wait_for(self, name, deadline):
+        """Blocks until `name` is reported complete; returns the time."""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(name)
+            r, _, _ = select.select([self.fd], [], [], left)
+            if not r:
+                continue
+            now = time.monotonic()
+            buf = os.read(self.fd, 65536)
+            i = 0
+            while i < len(buf):
+                _wd, _mask, _cookie, length = struct.unpack_from("iIII", buf, i)
+                got = buf[i + 16 : i + 16 + length].rstrip(b"\0").decode()
+                i += 16 + length
+                if got == name:
+                    return now
+
+    def close(self):
+        os.close(self.fd)
+
+
+def wait_path(path, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(path)
+        time.sleep(0.01)
+
+
+def fresh(work, name):
+    root = os.path.join(work, name)
+    shutil.rmtree(root, ignore_errors=True)
+    data = os.path.join(root, "data")
+    os.makedirs(os.path.join(data, "lat"))
+    os.makedirs(os.path.join(data, "out"))
+    return root, data
+
+
+def start_nexusd(binary, work):
+    root, data = fresh(work, "nexusd")
+    config = os.path.join(root, "config")
+    os.makedirs(config)
+    with open(os.path.join(config, "w.yaml"), "w") as f:
+        f.write(WORKFLOW)
+    log = open(os.path.join(root, "log"), "w")
+    proc = subprocess.Popen(
+        [binary, "serve", "--data-dir", data, "--config-dir", config, "--listen", "127.0.0.1:0"],
+        stderr=log, stdout=subprocess.DEVNULL, env={**os.environ, "NEXUS_LOG": "warn"},
+    )
+    wait_path(os.path.join(data, ".nexus", "nexus.db"))
+    # Ready: a probe file is copied.
+    measure_one(data, "probe.txt")
+    return proc, data
+
+
+def start_floor(work):
+    root, data = fresh(work, "floor")
+    script = (
+        "inotifywait -m -q -e close_write --format '%f' lat | "
+        "while read -r f; do cp -- \"lat/$f\" \"out/$f\"; done"
+    )
+    proc = subprocess.Popen(["sh", "-c", script], cwd=data, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            measure_one(data, "probe.txt", timeout=0.5)
+            break
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise
+    return proc, data
+
+
+def measure_one(data, name, timeout=30):
+    watch = Inotify(os.path.join(data, "out"))
+    try:
+        with open(os.path.join(data, "lat", name), "w") as f:
+            f.write("x" * 100)
+        closed = time.monotonic()
+        done = watch.wait_for(name, time.monotonic() + timeout)
+        return done - closed
+    finally:
+        watch.close()
+
+
+def stop(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def percentile(values, p):
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(round(p / 100.0 * (len(s) - 1)))))
+    return s[k]
+
+
+def idle_rss(binary, work, examples):
+    root, data = fresh(work, "idle")
+    proc = subprocess.Popen(
+        [binary, "serve", "--data-dir", data, "--config-dir", examples, "--listen", "127.0.0.1:0"],
+        stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    )
+    wait_path(os.path.join(data, ".nexus", "nexus.db"))
+    time.sleep(2)  # idle means: started and left alone
+    kib = rss_kib(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    return kib
+
+
+def main():
+    binary, work, files, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    examples = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "workflows.example")
+    per_round = max(1, files // rounds)
+    results = {"nexusd": [], "floor": []}
+    for r in range(rounds):
+        for system in ("nexusd", "floor"):
+            if system == "nexusd":
+                proc, data = start_nexusd(binary, work)
+            else:
+                proc, data = start_floor(work)
+            try:
+                for i in range(per_round):
+                    results[system].append(measure_one(data, f"r{r}-{i}.txt"))
+            finally:
+                if system == "nexusd":
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(timeout=30)
+                else:
+                    stop(proc)
+    out = {}
+    for system, values in results.items():
+        ms = [v * 1000 for v in values]
+        out[system] = {
+            "n": len(ms),
+            "p50_ms": round(percentile(ms, 50), 3),
+            "p99_ms": round(percentile(ms, 99), 3),
+            "samples_ms": [round(v, 3) for v in ms],
+        }
+    out["idle_rss_kib"] = idle_rss(binary, work, examples)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
