@@ -171,6 +171,7 @@ impl EventsWorker {
         rec.set_settle_rules(version.settle_rules());
         rec.scan_all(Instant::now(), &mut changes);
         let caught_up = changes.len();
+        self.resume().await;
         self.process(std::mem::take(&mut changes)).await;
         tracing::info!(
             files = rec.index_len(),
@@ -219,6 +220,61 @@ impl EventsWorker {
         }
         drop(watch);
         Ok(())
+    }
+
+    /// Hands over again the runs a previous agent left unfinished (killed,
+    /// crashed): queued ones as they were, running ones as a new attempt,
+    /// so every recorded event's runs reach a final state.
+    async fn resume(&self) {
+        let unfinished = match self.rt.store.unfinished_runs().await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read unfinished runs");
+                return;
+            }
+        };
+        if unfinished.is_empty() {
+            return;
+        }
+        let live = self.live.current();
+        let secrets = Arc::new(live.secrets.clone());
+        let mut jobs = Vec::new();
+        for run in unfinished {
+            let Some(workflow) = live.workflows.iter().find(|w| w.name == run.workflow) else {
+                let reason = "workflow removed before the run could finish";
+                if let Err(e) = self
+                    .rt
+                    .store
+                    .run_closed(&run.id, RunStatus::Cancelled, reason, now_ms())
+                    .await
+                {
+                    tracing::error!(error = %e, "recording failed");
+                }
+                continue;
+            };
+            let mut first_attempt = run.attempts + 1;
+            if run.status == "running" {
+                if let Err(e) = self
+                    .rt
+                    .store
+                    .interrupt_attempt(&run.id, run.attempts, now_ms())
+                    .await
+                {
+                    tracing::error!(error = %e, "recording failed");
+                }
+            } else if run.status == "queued" {
+                first_attempt = 1;
+            }
+            tracing::info!(run = %run.id, workflow = %run.workflow, status = %run.status, "resuming an unfinished run");
+            jobs.push(Job {
+                run_id: run.id,
+                workflow: Arc::clone(workflow),
+                event: run.event,
+                secrets: Arc::clone(&secrets),
+                first_attempt,
+            });
+        }
+        self.dispatcher.submit(jobs).await;
     }
 
     /// Records the events of `changes` with their runs, then hands the runs over.
@@ -276,6 +332,7 @@ impl EventsWorker {
                         workflow: Arc::clone(&workflow),
                         event: ev.clone(),
                         secrets: Arc::clone(&secrets),
+                        first_attempt: 1,
                     });
                     (RunStatus::Queued, None)
                 };

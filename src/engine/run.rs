@@ -32,6 +32,8 @@ pub struct Job {
     pub workflow: Arc<Workflow>,
     pub event: Event,
     pub secrets: Arc<Vec<(String, String)>>,
+    /// The attempt to start with (above 1 when resumed after a restart).
+    pub first_attempt: u32,
 }
 
 /// Why an attempt failed, and whether another could succeed.
@@ -44,7 +46,7 @@ struct Failure {
 
 /// Executes a run to a final state (or to `retrying` at shutdown).
 pub async fn execute(rt: &Runtime, job: &Job) {
-    let mut attempt = 1u32;
+    let mut attempt = job.first_attempt.max(1);
     loop {
         log_err(
             rt.store

@@ -15,7 +15,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use records::{NewRun, RunStatus, StepRecord};
+pub use records::{NewRun, RunStatus, StepRecord, UnfinishedRun};
 
 use crate::events::Event;
 use crate::events::index::FileMeta;
@@ -241,6 +241,62 @@ impl Store {
             .bind(run_id)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    /// Runs that did not reach a final state: queued, retrying, or running
+    /// when the agent died. Oldest first.
+    pub async fn unfinished_runs(&self) -> Result<Vec<UnfinishedRun>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.id, r.workflow, r.status, r.attempts, r.event_type, r.path, r.old_path,                     e.id AS event_id, e.size, e.mtime_ms, e.observed_ms, e.cause_run_id, e.chain_depth              FROM runs r JOIN events e ON e.id = r.event_id              WHERE r.status IN ('queued', 'running', 'retrying') ORDER BY r.queued_ms, r.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let kind: String = r.get("event_type");
+                let cause_run: Option<String> = r.get("cause_run_id");
+                let depth: i64 = r.get("chain_depth");
+                UnfinishedRun {
+                    id: r.get("id"),
+                    workflow: r.get("workflow"),
+                    status: r.get("status"),
+                    attempts: u32::try_from(r.get::<i64, _>("attempts")).unwrap_or(0),
+                    event: Event {
+                        id: r.get("event_id"),
+                        kind: kind.parse().unwrap_or(crate::events::EventType::Created),
+                        path: r.get("path"),
+                        old_path: r.get("old_path"),
+                        size: r.get::<Option<i64>, _>("size").map(|s| s.max(0) as u64),
+                        mtime_ms: r.get("mtime_ms"),
+                        observed_ms: r.get("observed_ms"),
+                        cause: cause_run.map(|run_id| crate::events::Cause {
+                            run_id,
+                            depth: u32::try_from(depth).unwrap_or(0),
+                        }),
+                        raw_abs: None,
+                    },
+                }
+            })
+            .collect())
+    }
+
+    /// Closes the attempt a dead agent left running.
+    pub async fn interrupt_attempt(
+        &self,
+        run_id: &str,
+        attempt: u32,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE attempts SET status = 'failed', error = 'interrupted: the agent stopped during this attempt',              finished_ms = ? WHERE run_id = ? AND attempt = ? AND status = 'running'",
+        )
+        .bind(at_ms)
+        .bind(run_id)
+        .bind(i64::from(attempt))
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

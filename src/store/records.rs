@@ -49,6 +49,17 @@ pub struct NewRun {
     pub queued_ms: i64,
 }
 
+/// A run found unfinished at start.
+#[derive(Debug, Clone)]
+pub struct UnfinishedRun {
+    pub id: String,
+    pub workflow: String,
+    pub status: String,
+    pub attempts: u32,
+    /// The event as this run's workflow saw it.
+    pub event: Event,
+}
+
 /// One step of one attempt, as recorded.
 #[derive(Debug, Clone)]
 pub struct StepRecord {

@@ -132,6 +132,13 @@ impl Agent {
         }
     }
 
+    /// Kills the agent with SIGKILL, as a crash or the OOM killer would.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("the agent runs");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     /// The listen address the agent logged.
     pub fn http_addr(&self) -> String {
         let log = self.log_text();

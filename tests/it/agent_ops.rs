@@ -208,3 +208,37 @@ fn shutdown_lets_steps_finish_within_the_grace_and_cancels_the_rest() {
         ("cancelled", Some("shutdown"))
     );
 }
+
+#[test]
+fn runs_cut_off_by_kill_9_are_finished_after_a_restart() {
+    let steps = "    - name: work\n      run: '[ \"$NEXUS_ATTEMPT\" -ge 2 ] || [ \"$(basename \"$NEXUS_FILE\")\" != a ] || sleep 30'\n";
+    let mut agent = Agent::start(
+        &[("w.yaml", &workflow("work", "file.created", "/q/*", steps))],
+        &["--workers", "1"],
+    );
+    agent.write("/q/a", "x");
+    agent.wait_until("the first run to start", || {
+        agent.runs().iter().any(|r| r.status == "running")
+    });
+    agent.write("/q/b", "x");
+    agent.write("/q/c", "x");
+    agent.wait_until("three runs recorded", || agent.runs().len() == 3);
+    agent.kill9();
+    let statuses: Vec<String> = agent.runs().into_iter().map(|r| r.status).collect();
+    assert_eq!(statuses, ["running", "queued", "queued"]);
+    agent.spawn(&["--workers", "1"]);
+    let runs = agent.wait_runs("work", 3);
+    let got: Vec<(&str, &str, i64)> = runs
+        .iter()
+        .map(|r| (r.path.as_str(), r.status.as_str(), r.attempts))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("/q/a", "succeeded", 2),
+            ("/q/b", "succeeded", 1),
+            ("/q/c", "succeeded", 1)
+        ]
+    );
+    assert!(agent.log_text().contains("resuming an unfinished run"));
+}
