@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// Bytes of stdout and of stderr kept per step (the tail).
     #[arg(long, default_value_t = 1024 * 1024)]
     pub output_cap: usize,
+    /// Watcher notifications held between the kernel and the reconciler; past
+    /// it, nothing is dropped: the tree is rescanned instead.
+    #[arg(long, default_value_t = crate::events::watcher::CHANNEL_CAPACITY)]
+    pub event_buffer: usize,
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {

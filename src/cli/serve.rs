@@ -26,6 +26,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         secrets_dir: args.secrets_dir,
         shutdown_grace: args.shutdown_grace,
         output_cap: args.output_cap,
+        event_buffer: args.event_buffer,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -41,6 +41,7 @@ pub struct ServeOptions {
     pub secrets_dir: Option<PathBuf>,
     pub shutdown_grace: Duration,
     pub output_cap: usize,
+    pub event_buffer: usize,
 }
 
 /// Runs the agent until SIGINT or SIGTERM.
@@ -90,7 +91,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         ))
     });
 
-    let (watch, hints) = watcher::watch(&data_dir).context("watching the data dir")?;
+    let (watch, hints) =
+        watcher::watch(&data_dir, opts.event_buffer).context("watching the data dir")?;
     let index = store.load_index().await?;
     let reconciler = Reconciler::new(data_dir.clone(), index, ignore, Timing::default());
     let events = EventsWorker {

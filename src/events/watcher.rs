@@ -16,7 +16,8 @@ use tokio::sync::{Notify, mpsc};
 
 use super::reconcile::Hint;
 
-/// Capacity of the hint channel between notify's thread and the reconciler.
+/// Default capacity of the hint channel between notify's thread and the
+/// reconciler (`--event-buffer`).
 pub const CHANNEL_CAPACITY: usize = 16_384;
 
 /// A running watch; dropping it stops notify.
@@ -29,8 +30,8 @@ pub struct Watch {
 }
 
 /// Starts watching `root` recursively, without following symlinks.
-pub fn watch(root: &Path) -> notify::Result<(Watch, mpsc::Receiver<Hint>)> {
-    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+pub fn watch(root: &Path, capacity: usize) -> notify::Result<(Watch, mpsc::Receiver<Hint>)> {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
     let lost = Arc::new(AtomicBool::new(false));
     let lost_wake = Arc::new(Notify::new());
     let (flag, wake) = (Arc::clone(&lost), Arc::clone(&lost_wake));

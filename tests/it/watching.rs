@@ -250,3 +250,23 @@ fn changes_made_while_stopped_are_found_at_start() {
         ]
     );
 }
+
+#[test]
+fn an_overflowing_event_buffer_loses_nothing() {
+    let agent = Agent::start(&[("idle.yaml", NO_WORKFLOWS)], &["--event-buffer", "4"]);
+    sh(
+        &agent,
+        "mkdir burst && cd burst && for i in $(seq 1 2000); do echo $i > f$i; done",
+    );
+    wait_count(&agent, "file.created /burst/", 2000);
+    agent.barrier();
+    let got = seen(&agent);
+    let mut unique = got.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((got.len(), unique.len()), (2000, 2000));
+    assert!(
+        agent.log_text().contains("watch events were lost"),
+        "the overflow path was taken"
+    );
+}
