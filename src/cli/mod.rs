@@ -40,6 +40,9 @@ pub struct ServeArgs {
     /// Definitions to load and keep reconciled (changes apply within a second).
     #[arg(long)]
     pub config_dir: Option<PathBuf>,
+    /// Record in PostgreSQL (`postgres://user@host/db`) instead of DATA/.nexus/nexus.db.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
     /// Address of the HTTP server (GET /health).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,

@@ -27,6 +27,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         shutdown_grace: args.shutdown_grace,
         output_cap: args.output_cap,
         event_buffer: args.event_buffer,
+        database_url: args.database_url,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

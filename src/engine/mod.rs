@@ -42,6 +42,8 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     pub output_cap: usize,
     pub event_buffer: usize,
+    /// `postgres://...` to record in PostgreSQL; `None` for the SQLite file.
+    pub database_url: Option<String>,
 }
 
 /// Runs the agent until SIGINT or SIGTERM.
@@ -49,7 +51,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("creating the data dir `{}`", opts.data_dir.display()))?;
     let data_dir = opts.data_dir.canonicalize()?;
-    let store = Store::open_sqlite(&data_dir).await?;
+    let store = Store::open(opts.database_url.as_deref(), &data_dir).await?;
+    tracing::info!(backend = ?store.backend(), "store open");
     let live = LiveHandle::new(initial_definitions(&opts)?);
     let ignore = Ignore::new(&opts.ignore).map_err(anyhow::Error::msg)?;
     let shutdown = CancellationToken::new();

@@ -1,19 +1,19 @@
 //! Everything nexusd records: the file index, events, runs, attempts and
-//! steps. All SQL lives here. A state change and its record share one
-//! transaction. SQLite (WAL) at `DATA/.nexus/nexus.db` is the embedded
-//! backend; times are integer Unix milliseconds, so a second backend
-//! compares them the same way.
+//! steps. All SQL lives here, written once for both backends (`$N`
+//! placeholders, `ON CONFLICT` upserts) and run through sqlx's `Any` driver:
+//! SQLite (WAL) at `DATA/.nexus/nexus.db` by default, PostgreSQL with
+//! `--database-url`. Each backend has its own migrations folder with the
+//! same version numbers. Times are integer Unix milliseconds, so both
+//! compare them alike. A state change and its record share one transaction.
 
 mod records;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::str::FromStr;
 
-use sqlx::Row;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Executor, Row};
 
 pub use records::{NewRun, RunStatus, StepRecord, UnfinishedRun};
 
@@ -31,10 +31,18 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
 }
 
+/// Which database the store uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
 /// A handle on the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
 }
 
 /// An index change to persist with the events that caused it.
@@ -45,34 +53,67 @@ pub enum IndexOp {
 }
 
 impl Store {
-    /// Opens (creating it if needed) `DATA/.nexus/nexus.db` and migrates it.
-    pub async fn open_sqlite(data_dir: &Path) -> Result<Store, StoreError> {
+    /// Opens the database: PostgreSQL for a `postgres://` URL, else
+    /// (creating it if needed) `DATA/.nexus/nexus.db`; then migrates it.
+    pub async fn open(database_url: Option<&str>, data_dir: &Path) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        match database_url {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Store::open_postgres(url).await
+            }
+            Some(other) => Err(StoreError::Open {
+                path: redact_url(other),
+                source: sqlx::Error::Configuration("expected a postgres:// URL".into()),
+            }),
+            None => Store::open_sqlite(data_dir).await,
+        }
+    }
+
+    async fn open_sqlite(data_dir: &Path) -> Result<Store, StoreError> {
         let dir = data_dir.join(".nexus");
-        std::fs::create_dir_all(&dir).map_err(|e| StoreError::Open {
-            path: dir.display().to_string(),
-            source: sqlx::Error::Io(e),
-        })?;
         let path = dir.join("nexus.db");
-        let url = format!("sqlite://{}", path.display());
-        let options = SqliteConnectOptions::from_str(&url)
-            .map(|o| o.create_if_missing(true))
-            .map_err(|source| StoreError::Open {
-                path: path.display().to_string(),
-                source,
-            })?
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
+        let open_err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| open_err(sqlx::Error::Io(e)))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(2)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON").await?;
+                    Ok(())
+                })
+            })
+            .connect(&format!("sqlite://{}?mode=rwc", path.display()))
+            .await
+            .map_err(open_err)?;
+        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        Ok(Store {
+            pool,
+            backend: Backend::Sqlite,
+        })
+    }
+
+    async fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .connect(url)
             .await
             .map_err(|source| StoreError::Open {
-                path: path.display().to_string(),
+                path: redact_url(url),
                 source,
             })?;
-        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        Ok(Store { pool })
+        // Migrations take an advisory lock: nodes starting at once apply them once.
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        Ok(Store {
+            pool,
+            backend: Backend::Postgres,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// The whole file index.
@@ -110,7 +151,7 @@ impl Store {
         for e in events {
             sqlx::query(
                 "INSERT INTO events (id, type, path, old_path, size, mtime_ms, observed_ms, cause_run_id, chain_depth) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(&e.id)
             .bind(e.kind.as_str())
@@ -128,7 +169,7 @@ impl Store {
             match op {
                 IndexOp::Put(path, m) => {
                     sqlx::query(
-                        "INSERT INTO file_index (path, ino, dev, size, mtime_ns, mode, uid, gid) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                        "INSERT INTO file_index (path, ino, dev, size, mtime_ns, mode, uid, gid) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                          ON CONFLICT (path) DO UPDATE SET ino = excluded.ino, dev = excluded.dev, size = excluded.size, \
                          mtime_ns = excluded.mtime_ns, mode = excluded.mode, uid = excluded.uid, gid = excluded.gid",
                     )
@@ -144,7 +185,7 @@ impl Store {
                     .await?;
                 }
                 IndexOp::Remove(path) => {
-                    sqlx::query("DELETE FROM file_index WHERE path = ?")
+                    sqlx::query("DELETE FROM file_index WHERE path = $1")
                         .bind(path)
                         .execute(&mut *tx)
                         .await?;
@@ -166,13 +207,13 @@ impl Store {
         at_ms: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE runs SET status = 'running', attempts = ?, started_ms = COALESCE(started_ms, ?) WHERE id = ?")
+        sqlx::query("UPDATE runs SET status = 'running', attempts = $1, started_ms = COALESCE(started_ms, $2) WHERE id = $3")
             .bind(i64::from(attempt))
             .bind(at_ms)
             .bind(run_id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO attempts (run_id, attempt, status, started_ms) VALUES (?, ?, 'running', ?)")
+        sqlx::query("INSERT INTO attempts (run_id, attempt, status, started_ms) VALUES ($1, $2, 'running', $3)")
             .bind(run_id)
             .bind(i64::from(attempt))
             .bind(at_ms)
@@ -198,7 +239,7 @@ impl Store {
         at_ms: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE attempts SET status = ?, error = ?, finished_ms = ? WHERE run_id = ? AND attempt = ?")
+        sqlx::query("UPDATE attempts SET status = $1, error = $2, finished_ms = $3 WHERE run_id = $4 AND attempt = $5")
             .bind(if ok { "succeeded" } else { "failed" })
             .bind(error)
             .bind(at_ms)
@@ -208,9 +249,9 @@ impl Store {
             .await?;
         let final_state = next.is_final();
         sqlx::query(
-            "UPDATE runs SET status = ?, error = ?, \
-             finished_ms = CASE WHEN ? THEN ? ELSE NULL END, \
-             duration_ms = CASE WHEN ? THEN ? - COALESCE(started_ms, ?) ELSE NULL END WHERE id = ?",
+            "UPDATE runs SET status = $1, error = $2, \
+             finished_ms = CASE WHEN $3 THEN $4 ELSE NULL END, \
+             duration_ms = CASE WHEN $5 THEN $6 - COALESCE(started_ms, $7) ELSE NULL END WHERE id = $8",
         )
         .bind(next.as_str())
         .bind(error)
@@ -234,7 +275,7 @@ impl Store {
         reason: &str,
         at_ms: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE runs SET status = ?, reason = ?, finished_ms = ? WHERE id = ?")
+        sqlx::query("UPDATE runs SET status = $1, reason = $2, finished_ms = $3 WHERE id = $4")
             .bind(status.as_str())
             .bind(reason)
             .bind(at_ms)
@@ -290,7 +331,7 @@ impl Store {
         at_ms: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE attempts SET status = 'failed', error = 'interrupted: the agent stopped during this attempt',              finished_ms = ? WHERE run_id = ? AND attempt = ? AND status = 'running'",
+            "UPDATE attempts SET status = 'failed', error = 'interrupted: the agent stopped during this attempt',              finished_ms = $1 WHERE run_id = $2 AND attempt = $3 AND status = 'running'",
         )
         .bind(at_ms)
         .bind(run_id)
@@ -300,7 +341,21 @@ impl Store {
         Ok(())
     }
 
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+}
+
+/// A database URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
     }
 }

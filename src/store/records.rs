@@ -1,6 +1,6 @@
 //! Row types and their inserts.
 
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Any, AnyPool, Transaction};
 
 use super::StoreError;
 use crate::events::Event;
@@ -78,13 +78,13 @@ pub struct StepRecord {
 }
 
 pub(super) async fn insert_run(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     r: &NewRun,
 ) -> Result<(), StoreError> {
     let finished = r.status.is_final().then_some(r.queued_ms);
     sqlx::query(
         "INSERT INTO runs (id, workflow, event_id, event_type, path, old_path, status, reason, chain_depth, queued_ms, finished_ms) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&r.id)
     .bind(&r.workflow)
@@ -102,17 +102,20 @@ pub(super) async fn insert_run(
     Ok(())
 }
 
-pub(super) async fn insert_step(pool: &SqlitePool, s: &StepRecord) -> Result<(), StoreError> {
+pub(super) async fn insert_step(pool: &AnyPool, s: &StepRecord) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT OR REPLACE INTO steps (run_id, attempt, idx, name, status, exit_code, started_ms, finished_ms, stdout, stderr, output, error) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO steps (run_id, attempt, idx, name, status, exit_code, started_ms, finished_ms, stdout, stderr, output, error) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         ON CONFLICT (run_id, attempt, idx) DO UPDATE SET name = excluded.name, status = excluded.status, \
+         exit_code = excluded.exit_code, started_ms = excluded.started_ms, finished_ms = excluded.finished_ms, \
+         stdout = excluded.stdout, stderr = excluded.stderr, output = excluded.output, error = excluded.error",
     )
     .bind(&s.run_id)
     .bind(i64::from(s.attempt))
     .bind(s.idx as i64)
     .bind(&s.name)
     .bind(&s.status)
-    .bind(s.exit_code)
+    .bind(s.exit_code.map(i64::from))
     .bind(s.started_ms)
     .bind(s.finished_ms)
     .bind(&s.stdout)

@@ -7,11 +7,61 @@ use std::time::{Duration, Instant};
 
 use sqlx::Row;
 
+/// Where the agent records: the SQLite file, or a fresh PostgreSQL database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres(String),
+}
+
+impl Backend {
+    /// A fresh PostgreSQL database of its own, or `None` (said loudly) when
+    /// no server answers outside CI. In CI (`CI=true`) it must answer.
+    pub fn postgres() -> Option<Backend> {
+        let base = std::env::var("NEXUS_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let name = format!("nexus_t_{}", rand_seed());
+        let created = block_on(async {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&base)
+                .await?;
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&pool)
+                .await?;
+            pool.close().await;
+            Ok::<(), sqlx::Error>(())
+        });
+        match created {
+            Ok(()) => {
+                let at = base.rfind('/').unwrap();
+                Some(Backend::Postgres(format!("{}/{name}", &base[..at])))
+            }
+            Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("PostgreSQL at {base} is required in CI: {e}")
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: PostgreSQL test: no server at {base} ({e})");
+                None
+            }
+        }
+    }
+}
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
 /// A running agent; killed (SIGTERM, then SIGKILL) when dropped.
 pub struct Agent {
     pub data: PathBuf,
     pub config: PathBuf,
     pub log: PathBuf,
+    pub backend: Backend,
     child: Option<Child>,
     _dir: tempfile::TempDir,
 }
@@ -42,6 +92,11 @@ pub struct StepRow {
 impl Agent {
     /// Starts an agent whose config dir holds `definitions` (file name, YAML).
     pub fn start(definitions: &[(&str, &str)], extra: &[&str]) -> Agent {
+        Agent::start_on(Backend::Sqlite, definitions, extra)
+    }
+
+    /// The same, recording in `backend`.
+    pub fn start_on(backend: Backend, definitions: &[(&str, &str)], extra: &[&str]) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let config = dir.path().join("config");
@@ -56,6 +111,7 @@ impl Agent {
             data,
             config,
             log,
+            backend,
             child: None,
             _dir: dir,
         };
@@ -64,7 +120,7 @@ impl Agent {
     }
 
     /// Starts an agent on the repository's `workflows.example/`.
-    pub fn examples() -> Agent {
+    pub fn examples_on(backend: Backend) -> Agent {
         let mut defs = Vec::new();
         for entry in fs::read_dir(crate::support::repo().join("workflows.example")).unwrap() {
             let path = entry.unwrap().path();
@@ -74,7 +130,7 @@ impl Agent {
             ));
         }
         let refs: Vec<(&str, &str)> = defs.iter().map(|(n, y)| (n.as_str(), y.as_str())).collect();
-        Agent::start(&refs, &[])
+        Agent::start_on(backend, &refs, &[])
     }
 
     pub fn spawn(&mut self, extra: &[&str]) {
@@ -92,6 +148,9 @@ impl Agent {
             "--listen".to_owned(),
             "127.0.0.1:0".to_owned(),
         ];
+        if let Backend::Postgres(url) = &self.backend {
+            args.extend(["--database-url".to_owned(), url.clone()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = Command::new(env!("CARGO_BIN_EXE_nexusd"))
             .args(&args)
@@ -180,22 +239,26 @@ impl Agent {
         fs::read_to_string(p).unwrap()
     }
 
-    fn query<T>(&self, f: impl AsyncFnOnce(sqlx::SqlitePool) -> T) -> T {
-        let db = self.data.join(".nexus/nexus.db");
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async move {
-                let pool = sqlx::sqlite::SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .connect(&format!("sqlite://{}?mode=ro", db.display()))
-                    .await
-                    .unwrap();
-                let out = f(pool.clone()).await;
-                pool.close().await;
-                out
-            })
+    /// Runs `f` against the agent's database, read only for SQLite.
+    pub fn query<T>(&self, f: impl AsyncFnOnce(sqlx::AnyPool) -> T) -> T {
+        sqlx::any::install_default_drivers();
+        let url = match &self.backend {
+            Backend::Sqlite => format!(
+                "sqlite://{}?mode=ro",
+                self.data.join(".nexus/nexus.db").display()
+            ),
+            Backend::Postgres(url) => url.clone(),
+        };
+        block_on(async move {
+            let pool = sqlx::any::AnyPoolOptions::new()
+                .max_connections(1)
+                .connect(&url)
+                .await
+                .unwrap();
+            let out = f(pool.clone()).await;
+            pool.close().await;
+            out
+        })
     }
 
     pub fn runs(&self) -> Vec<RunRow> {
@@ -222,7 +285,7 @@ impl Agent {
     pub fn steps(&self, run_id: &str) -> Vec<StepRow> {
         let run_id = run_id.to_owned();
         self.query(async move |pool| {
-            sqlx::query("SELECT name, status, exit_code, stdout, error FROM steps WHERE run_id = ? ORDER BY attempt, idx")
+            sqlx::query("SELECT name, status, exit_code, stdout, error FROM steps WHERE run_id = $1 ORDER BY attempt, idx")
                 .bind(run_id)
                 .fetch_all(&pool)
                 .await
@@ -299,6 +362,20 @@ impl Drop for Agent {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Backend::Postgres(url) = &self.backend {
+            let (base, name) = url.rsplit_once('/').unwrap();
+            let base = format!("{base}/test");
+            let name = name.to_owned();
+            let _ = block_on(async move {
+                let pool = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect(&base)
+                    .await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&pool)
+                    .await
+            });
         }
     }
 }

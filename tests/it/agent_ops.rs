@@ -209,10 +209,15 @@ fn shutdown_lets_steps_finish_within_the_grace_and_cancels_the_rest() {
     );
 }
 
-#[test]
-fn runs_cut_off_by_kill_9_are_finished_after_a_restart() {
+crate::on_both!(
+    runs_cut_off_by_kill_9_are_finished_after_a_restart,
+    resume_after_kill_9
+);
+
+fn resume_after_kill_9(backend: crate::agent::Backend) {
     let steps = "    - name: work\n      run: '[ \"$NEXUS_ATTEMPT\" -ge 2 ] || [ \"$(basename \"$NEXUS_FILE\")\" != a ] || sleep 30'\n";
-    let mut agent = Agent::start(
+    let mut agent = Agent::start_on(
+        backend,
         &[("w.yaml", &workflow("work", "file.created", "/q/*", steps))],
         &["--workers", "1"],
     );

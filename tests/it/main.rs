@@ -1,5 +1,25 @@
 //! Integration tests: the real `nexusd` binary on real files.
 
+/// Runs a scenario `fn(Backend)` on SQLite and on a fresh PostgreSQL
+/// database (skipped, loudly, outside CI when no server answers).
+#[macro_export]
+macro_rules! on_both {
+    ($name:ident, $scenario:ident) => {
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$scenario($crate::agent::Backend::Sqlite)
+            }
+            #[test]
+            fn postgres() {
+                if let Some(backend) = $crate::agent::Backend::postgres() {
+                    super::$scenario(backend)
+                }
+            }
+        }
+    };
+}
+
 mod agent;
 mod agent_ops;
 mod injection;

@@ -1,11 +1,24 @@
 //! The seed scenarios of SPEC section 9, end to end on the real agent with
 //! the definitions of `workflows.example/`.
 
-use crate::agent::Agent;
+use crate::agent::{Agent, Backend};
 
-#[test]
-fn text_processor_writes_a_summary_and_not_a_summary_of_it() {
-    let agent = Agent::examples();
+on_both!(
+    text_processor_writes_a_summary_and_not_a_summary_of_it,
+    text_processor
+);
+on_both!(the_document_pipeline_runs_its_three_stages, pipeline);
+on_both!(
+    analysis_and_backup_follow_their_documents,
+    analysis_and_backup
+);
+on_both!(
+    safe_processor_fails_an_empty_file_once_and_succeeds_otherwise,
+    safe_processor
+);
+
+fn text_processor(backend: Backend) {
+    let agent = Agent::examples_on(backend);
     let text = "The quick brown fox jumps over the lazy dog. ".repeat(5);
     agent.write("/workspace/uploads/fox.txt", &text);
     let summary = agent.wait_file("/workspace/uploads/fox_summary.txt");
@@ -39,9 +52,8 @@ fn text_processor_writes_a_summary_and_not_a_summary_of_it() {
     );
 }
 
-#[test]
-fn the_document_pipeline_runs_its_three_stages() {
-    let agent = Agent::examples();
+fn pipeline(backend: Backend) {
+    let agent = Agent::examples_on(backend);
     agent.write("/workspace/inbox/report.txt", "word ".repeat(120));
     let meta: serde_json::Value =
         serde_json::from_str(&agent.wait_file("/workspace/inbox/report.txt.meta.json")).unwrap();
@@ -67,9 +79,8 @@ fn the_document_pipeline_runs_its_three_stages() {
     agent.wait_file("/workspace/categorized/long/long.txt");
 }
 
-#[test]
-fn analysis_and_backup_follow_their_documents() {
-    let agent = Agent::examples();
+fn analysis_and_backup(backend: Backend) {
+    let agent = Agent::examples_on(backend);
     agent.write("/workspace/documents/a.txt", "one two\nthree\n");
     let analysis: serde_json::Value =
         serde_json::from_str(&agent.wait_file("/workspace/documents/a.txt.analysis.json")).unwrap();
@@ -96,9 +107,8 @@ fn analysis_and_backup_follow_their_documents() {
     );
 }
 
-#[test]
-fn safe_processor_fails_an_empty_file_once_and_succeeds_otherwise() {
-    let agent = Agent::examples();
+fn safe_processor(backend: Backend) {
+    let agent = Agent::examples_on(backend);
     agent.write("/workspace/process/empty.txt", "");
     agent.write("/workspace/process/full.txt", "a\nb\n");
     assert_eq!(

@@ -163,22 +163,14 @@ fn a_slow_writer_gives_one_create_after_close_with_the_full_size() {
 }
 
 fn event_size(agent: &Agent, path: &str) -> Option<i64> {
-    let db = agent.data.join(".nexus/nexus.db");
     let path = path.to_owned();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async move {
-            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display()))
-                .await
-                .unwrap();
-            sqlx::query_scalar("SELECT size FROM events WHERE path = ?")
-                .bind(path)
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-        })
+    agent.query(async move |pool| {
+        sqlx::query_scalar("SELECT size FROM events WHERE path = $1")
+            .bind(path)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    })
 }
 
 #[test]
@@ -222,9 +214,10 @@ fn symlinks_to_outside_give_no_events_and_no_loop() {
     assert_eq!(seen(&agent), ["file.created /in.txt"]);
 }
 
-#[test]
-fn changes_made_while_stopped_are_found_at_start() {
-    let mut agent = agent();
+crate::on_both!(changes_made_while_stopped_are_found_at_start, catch_up);
+
+fn catch_up(backend: crate::agent::Backend) {
+    let mut agent = Agent::start_on(backend, &[("idle.yaml", NO_WORKFLOWS)], &[]);
     for (n, c) in [("a", "a"), ("b", "b"), ("c", "c"), ("d", "d"), ("f", "f")] {
         agent.write(&format!("/{n}"), c);
     }
