@@ -53,6 +53,14 @@ pub struct Workflow {
     pub source: SourceRef,
 }
 
+impl Workflow {
+    /// True when a burst of events on one path keeps only the newest waiting
+    /// run: every trigger says `on_burst: coalesce` (the default).
+    pub fn coalesces(&self) -> bool {
+        self.triggers.iter().all(|t| t.on_burst == Burst::Coalesce)
+    }
+}
+
 /// When a workflow runs.
 #[derive(Debug, Clone)]
 pub struct Trigger {

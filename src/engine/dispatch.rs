@@ -79,11 +79,7 @@ async fn dispatch_worker(
             msg = rx.recv() => match msg {
                 Some(Msg::Submit(jobs)) => {
                     for job in jobs {
-                        let key = (job.workflow.name.clone(), job.event.path.clone());
-                        if !state.waiting.contains_key(&key) {
-                            state.order.push_back(key.clone());
-                        }
-                        state.waiting.entry(key).or_default().push_back(job);
+                        enqueue(&rt, &mut state, job).await;
                     }
                 }
                 Some(Msg::Done(key, run_id)) => {
@@ -101,6 +97,34 @@ async fn dispatch_worker(
         start_ready(&rt, &mut state, &mut tasks, &tx, workers);
     }
     drain(&rt, state, tasks, grace).await;
+}
+
+/// Queues a run behind the others of its key. With coalescing (the
+/// default), a burst keeps at most one run waiting per key: a newer event
+/// supersedes the waiting run, which is recorded `skipped`.
+async fn enqueue(rt: &Runtime, state: &mut State, job: Job) {
+    let key = (job.workflow.name.clone(), job.event.path.clone());
+    if !state.waiting.contains_key(&key) {
+        state.order.push_back(key.clone());
+    }
+    let queue = state.waiting.entry(key).or_default();
+    if job.workflow.coalesces() {
+        for old in queue.drain(..) {
+            let reason = format!(
+                "superseded by run {} (a newer event on the same path)",
+                job.run_id
+            );
+            tracing::debug!(run = %old.run_id, superseded_by = %job.run_id, "run superseded");
+            if let Err(e) = rt
+                .store
+                .run_closed(&old.run_id, RunStatus::Skipped, &reason, now_ms())
+                .await
+            {
+                tracing::error!(error = %e, "recording failed");
+            }
+        }
+    }
+    queue.push_back(job);
 }
 
 fn start_ready(

@@ -247,3 +247,55 @@ fn resume_after_kill_9(backend: crate::agent::Backend) {
     );
     assert!(agent.log_text().contains("resuming an unfinished run"));
 }
+
+#[test]
+fn a_burst_on_one_path_keeps_one_run_waiting_unless_told_to_queue() {
+    let nap = "    - name: nap\n      run: sleep 0.3\n";
+    let coalesce = workflow("coalesce", "[file.created, file.updated]", "/c/*", nap);
+    let queue = workflow("queue", "[file.created, file.updated]", "/q/*", nap).replace(
+        "pattern: \"/q/*\"",
+        "pattern: \"/q/*\"\n      on_burst: queue",
+    );
+    let agent = Agent::start(&[("c.yaml", &coalesce), ("q.yaml", &queue)], &[]);
+    fs::create_dir_all(agent.path("/c")).unwrap();
+    fs::create_dir_all(agent.path("/q")).unwrap();
+    agent.barrier();
+    agent.write("/c/x", "0");
+    agent.write("/q/x", "0");
+    agent.wait_until("both first runs to start", || {
+        agent
+            .runs()
+            .iter()
+            .filter(|r| r.status == "running")
+            .count()
+            == 2
+    });
+    for i in 1..=4 {
+        agent.write("/c/x", "n".repeat(i));
+        agent.write("/q/x", "n".repeat(i));
+        // One event per write: wait for it before the next write.
+        agent.wait_until("the writes' events", || {
+            let events = agent.events();
+            ["/c/x", "/q/x"]
+                .iter()
+                .all(|p| events.iter().filter(|(_, e, _)| e == p).count() == i + 1)
+        });
+    }
+    let queued = agent.wait_runs("queue", 5);
+    assert!(queued.iter().all(|r| r.status == "succeeded"), "{queued:?}");
+    let runs = agent.wait_runs("coalesce", 5);
+    let statuses: Vec<&str> = runs.iter().map(|r| r.status.as_str()).collect();
+    assert_eq!(
+        statuses,
+        ["succeeded", "skipped", "skipped", "skipped", "succeeded"]
+    );
+    assert!(
+        runs[1]
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("superseded by run run_"),
+        "{:?}",
+        runs[1]
+    );
+}
