@@ -1,10 +1,14 @@
 # nexusd: the commands a developer types.
 CARGO ?= cargo
 
-.PHONY: run test lint bench bench-quick build
+.PHONY: run test lint bench bench-quick build dist
 
 build:
 	$(CARGO) build --release
+
+# The shipped binary (fat LTO, size-optimised): target/dist/nexusd.
+dist:
+	$(CARGO) build --profile dist
 
 # The agent on the examples, with the embedded SQLite database in
 # ./nexus-data/.nexus/nexus.db. Drop files under ./nexus-data/workspace/.
@@ -19,8 +23,8 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-bench: build
+bench: dist
 	bash bench/run.sh
 
-bench-quick: build
+bench-quick: dist
 	QUICK=1 bash bench/run.sh

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN=./target/release/nexusd
+BIN=./target/dist/nexusd
 WORK=bench/work
 RUNS=${QUICK:+5}
 RUNS=${RUNS:-30}
@@ -92,7 +92,7 @@ python3 bench/latency.py "$BIN" "$PWD/$WORK/latency" "$LAT_FILES" "$LAT_ROUNDS" 
   echo
   machine
   echo
-  echo "Command: \`make bench\` (\`bench/run.sh\`), $RUNS runs per scenario."
+  echo "Command: \`make bench\` (\`bench/run.sh\`, binary \`target/dist/nexusd\`), $RUNS runs of the validate scenario, $LAT_FILES files in $LAT_ROUNDS alternating rounds for latency."
   echo
   echo "| scenario | nexusd median | mean ± stddev | target | meets |"
   echo "|---|---|---|---|---|"
