@@ -75,6 +75,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         output_cap: opts.output_cap,
         shutdown: shutdown.clone(),
     });
+    let checkpoints = tokio::spawn(checkpoint_worker(store.clone(), shutdown.clone()));
     let (dispatcher, dispatch_done) =
         dispatch::start(Arc::clone(&rt), opts.workers, opts.shutdown_grace);
     let dispatch_task = tokio::spawn(dispatch_done);
@@ -108,6 +109,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = dispatch_task.await;
     let _ = server.await;
+    let _ = checkpoints.await;
+    if let Err(e) = store.checkpoint(true).await {
+        tracing::warn!(error = %e, "final checkpoint failed");
+    }
     if let Some(t) = config_task {
         let _ = t.await;
     }
@@ -136,6 +141,21 @@ fn initial_definitions(opts: &ServeOptions) -> anyhow::Result<Live> {
     };
     tracing::info!(workflows = set.workflows.len(), "definitions loaded");
     Live::new(set, opts.secrets_dir.as_deref()).map_err(anyhow::Error::msg)
+}
+
+/// Checkpoints the SQLite log once a second, off the runs' path.
+async fn checkpoint_worker(store: Store, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = store.checkpoint(false).await {
+                    tracing::warn!(error = %e, "checkpoint failed");
+                }
+            }
+            () = shutdown.cancelled() => return,
+        }
+    }
 }
 
 async fn signal_worker(shutdown: CancellationToken) {
@@ -277,6 +297,7 @@ impl EventsWorker {
                 event: run.event,
                 secrets: Arc::clone(&secrets),
                 first_attempt,
+                not_before_ms: run.next_attempt_ms,
             });
         }
         self.dispatcher.submit(jobs).await;
@@ -338,6 +359,7 @@ impl EventsWorker {
                         event: ev.clone(),
                         secrets: Arc::clone(&secrets),
                         first_attempt: 1,
+                        not_before_ms: None,
                     });
                     (RunStatus::Queued, None)
                 };

@@ -11,7 +11,7 @@ use super::causes::Causes;
 use crate::definitions::model::{RetryPolicy, Step, StepKind, Workflow};
 use crate::events::{Event, now_ms};
 use crate::steps::{self, StepContext, StepOutcome, StepStatus};
-use crate::store::{RunStatus, StepRecord, Store};
+use crate::store::{AttemptEnd, RunStatus, StepRecord, Store};
 
 /// What every run shares.
 pub struct Runtime {
@@ -34,6 +34,8 @@ pub struct Job {
     pub secrets: Arc<Vec<(String, String)>>,
     /// The attempt to start with (above 1 when resumed after a restart).
     pub first_attempt: u32,
+    /// Not before this time (a retry resumed after a restart), Unix ms.
+    pub not_before_ms: Option<i64>,
 }
 
 /// Why an attempt failed, and whether another could succeed.
@@ -47,6 +49,12 @@ struct Failure {
 /// Executes a run to a final state (or to `retrying` at shutdown).
 pub async fn execute(rt: &Runtime, job: &Job) {
     let mut attempt = job.first_attempt.max(1);
+    if let Some(wait) = job.not_before_ms.map(|t| t - now_ms()).filter(|w| *w > 0) {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(wait.unsigned_abs())) => {}
+            () = rt.shutdown.cancelled() => return,
+        }
+    }
     loop {
         log_err(
             rt.store
@@ -69,18 +77,15 @@ pub async fn execute(rt: &Runtime, job: &Job) {
         };
         let failure = match result {
             Ok(()) => {
-                log_err(
-                    rt.store
-                        .attempt_finished(
-                            &job.run_id,
-                            attempt,
-                            true,
-                            None,
-                            RunStatus::Succeeded,
-                            now_ms(),
-                        )
-                        .await,
-                );
+                let end = AttemptEnd {
+                    attempt,
+                    succeeded: true,
+                    error: None,
+                    next: RunStatus::Succeeded,
+                    at_ms: now_ms(),
+                    next_attempt_ms: None,
+                };
+                log_err(rt.store.attempt_finished(&job.run_id, &end).await);
                 tracing::info!(run = %job.run_id, workflow = %job.workflow.name, "run succeeded");
                 return;
             }
@@ -94,24 +99,23 @@ pub async fn execute(rt: &Runtime, job: &Job) {
         } else {
             RunStatus::Failed
         };
-        log_err(
-            rt.store
-                .attempt_finished(
-                    &job.run_id,
-                    attempt,
-                    false,
-                    Some(&failure.error),
-                    next,
-                    now_ms(),
-                )
-                .await,
-        );
+        let delay = retry_delay(policy, attempt, jitter(&job.run_id, attempt))
+            .max(failure.retry_after.unwrap_or_default());
+        let at_ms = now_ms();
+        let end = AttemptEnd {
+            attempt,
+            succeeded: false,
+            error: Some(&failure.error),
+            next,
+            at_ms,
+            next_attempt_ms: again
+                .then(|| at_ms + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+        };
+        log_err(rt.store.attempt_finished(&job.run_id, &end).await);
         tracing::warn!(run = %job.run_id, workflow = %job.workflow.name, attempt, error = %failure.error, "attempt failed");
         if !again {
             return;
         }
-        let delay = retry_delay(policy, attempt, jitter(&job.run_id, attempt))
-            .max(failure.retry_after.unwrap_or_default());
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = rt.shutdown.cancelled() => return,

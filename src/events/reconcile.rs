@@ -90,7 +90,14 @@ pub struct Reconciler {
     raw: HashMap<String, PathBuf>,
     /// Per-pattern quiet times (triggers' `settle:`); the shortest match wins.
     settle_rules: Vec<(crate::matching::Pattern, Duration)>,
+    /// New directories to walk again, and when (see [`RESCAN_AFTER`]).
+    dir_rescans: Vec<(String, Instant)>,
 }
+
+/// When to walk a new directory again. notify adds the watches of a new
+/// directory's subdirectories only after reporting it, so a file written in
+/// between has no event; a second and a third walk find it.
+const RESCAN_AFTER: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(3)];
 
 impl Reconciler {
     pub fn new(
@@ -108,6 +115,7 @@ impl Reconciler {
             timing,
             raw: HashMap::new(),
             settle_rules: Vec::new(),
+            dir_rescans: Vec::new(),
         }
     }
 
@@ -216,6 +224,13 @@ impl Reconciler {
     }
 
     fn tick_inner(&mut self, now: Instant, out: &mut Vec<Change>) {
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.dir_rescans)
+            .into_iter()
+            .partition(|(_, at)| *at <= now);
+        self.dir_rescans = later;
+        for (dir, _) in due {
+            self.walk_new_files(&dir, now);
+        }
         let expired: Vec<usize> = self
             .from
             .iter()
@@ -262,7 +277,8 @@ impl Reconciler {
             }
         });
         let froms = self.from.values().map(|(_, d)| *d);
-        pending.chain(froms).min()
+        let rescans = self.dir_rescans.iter().map(|(_, d)| *d);
+        pending.chain(froms).chain(rescans).min()
     }
 
     fn is_due(&self, p: &Pending, now: Instant) -> bool {
@@ -415,6 +431,9 @@ impl Reconciler {
     /// place get no events of their own: they are found here. With `settle`,
     /// new files wait for their close (or quiet), as they may still be written.
     fn scan_dir(&mut self, vp: &str, now: Instant, settle: bool, out: &mut Vec<Change>) {
+        for after in RESCAN_AFTER {
+            self.dir_rescans.push((vp.to_owned(), now + after));
+        }
         let mut found = Vec::new();
         walk(&self.root, &self.abs(vp), &mut found);
         for (abs, _) in found {
@@ -427,6 +446,20 @@ impl Reconciler {
                 }
             } else {
                 self.reconcile(&path, out);
+            }
+        }
+    }
+
+    /// Pends the files under `vp` that are neither indexed nor pending.
+    fn walk_new_files(&mut self, vp: &str, now: Instant) {
+        let mut found = Vec::new();
+        walk(&self.root, &self.abs(vp), &mut found);
+        for (abs, _) in found {
+            if let Some(path) = self.virtual_path(&abs)
+                && !self.index.contains_key(&path)
+                && !self.pending.contains_key(&path)
+            {
+                self.touch(path, now);
             }
         }
     }
@@ -659,6 +692,20 @@ mod tests {
             f.advance(Duration::from_millis(700)),
             vec![(EventType::Created, "/slow/a".into())]
         );
+    }
+
+    #[test]
+    fn a_new_directory_is_walked_again_for_files_that_beat_its_watch() {
+        // Regression: under load, files written into a new subdirectory
+        // before notify watched it were never reported.
+        let mut f = Fixture::new();
+        std::fs::create_dir(f.p("d")).unwrap();
+        assert!(f.hint(Hint::Created(f.p("d"))).is_empty());
+        std::fs::create_dir(f.p("d/e")).unwrap();
+        std::fs::write(f.p("d/e/late.txt"), "x").unwrap();
+        assert!(f.advance(Duration::from_millis(500)).is_empty(), "found, now settling");
+        assert_eq!(f.advance(Duration::from_millis(300)), vec![(EventType::Created, "/d/e/late.txt".into())]);
+        assert!(f.advance(Duration::from_secs(3)).is_empty(), "the third walk finds it indexed");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Executor, Row};
 
-pub use records::{NewRun, RunStatus, StepRecord, UnfinishedRun};
+pub use records::{AttemptEnd, NewRun, RunStatus, StepRecord, UnfinishedRun};
 
 use crate::events::Event;
 use crate::events::index::FileMeta;
@@ -81,7 +81,10 @@ impl Store {
             .max_connections(2)
             .after_connect(|conn, _| {
                 Box::pin(async move {
-                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON").await?;
+                    // Checkpoints run in the background (`checkpoint`), not in
+                    // whichever commit crosses the WAL threshold: that commit's
+                    // run would wait on an fsync.
+                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA wal_autocheckpoint = 0").await?;
                     Ok(())
                 })
             })
@@ -110,6 +113,21 @@ impl Store {
             pool,
             backend: Backend::Postgres,
         })
+    }
+
+    /// Moves the SQLite write-ahead log into the database file without
+    /// blocking writers (a no-op on PostgreSQL). `truncate` also empties the
+    /// log, for a clean stop.
+    pub async fn checkpoint(&self, truncate: bool) -> Result<(), StoreError> {
+        if self.backend == Backend::Sqlite {
+            let sql = if truncate {
+                "PRAGMA wal_checkpoint(TRUNCATE)"
+            } else {
+                "PRAGMA wal_checkpoint(PASSIVE)"
+            };
+            sqlx::query(sql).execute(&self.pool).await?;
+        }
+        Ok(())
     }
 
     pub fn backend(&self) -> Backend {
@@ -228,38 +246,32 @@ impl Store {
         records::insert_step(&self.pool, s).await
     }
 
-    /// Ends an attempt; `next` is the run's status after it (`retrying` or final).
+    /// Ends an attempt and moves the run to `end.next` (`retrying` or final).
     pub async fn attempt_finished(
         &self,
         run_id: &str,
-        attempt: u32,
-        ok: bool,
-        error: Option<&str>,
-        next: RunStatus,
-        at_ms: i64,
+        end: &AttemptEnd<'_>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE attempts SET status = $1, error = $2, finished_ms = $3 WHERE run_id = $4 AND attempt = $5")
-            .bind(if ok { "succeeded" } else { "failed" })
-            .bind(error)
-            .bind(at_ms)
+            .bind(if end.succeeded { "succeeded" } else { "failed" })
+            .bind(end.error)
+            .bind(end.at_ms)
             .bind(run_id)
-            .bind(i64::from(attempt))
+            .bind(i64::from(end.attempt))
             .execute(&mut *tx)
             .await?;
-        let final_state = next.is_final();
+        let final_state = end.next.is_final();
         sqlx::query(
-            "UPDATE runs SET status = $1, error = $2, \
-             finished_ms = CASE WHEN $3 THEN $4 ELSE NULL END, \
-             duration_ms = CASE WHEN $5 THEN $6 - COALESCE(started_ms, $7) ELSE NULL END WHERE id = $8",
+            "UPDATE runs SET status = $1, error = $2, next_attempt_ms = $3, \
+             finished_ms = CASE WHEN $4 THEN $5 ELSE NULL END, \
+             duration_ms = CASE WHEN $4 THEN $5 - COALESCE(started_ms, $5) ELSE NULL END WHERE id = $6",
         )
-        .bind(next.as_str())
-        .bind(error)
+        .bind(end.next.as_str())
+        .bind(end.error)
+        .bind(end.next_attempt_ms)
         .bind(final_state)
-        .bind(at_ms)
-        .bind(final_state)
-        .bind(at_ms)
-        .bind(at_ms)
+        .bind(end.at_ms)
         .bind(run_id)
         .execute(&mut *tx)
         .await?;
@@ -289,7 +301,7 @@ impl Store {
     /// when the agent died. Oldest first.
     pub async fn unfinished_runs(&self) -> Result<Vec<UnfinishedRun>, StoreError> {
         let rows = sqlx::query(
-            "SELECT r.id, r.workflow, r.status, r.attempts, r.event_type, r.path, r.old_path,                     e.id AS event_id, e.size, e.mtime_ms, e.observed_ms, e.cause_run_id, e.chain_depth              FROM runs r JOIN events e ON e.id = r.event_id              WHERE r.status IN ('queued', 'running', 'retrying') ORDER BY r.queued_ms, r.id",
+            "SELECT r.id, r.workflow, r.status, r.attempts, r.next_attempt_ms, r.event_type, r.path, r.old_path,                     e.id AS event_id, e.size, e.mtime_ms, e.observed_ms, e.cause_run_id, e.chain_depth              FROM runs r JOIN events e ON e.id = r.event_id              WHERE r.status IN ('queued', 'running', 'retrying') ORDER BY r.queued_ms, r.id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -304,6 +316,7 @@ impl Store {
                     workflow: r.get("workflow"),
                     status: r.get("status"),
                     attempts: u32::try_from(r.get::<i64, _>("attempts")).unwrap_or(0),
+                    next_attempt_ms: r.get("next_attempt_ms"),
                     event: Event {
                         id: r.get("event_id"),
                         kind: kind.parse().unwrap_or(crate::events::EventType::Created),

@@ -49,6 +49,19 @@ pub struct NewRun {
     pub queued_ms: i64,
 }
 
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub struct AttemptEnd<'a> {
+    pub attempt: u32,
+    pub succeeded: bool,
+    pub error: Option<&'a str>,
+    /// The run's status after this attempt.
+    pub next: RunStatus,
+    pub at_ms: i64,
+    /// When the next attempt is due, for a `retrying` run.
+    pub next_attempt_ms: Option<i64>,
+}
+
 /// A run found unfinished at start.
 #[derive(Debug, Clone)]
 pub struct UnfinishedRun {
@@ -56,6 +69,7 @@ pub struct UnfinishedRun {
     pub workflow: String,
     pub status: String,
     pub attempts: u32,
+    pub next_attempt_ms: Option<i64>,
     /// The event as this run's workflow saw it.
     pub event: Event,
 }

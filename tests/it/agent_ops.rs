@@ -299,3 +299,45 @@ fn a_burst_on_one_path_keeps_one_run_waiting_unless_told_to_queue() {
         runs[1]
     );
 }
+
+crate::on_both!(
+    a_retry_waits_out_its_backoff_across_a_restart,
+    retry_across_restart
+);
+
+fn retry_across_restart(backend: crate::agent::Backend) {
+    let steps = "    - name: second-time\n      run: '[ \"$NEXUS_ATTEMPT\" -ge 2 ]'\n";
+    let yaml = workflow("later", "file.created", "/r/*", steps).replace(
+        "  steps:",
+        "  retry: {max_attempts: 2, backoff: 2s}\n  steps:",
+    );
+    let mut agent = Agent::start_on(backend, &[("w.yaml", &yaml)], &[]);
+    agent.write("/r/a", "x");
+    agent.wait_until("the first attempt to fail", || {
+        agent.runs().iter().any(|r| r.status == "retrying")
+    });
+    assert!(agent.stop().success());
+    assert_eq!(
+        agent.runs()[0].status,
+        "retrying",
+        "the retry is not lost at shutdown"
+    );
+    agent.spawn(&[]);
+    let run = &agent.wait_runs("later", 1)[0];
+    assert_eq!((run.status.as_str(), run.attempts), ("succeeded", 2));
+    let id = run.id.clone();
+    let times: Vec<(i64, Option<i64>)> = agent.query(async move |pool| {
+        sqlx::query_as(
+            "SELECT started_ms, finished_ms FROM attempts WHERE run_id = $1 ORDER BY attempt",
+        )
+        .bind(id)
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    });
+    let gap = times[1].0 - times[0].1.unwrap();
+    assert!(
+        gap >= 1800,
+        "attempt 2 started {gap} ms after attempt 1 ended, before its backoff (2 s ± 10%)"
+    );
+}
