@@ -703,9 +703,18 @@ mod tests {
         assert!(f.hint(Hint::Created(f.p("d"))).is_empty());
         std::fs::create_dir(f.p("d/e")).unwrap();
         std::fs::write(f.p("d/e/late.txt"), "x").unwrap();
-        assert!(f.advance(Duration::from_millis(500)).is_empty(), "found, now settling");
-        assert_eq!(f.advance(Duration::from_millis(300)), vec![(EventType::Created, "/d/e/late.txt".into())]);
-        assert!(f.advance(Duration::from_secs(3)).is_empty(), "the third walk finds it indexed");
+        assert!(
+            f.advance(Duration::from_millis(500)).is_empty(),
+            "found, now settling"
+        );
+        assert_eq!(
+            f.advance(Duration::from_millis(300)),
+            vec![(EventType::Created, "/d/e/late.txt".into())]
+        );
+        assert!(
+            f.advance(Duration::from_secs(3)).is_empty(),
+            "the third walk finds it indexed"
+        );
     }
 
     #[test]
