@@ -191,11 +191,17 @@ impl EventsWorker {
         mut hints: mpsc::Receiver<Hint>,
     ) -> anyhow::Result<()> {
         let started = Instant::now();
-        let mut changes = Vec::new();
+        let mut changes: Vec<Change> = Vec::new();
         let mut version = self.live.current();
         rec.set_settle_rules(version.settle_rules());
         rec.scan_all(Instant::now(), &mut changes);
         let caught_up = changes.len();
+        self.record_gap(
+            "start: changes made while nexusd was not running",
+            caught_up,
+            started,
+        )
+        .await;
         self.resume().await;
         self.process(std::mem::take(&mut changes)).await;
         tracing::info!(
@@ -236,7 +242,12 @@ impl EventsWorker {
                 tracing::warn!(
                     "watch events were lost (queue overflow or watcher error): rescanning the data dir"
                 );
-                rec.scan_all(Instant::now(), &mut changes);
+                let scan_started = Instant::now();
+                let before = changes.len();
+                rec.scan_all(scan_started, &mut changes);
+                let found = changes.len() - before;
+                self.record_gap("overflow: watch events were lost", found, scan_started)
+                    .await;
             }
             rec.tick(Instant::now(), &mut changes);
             if !changes.is_empty() {
@@ -245,6 +256,25 @@ impl EventsWorker {
         }
         drop(watch);
         Ok(())
+    }
+
+    /// Records a whole-tree comparison as a gap, in the store and the log.
+    async fn record_gap(&self, reason: &str, changes: usize, started: Instant) {
+        let scan_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(
+            reason,
+            changes,
+            scan_ms,
+            "gap: the tree was compared with the index"
+        );
+        if let Err(e) = self
+            .rt
+            .store
+            .record_gap(reason, changes, scan_ms, now_ms())
+            .await
+        {
+            tracing::error!(error = %e, "recording the gap failed");
+        }
     }
 
     /// Hands over again the runs a previous agent left unfinished (killed,

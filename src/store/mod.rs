@@ -336,6 +336,24 @@ impl Store {
             .collect())
     }
 
+    /// Records a rescan of the whole tree: why, and how many changes it found.
+    pub async fn record_gap(
+        &self,
+        reason: &str,
+        changes: usize,
+        scan_ms: u64,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO gaps (at_ms, reason, changes, scan_ms) VALUES ($1, $2, $3, $4)")
+            .bind(at_ms)
+            .bind(reason)
+            .bind(i64::try_from(changes).unwrap_or(i64::MAX))
+            .bind(i64::try_from(scan_ms).unwrap_or(i64::MAX))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Closes the attempt a dead agent left running.
     pub async fn interrupt_attempt(
         &self,

@@ -242,6 +242,17 @@ fn catch_up(backend: crate::agent::Backend) {
             "metadata.changed /f"
         ]
     );
+    let gaps: Vec<(String, i64)> = agent.query(async |pool| {
+        sqlx::query_as("SELECT reason, changes FROM gaps ORDER BY at_ms")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        gaps.last().map(|(_, n)| *n),
+        Some(5),
+        "the restart's gap found 5 changes: {gaps:?}"
+    );
 }
 
 #[test]
@@ -261,5 +272,22 @@ fn an_overflowing_event_buffer_loses_nothing() {
     assert!(
         agent.log_text().contains("watch events were lost"),
         "the overflow path was taken"
+    );
+    let gaps: Vec<(String, i64)> = agent.query(async |pool| {
+        sqlx::query_as("SELECT reason, changes FROM gaps ORDER BY at_ms")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        gaps[0].0,
+        "start: changes made while nexusd was not running"
+    );
+    assert!(gaps.len() >= 2, "{gaps:?}");
+    assert!(
+        gaps[1..]
+            .iter()
+            .all(|(r, _)| r == "overflow: watch events were lost"),
+        "{gaps:?}"
     );
 }
