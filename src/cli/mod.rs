@@ -67,6 +67,9 @@ pub struct ServeArgs {
     /// Bytes of stdout and of stderr kept per step (the tail).
     #[arg(long, default_value_t = 1024 * 1024)]
     pub output_cap: usize,
+    /// Finished runs older than this are deleted (`30d`, `12h`, ...).
+    #[arg(long, default_value = "30d", value_parser = parse_retention)]
+    pub retention: std::time::Duration,
     /// Watcher notifications held between the kernel and the reconciler; past
     /// it, nothing is dropped: the tree is rescanned instead.
     #[arg(long, default_value_t = crate::events::watcher::CHANNEL_CAPACITY)]
@@ -75,6 +78,14 @@ pub struct ServeArgs {
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
     crate::definitions::duration::parse_duration(s)
+}
+
+/// A duration, days (`30d`) included.
+fn parse_retention(s: &str) -> Result<std::time::Duration, String> {
+    match s.strip_suffix('d').and_then(|n| n.parse::<u64>().ok()) {
+        Some(days) => Ok(std::time::Duration::from_secs(days.saturating_mul(86_400))),
+        None => crate::definitions::duration::parse_duration(s),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

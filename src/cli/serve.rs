@@ -28,6 +28,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         output_cap: args.output_cap,
         event_buffer: args.event_buffer,
         database_url: args.database_url,
+        retention: args.retention,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -44,6 +44,8 @@ pub struct ServeOptions {
     pub event_buffer: usize,
     /// `postgres://...` to record in PostgreSQL; `None` for the SQLite file.
     pub database_url: Option<String>,
+    /// Finished runs older than this are deleted.
+    pub retention: Duration,
 }
 
 /// Runs the agent until SIGINT or SIGTERM.
@@ -76,6 +78,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
     });
     let checkpoints = tokio::spawn(checkpoint_worker(store.clone(), shutdown.clone()));
+    let retention = tokio::spawn(retention_worker(
+        store.clone(),
+        opts.retention,
+        shutdown.clone(),
+    ));
     let (dispatcher, dispatch_done) =
         dispatch::start(Arc::clone(&rt), opts.workers, opts.shutdown_grace);
     let dispatch_task = tokio::spawn(dispatch_done);
@@ -110,6 +117,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let _ = dispatch_task.await;
     let _ = server.await;
     let _ = checkpoints.await;
+    let _ = retention.await;
     if let Err(e) = store.checkpoint(true).await {
         tracing::warn!(error = %e, "final checkpoint failed");
     }
@@ -141,6 +149,26 @@ fn initial_definitions(opts: &ServeOptions) -> anyhow::Result<Live> {
     };
     tracing::info!(workflows = set.workflows.len(), "definitions loaded");
     Live::new(set, opts.secrets_dir.as_deref()).map_err(anyhow::Error::msg)
+}
+
+/// Deletes finished runs older than `retention`: at start, then every
+/// hour (or every half retention, when that is shorter).
+async fn retention_worker(store: Store, retention: Duration, shutdown: CancellationToken) {
+    let period = (retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let cutoff = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+                match store.delete_finished_before(cutoff).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(runs = n, "retention: old runs deleted"),
+                    Err(e) => tracing::warn!(error = %e, "retention failed"),
+                }
+            }
+            () = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// Checkpoints the SQLite log once a second, off the runs' path.

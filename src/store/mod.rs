@@ -84,7 +84,9 @@ impl Store {
                     // Checkpoints run in the background (`checkpoint`), not in
                     // whichever commit crosses the WAL threshold: that commit's
                     // run would wait on an fsync.
-                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA wal_autocheckpoint = 0").await?;
+                    // auto_vacuum takes effect on a new file (before its
+                    // first table), so retention can shrink it.
+                    conn.execute("PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA wal_autocheckpoint = 0").await?;
                     Ok(())
                 })
             })
@@ -334,6 +336,40 @@ impl Store {
                 }
             })
             .collect())
+    }
+
+    /// Deletes finished runs (with their attempts and steps) that ended
+    /// before `cutoff_ms`, events no run refers to any more, and old gaps;
+    /// returns the number of runs deleted. SQLite then gives the pages back.
+    pub async fn delete_finished_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        const OLD_RUNS: &str = "SELECT id FROM runs WHERE finished_ms < $1 AND status IN ('succeeded', 'failed', 'cancelled', 'skipped')";
+        let mut tx = self.pool.begin().await?;
+        for table in ["steps", "attempts"] {
+            let sql = format!("DELETE FROM {table} WHERE run_id IN ({OLD_RUNS})");
+            sqlx::query(&sql).bind(cutoff_ms).execute(&mut *tx).await?;
+        }
+        let runs = sqlx::query(
+            "DELETE FROM runs WHERE finished_ms < $1 AND status IN ('succeeded', 'failed', 'cancelled', 'skipped')",
+        )
+        .bind(cutoff_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("DELETE FROM events WHERE observed_ms < $1 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.event_id = events.id)")
+            .bind(cutoff_ms)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM gaps WHERE at_ms < $1")
+            .bind(cutoff_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        if self.backend == Backend::Sqlite {
+            sqlx::query("PRAGMA incremental_vacuum")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(runs)
     }
 
     /// Records a rescan of the whole tree: why, and how many changes it found.

@@ -341,3 +341,31 @@ fn retry_across_restart(backend: crate::agent::Backend) {
         "attempt 2 started {gap} ms after attempt 1 ended, before its backoff (2 s ± 10%)"
     );
 }
+
+crate::on_both!(finished_runs_past_the_retention_are_deleted, retention);
+
+fn retention(backend: crate::agent::Backend) {
+    let mut agent = Agent::start_on(
+        backend,
+        &[(
+            "w.yaml",
+            &workflow("kept", "file.created", "/k/*", LOG_STEP),
+        )],
+        &[],
+    );
+    agent.write("/k/a", "x");
+    let run = agent.wait_runs("kept", 1)[0].clone();
+    assert!(agent.stop().success());
+    agent.spawn(&["--retention", "1ms"]);
+    agent.wait_until("the old run to be deleted", || agent.runs().is_empty());
+    let id = run.id.clone();
+    let leftovers: i64 = agent.query(async move |pool| {
+        sqlx::query_scalar("SELECT COUNT(*) FROM steps WHERE run_id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!(leftovers, 0);
+    assert!(agent.log_text().contains("retention: old runs deleted"));
+}
