@@ -161,9 +161,12 @@ impl Agent {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let ready_count = self.log_text().matches(" ready ").count();
+        let readies = |log: String| {
+            log.matches(" ready ").count() + log.matches("\"message\":\"ready\"").count()
+        };
+        let ready_count = readies(self.log_text());
         self.wait_until("the agent to be ready", || {
-            self.log_text().matches(" ready ").count() > ready_count
+            readies(self.log_text()) > ready_count
         });
     }
 

@@ -369,3 +369,16 @@ fn retention(backend: crate::agent::Backend) {
     assert_eq!(leftovers, 0);
     assert!(agent.log_text().contains("retention: old runs deleted"));
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let agent = Agent::start(&[], &["--log-format", "json"]);
+    let log = agent.log_text();
+    let ready = log
+        .lines()
+        .find(|l| l.contains("\"ready\""))
+        .expect("a ready line");
+    let line: serde_json::Value = serde_json::from_str(ready).unwrap();
+    assert_eq!(line["fields"]["message"], "ready");
+    assert_eq!(line["level"], "INFO");
+}
