@@ -1,11 +1,23 @@
 //! What the index remembers of a file, and what a difference means.
+//!
+//! The `lstat` fields decide most cases. Extended attributes are summarised
+//! in a signature. A content hash (of files up to [`HASH_LIMIT`]) is stored so
+//! that a file whose mtime alone changed (`touch`, a restore) can be told
+//! apart from one rewritten with the same size: the first is
+//! `metadata.changed`, the second `file.updated`.
 
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
 
 use super::EventType;
 
-/// The `lstat` fields that tell whether a file changed.
+/// Files up to this size get a content hash in the index.
+pub const HASH_LIMIT: u64 = 1024 * 1024;
+
+/// What the index remembers of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileMeta {
     pub ino: u64,
@@ -15,11 +27,26 @@ pub struct FileMeta {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+    /// A signature of the extended attributes (0 for none).
+    pub xattrs: i64,
+    /// The first 8 bytes of the content's SHA-256, for files up to [`HASH_LIMIT`].
+    pub hash: Option<i64>,
 }
 
 impl FileMeta {
+    /// The state of the file at `abs` from its `lstat`, its extended
+    /// attributes read, its hash not yet (see [`content_hash`]).
+    pub fn read(abs: &Path, m: &Metadata) -> FileMeta {
+        FileMeta {
+            xattrs: xattr_signature(abs),
+            ..FileMeta::from_metadata(m)
+        }
+    }
+
     pub fn from_metadata(m: &Metadata) -> FileMeta {
         FileMeta {
+            xattrs: 0,
+            hash: None,
             ino: m.ino(),
             dev: m.dev(),
             size: m.size(),
@@ -40,21 +67,88 @@ impl FileMeta {
 
 /// The event that takes a file from `before` to `after` (either may be
 /// absent), or `None` when nothing a user would call a change happened.
-pub fn classify(before: Option<&FileMeta>, after: Option<&FileMeta>) -> Option<EventType> {
+/// `hash_now` is asked for the current content hash only when the stat
+/// cannot decide (the mtime alone moved).
+pub fn classify(
+    before: Option<&FileMeta>,
+    after: Option<&FileMeta>,
+    hash_now: impl FnOnce() -> Option<i64>,
+) -> Option<EventType> {
     match (before, after) {
         (None, None) => None,
         (None, Some(_)) => Some(EventType::Created),
         (Some(_), None) => Some(EventType::Deleted),
         (Some(b), Some(a)) => {
-            if b.ino != a.ino || b.dev != a.dev || b.size != a.size || b.mtime_ns != a.mtime_ns {
+            let meta_changed =
+                b.mode != a.mode || b.uid != a.uid || b.gid != a.gid || b.xattrs != a.xattrs;
+            if b.ino != a.ino || b.dev != a.dev || b.size != a.size {
                 Some(EventType::Updated)
-            } else if b.mode != a.mode || b.uid != a.uid || b.gid != a.gid {
+            } else if b.mtime_ns != a.mtime_ns {
+                match b.hash {
+                    Some(old) if hash_now() == Some(old) => Some(EventType::MetadataChanged),
+                    _ => Some(EventType::Updated),
+                }
+            } else if meta_changed {
                 Some(EventType::MetadataChanged)
             } else {
                 None
             }
         }
     }
+}
+
+/// The first 8 bytes of the SHA-256 of a file up to [`HASH_LIMIT`].
+pub fn content_hash(abs: &Path) -> Option<i64> {
+    let bytes = std::fs::read(abs).ok()?;
+    if bytes.len() as u64 > HASH_LIMIT {
+        return None;
+    }
+    let digest = Sha256::digest(&bytes);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    Some(i64::from_le_bytes(first))
+}
+
+/// A signature of a file's extended attributes (names and values), 0 when
+/// it has none or the filesystem keeps none.
+pub fn xattr_signature(abs: &Path) -> i64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(abs.as_os_str().as_bytes()) else {
+        return 0;
+    };
+    let mut names = vec![0u8; 4096];
+    // SAFETY: the buffer is valid for its length; the path is NUL-terminated.
+    let n = unsafe { libc::llistxattr(path.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if n <= 0 {
+        return 0;
+    }
+    names.truncate(n as usize);
+    let mut hasher = Sha256::new();
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        hasher.update(name);
+        let Ok(cname) = std::ffi::CString::new(name) else {
+            continue;
+        };
+        let mut value = vec![0u8; 65536];
+        // SAFETY: as above; the value buffer is valid for its length.
+        let len = unsafe {
+            libc::lgetxattr(
+                path.as_ptr(),
+                cname.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        if len >= 0 {
+            hasher.update([0]);
+            hasher.update(&value[..len as usize]);
+        }
+        hasher.update([0xff]);
+    }
+    let digest = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_le_bytes(first)
 }
 
 #[cfg(test)]
@@ -70,29 +164,87 @@ mod tests {
             mode: 0o100644,
             uid: 0,
             gid: 0,
+            xattrs: 0,
+            hash: Some(7),
         }
     }
 
     #[test]
     fn derives_the_event_from_the_difference() {
         let m = meta();
-        assert_eq!(classify(None, Some(&m)), Some(EventType::Created));
-        assert_eq!(classify(Some(&m), None), Some(EventType::Deleted));
-        assert_eq!(classify(Some(&m), Some(&m)), None);
+        let unused = || -> Option<i64> { panic!("no hash needed") };
+        assert_eq!(classify(None, Some(&m), unused), Some(EventType::Created));
+        assert_eq!(classify(Some(&m), None, unused), Some(EventType::Deleted));
+        assert_eq!(classify(Some(&m), Some(&m), unused), None);
         let replaced = FileMeta { ino: 2, ..m };
         assert_eq!(
-            classify(Some(&m), Some(&replaced)),
+            classify(Some(&m), Some(&replaced), unused),
             Some(EventType::Updated)
         );
         let grown = FileMeta { size: 11, ..m };
-        assert_eq!(classify(Some(&m), Some(&grown)), Some(EventType::Updated));
+        assert_eq!(
+            classify(Some(&m), Some(&grown), unused),
+            Some(EventType::Updated)
+        );
         let chmod = FileMeta {
             mode: 0o100600,
             ..m
         };
         assert_eq!(
-            classify(Some(&m), Some(&chmod)),
+            classify(Some(&m), Some(&chmod), unused),
             Some(EventType::MetadataChanged)
         );
+        let xattr = FileMeta { xattrs: 99, ..m };
+        assert_eq!(
+            classify(Some(&m), Some(&xattr), unused),
+            Some(EventType::MetadataChanged)
+        );
+    }
+
+    #[test]
+    fn an_mtime_alone_is_metadata_when_the_content_is_the_same() {
+        let m = meta();
+        let touched = FileMeta {
+            mtime_ns: 6,
+            hash: None,
+            ..m
+        };
+        assert_eq!(
+            classify(Some(&m), Some(&touched), || Some(7)),
+            Some(EventType::MetadataChanged)
+        );
+        assert_eq!(
+            classify(Some(&m), Some(&touched), || Some(8)),
+            Some(EventType::Updated)
+        );
+        let unhashed = FileMeta { hash: None, ..m };
+        assert_eq!(
+            classify(Some(&unhashed), Some(&touched), || Some(7)),
+            Some(EventType::Updated)
+        );
+    }
+
+    #[test]
+    fn reads_extended_attributes() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x");
+        std::fs::write(&f, "x").unwrap();
+        let before = xattr_signature(&f);
+        let path = std::ffi::CString::new(f.to_str().unwrap()).unwrap();
+        // SAFETY: valid C strings and buffer.
+        let rc = unsafe {
+            libc::lsetxattr(
+                path.as_ptr(),
+                c"user.tag".as_ptr(),
+                b"v1".as_ptr().cast(),
+                2,
+                0,
+            )
+        };
+        if rc != 0 {
+            return; // a filesystem without user xattrs: nothing to compare
+        }
+        assert_ne!(xattr_signature(&f), before);
+        assert_eq!(content_hash(&f), content_hash(&f));
     }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::EventType;
 use super::ignore::Ignore;
-use super::index::{FileMeta, classify};
+use super::index::{FileMeta, HASH_LIMIT, classify, content_hash};
 
 /// What the watcher saw, per path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,10 +304,13 @@ impl Reconciler {
 
     /// Compares one path with the index and records the difference.
     fn reconcile(&mut self, vp: &str, out: &mut Vec<Change>) {
-        let now_meta = regular_file_meta(&self.abs(vp));
-        let Some(kind) = classify(self.index.get(vp), now_meta.as_ref()) else {
+        let abs = self.abs(vp);
+        let mut hash = LazyHash::new(&abs);
+        let now_meta = regular_file_meta(&abs);
+        let Some(kind) = classify(self.index.get(vp), now_meta.as_ref(), || hash.get()) else {
             return;
         };
+        let now_meta = now_meta.map(|m| hash.fill(m));
         match now_meta {
             Some(m) => {
                 self.index.insert(vp.to_owned(), m);
@@ -388,7 +391,11 @@ impl Reconciler {
     fn moved(&mut self, vf: &str, vt: &str, now: Instant, out: &mut Vec<Change>) {
         if let Some(old) = self.index.remove(vf) {
             self.pending.remove(vf);
-            let meta = regular_file_meta(&self.abs(vt)).unwrap_or(old);
+            // A rename keeps the content: the stored hash still holds.
+            let meta = regular_file_meta(&self.abs(vt)).map_or(old, |m| FileMeta {
+                hash: old.hash,
+                ..m
+            });
             self.index.insert(vt.to_owned(), meta);
             out.push(Change {
                 kind: EventType::Moved,
@@ -504,6 +511,10 @@ impl Reconciler {
             match pair {
                 Some(i) => {
                     let (new_path, meta) = appeared.remove(i);
+                    let meta = FileMeta {
+                        hash: old.hash,
+                        ..meta
+                    };
                     self.index.insert(new_path.clone(), meta);
                     out.push(Change {
                         kind: EventType::Moved,
@@ -531,6 +542,8 @@ impl Reconciler {
                 // Possibly still being written: let the settle path decide.
                 self.touch(path, now);
             } else {
+                let abs = self.abs(&path);
+                let meta = LazyHash::new(&abs).fill(meta);
                 self.index.insert(path.clone(), meta);
                 out.push(Change {
                     kind: EventType::Created,
@@ -547,8 +560,11 @@ impl Reconciler {
             .cloned()
             .collect();
         for path in known {
+            let abs = self.abs(&path);
+            let mut hash = LazyHash::new(&abs);
             let after = seen[&path];
-            if let Some(kind) = classify(self.index.get(&path), Some(&after)) {
+            if let Some(kind) = classify(self.index.get(&path), Some(&after), || hash.get()) {
+                let after = hash.fill(after);
                 self.index.insert(path.clone(), after);
                 out.push(Change {
                     kind,
@@ -572,7 +588,35 @@ fn regular_file_meta(abs: &Path) -> Option<FileMeta> {
     std::fs::symlink_metadata(abs)
         .ok()
         .filter(|m| m.file_type().is_file())
-        .map(|m| FileMeta::from_metadata(&m))
+        .map(|m| FileMeta::read(abs, &m))
+}
+
+/// A file's content hash, read at most once and only when asked.
+struct LazyHash<'a> {
+    abs: &'a Path,
+    value: Option<Option<i64>>,
+}
+
+impl<'a> LazyHash<'a> {
+    fn new(abs: &'a Path) -> LazyHash<'a> {
+        LazyHash { abs, value: None }
+    }
+
+    fn get(&mut self) -> Option<i64> {
+        *self.value.get_or_insert_with(|| content_hash(self.abs))
+    }
+
+    /// `m` with its hash, for the index.
+    fn fill(&mut self, m: FileMeta) -> FileMeta {
+        FileMeta {
+            hash: if m.size <= HASH_LIMIT {
+                self.get()
+            } else {
+                None
+            },
+            ..m
+        }
+    }
 }
 
 /// Every regular file under `dir`, without following symlinks, skipping
@@ -592,7 +636,8 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, FileMeta)>) {
             }
             walk(root, &path, out);
         } else if let (true, Ok(m)) = (kind.is_file(), entry.metadata()) {
-            out.push((path, FileMeta::from_metadata(&m)));
+            let meta = FileMeta::read(&path, &m);
+            out.push((path, meta));
         }
     }
 }

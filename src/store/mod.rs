@@ -138,10 +138,11 @@ impl Store {
 
     /// The whole file index.
     pub async fn load_index(&self) -> Result<BTreeMap<String, FileMeta>, StoreError> {
-        let rows =
-            sqlx::query("SELECT path, ino, dev, size, mtime_ns, mode, uid, gid FROM file_index")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT path, ino, dev, size, mtime_ns, mode, uid, gid, xattrs, hash FROM file_index",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let mut index = BTreeMap::new();
         for row in rows {
             let meta = FileMeta {
@@ -152,6 +153,8 @@ impl Store {
                 mode: row.get::<i64, _>("mode") as u32,
                 uid: row.get::<i64, _>("uid") as u32,
                 gid: row.get::<i64, _>("gid") as u32,
+                xattrs: row.get("xattrs"),
+                hash: row.get("hash"),
             };
             index.insert(row.get("path"), meta);
         }
@@ -189,9 +192,11 @@ impl Store {
             match op {
                 IndexOp::Put(path, m) => {
                     sqlx::query(
-                        "INSERT INTO file_index (path, ino, dev, size, mtime_ns, mode, uid, gid) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                        "INSERT INTO file_index (path, ino, dev, size, mtime_ns, mode, uid, gid, xattrs, hash) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                          ON CONFLICT (path) DO UPDATE SET ino = excluded.ino, dev = excluded.dev, size = excluded.size, \
-                         mtime_ns = excluded.mtime_ns, mode = excluded.mode, uid = excluded.uid, gid = excluded.gid",
+                         mtime_ns = excluded.mtime_ns, mode = excluded.mode, uid = excluded.uid, gid = excluded.gid, \
+                         xattrs = excluded.xattrs, hash = excluded.hash",
                     )
                     .bind(path)
                     .bind(m.ino as i64)
@@ -201,6 +206,8 @@ impl Store {
                     .bind(i64::from(m.mode))
                     .bind(i64::from(m.uid))
                     .bind(i64::from(m.gid))
+                    .bind(m.xattrs)
+                    .bind(m.hash)
                     .execute(&mut *tx)
                     .await?;
                 }

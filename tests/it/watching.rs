@@ -291,3 +291,35 @@ fn an_overflowing_event_buffer_loses_nothing() {
         "{gaps:?}"
     );
 }
+
+#[test]
+fn an_mtime_or_an_xattr_alone_is_metadata_and_a_same_size_rewrite_is_an_update() {
+    let agent = agent();
+    agent.write("/t", "aaaa");
+    wait_count(&agent, "file.created", 1);
+    sh(&agent, "touch -d '2021-01-01' t");
+    wait_count(&agent, "metadata.changed", 1);
+    let path = std::ffi::CString::new(agent.path("/t").to_str().unwrap()).unwrap();
+    // SAFETY: valid C strings and buffer.
+    let xattrs = unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            c"user.tag".as_ptr(),
+            b"v1".as_ptr().cast(),
+            2,
+            0,
+        )
+    } == 0;
+    if xattrs {
+        wait_count(&agent, "metadata.changed", 2);
+    }
+    sh(&agent, "printf bbbb > t");
+    wait_count(&agent, "file.updated", 1);
+    agent.barrier();
+    let mut expected = vec!["file.created /t", "metadata.changed /t"];
+    if xattrs {
+        expected.push("metadata.changed /t");
+    }
+    expected.push("file.updated /t");
+    assert_eq!(seen(&agent), expected);
+}

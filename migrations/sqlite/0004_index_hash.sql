@@ -1,0 +1,4 @@
+-- Extended attributes' signature and a content hash, so metadata-only
+-- changes (xattrs, an mtime alone) are told from content changes.
+ALTER TABLE file_index ADD COLUMN xattrs INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE file_index ADD COLUMN hash INTEGER;
