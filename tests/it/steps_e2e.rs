@@ -85,9 +85,13 @@ fn hostile_file_names_never_run_as_code() {
 #[test]
 fn built_in_paths_cannot_leave_the_data_dir() {
     let outside = tempfile::tempdir().unwrap();
-    let steps = "    - name: up\n      action: file.write\n      with: {path: \"/../../{{event.name}}\", content: x}\n      continue_on_error: true\n    - name: link\n      action: file.write\n      with: {path: \"/out/{{event.name}}\", content: x}\n      continue_on_error: true\n    - name: state\n      action: file.copy\n      with: {from: /.nexus/nexus.db, to: /stolen.db}\n";
-    let agent = Agent::start(&[("w.yaml", &workflow("escape", "/in/*", steps))], &[]);
+    let marker = format!("nexus-escape-{}", std::process::id());
+    let steps = format!(
+        "    - name: up\n      action: file.write\n      with: {{path: \"/../../{{{{event.name}}}}\", content: x}}\n      continue_on_error: true\n    - name: link\n      action: file.write\n      with: {{path: \"/out/{{{{event.name}}}}\", content: x}}\n      continue_on_error: true\n    - name: root\n      action: file.write\n      with: {{path: \"/rootlink/tmp/{marker}\", content: x}}\n      continue_on_error: true\n    - name: absolute\n      action: file.write\n      with: {{path: /etc/{marker}, content: x}}\n      continue_on_error: true\n    - name: state\n      action: file.copy\n      with: {{from: /.nexus/nexus.db, to: /stolen.db}}\n"
+    );
+    let agent = Agent::start(&[("w.yaml", &workflow("escape", "/in/*", &steps))], &[]);
     std::os::unix::fs::symlink(outside.path(), agent.path("/out")).unwrap();
+    std::os::unix::fs::symlink("/", agent.path("/rootlink")).unwrap();
     agent.write("/in/pwned.txt", "x");
     let run = &agent.wait_runs("escape", 1)[0];
     assert_eq!(run.status, "failed");
@@ -106,6 +110,17 @@ fn built_in_paths_cannot_leave_the_data_dir() {
     );
     assert_eq!(
         errors[2],
+        format!(
+            "cannot create the directory of `/rootlink/tmp/{marker}`: it resolves outside the data dir"
+        )
+    );
+    assert!(!std::path::Path::new("/tmp").join(&marker).exists());
+    // An absolute virtual path is rooted at the data dir, never at `/`.
+    assert_eq!(errors[3], "");
+    assert!(agent.path(&format!("/etc/{marker}")).exists());
+    assert!(!std::path::Path::new("/etc").join(&marker).exists());
+    assert_eq!(
+        errors[4],
         "path `/.nexus/nexus.db` is inside `/.nexus`, nexusd's own state"
     );
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
