@@ -66,16 +66,22 @@ def main():
             if time.monotonic() > deadline:
                 raise TimeoutError("agent start")
             time.sleep(0.01)
-        time.sleep(0.5)  # the start-up scan of an empty tree
+        # Ready when a probe file has been copied: the watch is in place.
+        with open(os.path.join(data, "in", "probe.txt"), "w") as f:
+            f.write("x")
+        while not os.path.exists(os.path.join(data, "out", "probe.txt")):
+            if time.monotonic() > deadline:
+                raise TimeoutError("agent ready")
+            time.sleep(0.01)
         start = time.monotonic()
         for i in range(files):
             with open(os.path.join(data, "in", f"f{i}.txt"), "w") as f:
                 f.write("x")
         written = time.monotonic()
         deadline = time.monotonic() + 600
-        while succeeded(db) < files:
+        while succeeded(db) < files + 1:  # the probe's run too
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{succeeded(db)} of {files} runs succeeded")
+                raise TimeoutError(f"{succeeded(db) - 1} of {files} runs succeeded")
             time.sleep(0.05)
         done = time.monotonic()
         out = {

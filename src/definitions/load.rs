@@ -51,6 +51,20 @@ pub fn load_paths(paths: &[PathBuf], limits: &Limits) -> Loaded {
     merge(results, diagnostics)
 }
 
+/// Loads the agent's config directory: as [`load_paths`] on it, except that a
+/// directory without definition files is an empty set (no workflows), not an
+/// error. The tree is walked once.
+pub fn load_config_dir(dir: &Path, limits: &Limits) -> Loaded {
+    let mut diagnostics = Diagnostics::default();
+    let mut files = Vec::new();
+    walk(dir, &mut files, &mut diagnostics);
+    files.sort();
+    let results = parallel_map(files.into_iter().map(Input::File).collect(), |input| {
+        load_input(input, limits)
+    });
+    merge(results, diagnostics)
+}
+
 /// Loads definitions from text already in memory (the API's `apply` body).
 pub fn load_text(name: &Path, bytes: &[u8], limits: &Limits) -> Loaded {
     let result = load_file(name, bytes, limits);
@@ -218,13 +232,6 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, diags: &mut Diagnostics) {
             files.push(path);
         }
     }
-}
-
-/// True when `dir` holds at least one definition file (recursively).
-pub fn has_definition_files(dir: &Path) -> bool {
-    let mut files = Vec::new();
-    walk(dir, &mut files, &mut Diagnostics::default());
-    !files.is_empty()
 }
 
 /// True for the file names definitions live in.

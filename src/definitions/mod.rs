@@ -15,6 +15,6 @@ pub mod steps;
 pub mod yaml;
 
 pub use diagnostics::{Diagnostic, Diagnostics, Severity};
-pub use load::{Loaded, load_paths, load_text};
+pub use load::{Loaded, load_config_dir, load_paths, load_text};
 pub use model::DefinitionSet;
 pub use yaml::Limits;

@@ -14,14 +14,26 @@ const TTL: Duration = Duration::from_secs(30);
 #[derive(Default, Debug)]
 pub struct Causes {
     // Held only to insert or take one entry, never across an await.
-    inner: Mutex<HashMap<String, (Cause, Instant)>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default, Debug)]
+struct Inner {
+    map: HashMap<String, (Cause, Instant)>,
+    /// When expired entries were last dropped: at most once per TTL, so a
+    /// burst of writes does not sweep the map on every one.
+    swept: Option<Instant>,
 }
 
 impl Causes {
     pub fn register(&self, path: &str, run_id: &str, depth: u32) {
-        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        map.retain(|_, (_, at)| now.duration_since(*at) < TTL);
+        if inner.swept.is_none_or(|t| now.duration_since(t) >= TTL) {
+            inner.map.retain(|_, (_, at)| now.duration_since(*at) < TTL);
+            inner.swept = Some(now);
+        }
+        let map = &mut inner.map;
         map.insert(
             path.to_owned(),
             (
@@ -36,8 +48,10 @@ impl Causes {
 
     /// The cause of an event on `path`, if a run wrote it recently.
     pub fn take(&self, path: &str) -> Option<Cause> {
-        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(path)
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .map
+            .remove(path)
             .filter(|(_, at)| at.elapsed() < TTL)
             .map(|(c, _)| c)
     }

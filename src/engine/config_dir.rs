@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::live::{Live, LiveHandle};
-use crate::definitions::{Limits, load_paths};
+use crate::definitions::{Limits, load_config_dir};
 
 /// Quiet time after a change before reloading, so an editor's save (or a
 /// `git pull` touching many files) is one reload.
@@ -64,15 +64,8 @@ pub async fn config_worker(
 }
 
 async fn reload(dir: &std::path::Path, secrets_dir: Option<&std::path::Path>, live: &LiveHandle) {
-    let paths = vec![dir.to_path_buf()];
-    let load = move || {
-        // An emptied directory means no workflows, not an error.
-        if crate::definitions::load::has_definition_files(&paths[0]) {
-            load_paths(&paths, &Limits::default())
-        } else {
-            crate::definitions::Loaded::default()
-        }
-    };
+    let dir_owned = dir.to_path_buf();
+    let load = move || load_config_dir(&dir_owned, &Limits::default());
     let loaded = match tokio::task::spawn_blocking(load).await {
         Ok(l) => l,
         Err(e) => {

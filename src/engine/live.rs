@@ -15,8 +15,8 @@ pub struct Live {
     pub workflows: Vec<Arc<Workflow>>,
     set: DefinitionSet,
     matcher: Matcher,
-    /// Secret values by name, for every declared secret.
-    pub secrets: Vec<(String, String)>,
+    /// Secret values by name, for every declared secret; shared by the runs.
+    pub secrets: Arc<Vec<(String, String)>>,
 }
 
 impl Live {
@@ -48,7 +48,7 @@ impl Live {
             workflows: set.workflows.iter().cloned().map(Arc::new).collect(),
             set,
             matcher,
-            secrets,
+            secrets: Arc::new(secrets),
         })
     }
 

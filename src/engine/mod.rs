@@ -22,7 +22,7 @@ use self::causes::Causes;
 use self::dispatch::Dispatcher;
 use self::live::{Live, LiveHandle};
 use self::run::{Job, Runtime};
-use crate::definitions::{Limits, load_paths};
+use crate::definitions::{Limits, load_config_dir};
 use crate::events::ignore::Ignore;
 use crate::events::reconcile::{Change, Hint, Reconciler, Timing};
 use crate::events::watcher::{self, Watch};
@@ -130,9 +130,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 
 fn initial_definitions(opts: &ServeOptions) -> anyhow::Result<Live> {
     let set = match &opts.config_dir {
-        Some(dir) if !crate::definitions::load::has_definition_files(dir) => Default::default(),
         Some(dir) => {
-            let loaded = load_paths(std::slice::from_ref(dir), &Limits::default());
+            let loaded = load_config_dir(dir, &Limits::default());
             if loaded.diagnostics.has_errors() {
                 eprint!("{}", loaded.diagnostics);
                 anyhow::bail!(
@@ -320,7 +319,7 @@ impl EventsWorker {
             return;
         }
         let live = self.live.current();
-        let secrets = Arc::new(live.secrets.clone());
+        let secrets = Arc::clone(&live.secrets);
         let mut jobs = Vec::new();
         for run in unfinished {
             let Some(workflow) = live.workflows.iter().find(|w| w.name == run.workflow) else {
@@ -364,7 +363,7 @@ impl EventsWorker {
     /// Records the events of `changes` with their runs, then hands the runs over.
     async fn process(&self, changes: Vec<Change>) {
         let live = self.live.current();
-        let secrets = Arc::new(live.secrets.clone());
+        let secrets = Arc::clone(&live.secrets);
         let mut events = Vec::new();
         let mut index = Vec::new();
         let mut runs = Vec::new();

@@ -47,6 +47,24 @@ pub struct Change {
     pub raw: Option<PathBuf>,
 }
 
+impl Change {
+    fn new(
+        kind: EventType,
+        path: String,
+        old_path: Option<String>,
+        meta: Option<FileMeta>,
+    ) -> Change {
+        // `raw` is filled for names that are not UTF-8 by `fill_raw`.
+        Change {
+            kind,
+            path,
+            old_path,
+            meta,
+            raw: None,
+        }
+    }
+}
+
 /// The reconciler's timing.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
@@ -319,13 +337,12 @@ impl Reconciler {
                 self.index.remove(vp);
             }
         }
-        out.push(Change {
-            kind,
-            path: vp.to_owned(),
-            old_path: None,
-            meta: now_meta,
-            raw: None,
-        });
+        let mut change = Change::new(kind, vp.to_owned(), None, now_meta);
+        if kind == EventType::Deleted {
+            // The name is gone: hand its raw path over and forget it.
+            change.raw = self.raw.remove(vp);
+        }
+        out.push(change);
     }
 
     /// A path is gone (removed, or moved out): the file, or every file of
@@ -397,13 +414,12 @@ impl Reconciler {
                 ..m
             });
             self.index.insert(vt.to_owned(), meta);
-            out.push(Change {
-                kind: EventType::Moved,
-                path: vt.to_owned(),
-                old_path: Some(vf.to_owned()),
-                meta: Some(meta),
-                raw: None,
-            });
+            out.push(Change::new(
+                EventType::Moved,
+                vt.to_owned(),
+                Some(vf.to_owned()),
+                Some(meta),
+            ));
             return;
         }
         let prefix = format!("{vf}/");
@@ -422,13 +438,12 @@ impl Reconciler {
             self.index.remove(&old_path);
             self.pending.remove(&old_path);
             self.index.insert(new_path.clone(), meta);
-            out.push(Change {
-                kind: EventType::Moved,
-                path: new_path,
-                old_path: Some(old_path),
-                meta: Some(meta),
-                raw: None,
-            });
+            out.push(Change::new(
+                EventType::Moved,
+                new_path,
+                Some(old_path),
+                Some(meta),
+            ));
         }
         // Files written into the directory while it moved.
         self.scan_dir(vt, now, true, out);
@@ -516,21 +531,14 @@ impl Reconciler {
                         ..meta
                     };
                     self.index.insert(new_path.clone(), meta);
-                    out.push(Change {
-                        kind: EventType::Moved,
-                        path: new_path,
-                        old_path: Some(old_path),
-                        meta: Some(meta),
-                        raw: None,
-                    });
+                    out.push(Change::new(
+                        EventType::Moved,
+                        new_path,
+                        Some(old_path),
+                        Some(meta),
+                    ));
                 }
-                None => out.push(Change {
-                    kind: EventType::Deleted,
-                    path: old_path,
-                    old_path: None,
-                    meta: None,
-                    raw: None,
-                }),
+                None => out.push(Change::new(EventType::Deleted, old_path, None, None)),
             }
         }
         let recent = std::time::SystemTime::now()
@@ -545,13 +553,7 @@ impl Reconciler {
                 let abs = self.abs(&path);
                 let meta = LazyHash::new(&abs).fill(meta);
                 self.index.insert(path.clone(), meta);
-                out.push(Change {
-                    kind: EventType::Created,
-                    path,
-                    old_path: None,
-                    meta: Some(meta),
-                    raw: None,
-                });
+                out.push(Change::new(EventType::Created, path, None, Some(meta)));
             }
         }
         let known: Vec<String> = seen
@@ -566,13 +568,7 @@ impl Reconciler {
             if let Some(kind) = classify(self.index.get(&path), Some(&after), || hash.get()) {
                 let after = hash.fill(after);
                 self.index.insert(path.clone(), after);
-                out.push(Change {
-                    kind,
-                    path,
-                    old_path: None,
-                    meta: Some(after),
-                    raw: None,
-                });
+                out.push(Change::new(kind, path, None, Some(after)));
             }
         }
     }

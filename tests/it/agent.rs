@@ -20,7 +20,7 @@ impl Backend {
     pub fn postgres() -> Option<Backend> {
         let base = std::env::var("NEXUS_TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-        let name = format!("nexus_t_{}", rand_seed());
+        let name = format!("nexus_t_{}", unique());
         let created = block_on(async {
             let pool = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(1)
@@ -305,6 +305,16 @@ impl Agent {
         })
     }
 
+    /// Every recorded gap as `(reason, changes)`, oldest first.
+    pub fn gaps(&self) -> Vec<(String, i64)> {
+        self.query(async |pool| {
+            sqlx::query_as("SELECT reason, changes FROM gaps ORDER BY at_ms")
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+        })
+    }
+
     /// Every recorded event as `(type, path, old_path)`, in order.
     pub fn events(&self) -> Vec<(String, String, Option<String>)> {
         self.query(async |pool| {
@@ -338,7 +348,7 @@ impl Agent {
     /// Writes a sentinel file and waits for its event: every hint the
     /// watcher delivered before it has been reconciled by then.
     pub fn barrier(&self) {
-        let name = format!("/barrier-{}", uuid_like());
+        let name = format!("/barrier-{}", unique());
         self.write(&name, "b");
         self.wait_until("the barrier event", || {
             self.events().iter().any(|(_, p, _)| *p == name)
@@ -346,18 +356,16 @@ impl Agent {
     }
 }
 
-fn uuid_like() -> String {
-    format!(
-        "{:x}",
-        Instant::now().elapsed().as_nanos() ^ std::process::id() as u128 ^ rand_seed()
-    )
-}
-
-fn rand_seed() -> u128 {
-    std::time::SystemTime::now()
+/// A name no other test of this or another run uses: the time, the process
+/// and a counter (tests run in parallel threads).
+fn unique() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_nanos()
+        .as_nanos();
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{nanos:x}_{}_{n}", std::process::id())
 }
 
 impl Drop for Agent {

@@ -242,12 +242,7 @@ fn catch_up(backend: crate::agent::Backend) {
             "metadata.changed /f"
         ]
     );
-    let gaps: Vec<(String, i64)> = agent.query(async |pool| {
-        sqlx::query_as("SELECT reason, changes FROM gaps ORDER BY at_ms")
-            .fetch_all(&pool)
-            .await
-            .unwrap()
-    });
+    let gaps = agent.gaps();
     assert_eq!(
         gaps.last().map(|(_, n)| *n),
         Some(5),
@@ -273,12 +268,7 @@ fn an_overflowing_event_buffer_loses_nothing() {
         agent.log_text().contains("watch events were lost"),
         "the overflow path was taken"
     );
-    let gaps: Vec<(String, i64)> = agent.query(async |pool| {
-        sqlx::query_as("SELECT reason, changes FROM gaps ORDER BY at_ms")
-            .fetch_all(&pool)
-            .await
-            .unwrap()
-    });
+    let gaps = agent.gaps();
     assert_eq!(
         gaps[0].0,
         "start: changes made while nexusd was not running"
