@@ -1,5 +1,7 @@
 //! The command line: clap definitions and one function per command.
 
+mod admin;
+mod client;
 mod serve;
 mod test_match;
 mod validate;
@@ -30,6 +32,258 @@ pub enum Command {
     TestMatch(TestMatchArgs),
     /// Print the JSON Schema of a definition document.
     Schema,
+    /// Apply definition files to a running agent, all or nothing.
+    Apply(ApplyArgs),
+    /// Show how definition files differ from the live ones; exit 1 when they do.
+    Diff(DiffArgs),
+    /// List, inspect, pause, resume, trigger and delete workflows.
+    #[command(subcommand)]
+    Workflows(WorkflowsCommand),
+    /// List and inspect runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    #[command(flatten)]
+    Files(FileCommand),
+    /// Users and API keys, on the database directly (no running agent needed).
+    Admin(AdminArgs),
+}
+
+/// Where the agent is, and the key to use.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// The agent's HTTP address.
+    #[arg(long, env = "NEXUS_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// An API key (`nxk_...`), from `nexusd admin create-user-key`.
+    #[arg(long, env = "NEXUS_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+}
+
+/// How a listing prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Delete live definitions applied from the same source that the files no longer hold.
+    #[arg(long)]
+    pub prune: bool,
+    /// Report what would change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The name of this set for `--prune` (default: the paths as given).
+    #[arg(long = "source", value_name = "NAME")]
+    pub source_name: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Also show live definitions of the same source that the files no longer hold.
+    #[arg(long)]
+    pub prune: bool,
+    /// The name of this set for `--prune` (default: the paths as given).
+    #[arg(long = "source", value_name = "NAME")]
+    pub source_name: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkflowsCommand {
+    /// Every workflow and pipeline, with its status and revision.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// One definition (its document as YAML), or an old revision of it.
+    Get {
+        name: String,
+        #[arg(long)]
+        revision: Option<i64>,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// The latest runs of a workflow (a pipeline: of its stages).
+    History {
+        name: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Totals, success rate and durations.
+    Stats {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// The latest failed attempts, with their errors.
+    Errors {
+        name: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Stop new runs; events meanwhile are recorded as skipped.
+    Pause {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Let runs start again.
+    Resume {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a definition from the live set.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Run a workflow now for a file of the data dir.
+    Trigger {
+        name: String,
+        /// The file's virtual path, e.g. /workspace/uploads/a.txt.
+        #[arg(long)]
+        path: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Apply an old revision again.
+    Rollback {
+        name: String,
+        revision: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// The latest runs, newest first.
+    List {
+        #[arg(long)]
+        workflow: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// One run with its event, attempts and steps.
+    Get {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FileCommand {
+    /// Write a file of the data dir (atomically).
+    Write {
+        /// The file's virtual path, e.g. /workspace/uploads/a.txt.
+        path: String,
+        /// Where the content comes from: a file, or `-` for standard input.
+        #[arg(long, value_name = "FILE|-")]
+        input: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print a file of the data dir.
+    Cat {
+        path: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List a directory of the data dir.
+    Ls {
+        path: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Delete a file of the data dir.
+    Rm {
+        path: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// The agent's data dir (its SQLite database is DATA/.nexus/nexus.db).
+    #[arg(
+        long,
+        default_value = "./nexus-data",
+        env = "NEXUS_DATA_DIR",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// The agent's PostgreSQL database, when it uses one.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Add a user.
+    CreateUser {
+        name: String,
+        /// The user's full name.
+        #[arg(long = "name", value_name = "NAME")]
+        display_name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long, value_enum, default_value_t = crate::auth::Role::Reader)]
+        role: crate::auth::Role,
+    },
+    /// Make an API key for a user; it is printed once.
+    CreateUserKey {
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List users.
+    ListUsers,
+    /// Revoke an API key (by its id, or the whole key).
+    RevokeKey { id: String },
 }
 
 #[derive(Debug, clap::Args)]
@@ -167,5 +421,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", crate::definitions::schema::SCHEMA_TEXT);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Apply(args) => client::apply(args),
+        Command::Diff(args) => client::diff(args),
+        Command::Workflows(c) => client::workflows(c),
+        Command::Runs(c) => client::runs(c),
+        Command::Files(c) => client::files(c),
+        Command::Admin(args) => admin::run(args),
     }
 }

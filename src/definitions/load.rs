@@ -19,6 +19,19 @@ pub const STDIN_NAME: &str = "<stdin>";
 pub struct Loaded {
     pub set: DefinitionSet,
     pub diagnostics: Diagnostics,
+    /// Each definition document as loaded, in source order: the unit that
+    /// `apply` records and versions.
+    pub documents: Vec<SourceDocument>,
+}
+
+/// One definition document (a `Workflow` or a `Pipeline`) as data.
+#[derive(Debug, Clone)]
+pub struct SourceDocument {
+    pub name: String,
+    /// `Workflow` or `Pipeline`.
+    pub kind: String,
+    /// The document as JSON; the same value whatever its YAML layout.
+    pub json: serde_json::Value,
 }
 
 /// Loads every definition under `paths` (files, directories searched
@@ -105,6 +118,7 @@ struct FileResult {
     diagnostics: Diagnostics,
     /// Definition names in document order, with where each stands.
     names: Vec<(String, PathBuf, Pos)>,
+    documents: Vec<SourceDocument>,
 }
 
 fn load_input(input: Input, limits: &Limits) -> FileResult {
@@ -160,10 +174,12 @@ fn parallel_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> V
 /// Joins per-file results, reporting the second of two equal names.
 fn merge(results: Vec<FileResult>, mut diagnostics: Diagnostics) -> Loaded {
     let mut set = DefinitionSet::default();
+    let mut documents = Vec::new();
     let mut seen: Vec<(String, PathBuf, Pos)> = Vec::new();
     for result in results {
         diagnostics.extend(result.diagnostics);
         set.workflows.extend(result.workflows);
+        documents.extend(result.documents);
         for (name, file, pos) in result.names {
             if let Some((_, first_file, first_pos)) = seen.iter().find(|(n, _, _)| *n == name) {
                 diagnostics.error(
@@ -180,7 +196,11 @@ fn merge(results: Vec<FileResult>, mut diagnostics: Diagnostics) -> Loaded {
         }
     }
     diagnostics.sort();
-    Loaded { set, diagnostics }
+    Loaded {
+        set,
+        diagnostics,
+        documents,
+    }
 }
 
 /// The definition files under `path`, sorted so that results are stable.
@@ -324,6 +344,15 @@ fn load_document(file: &Path, root: &Located<Node>, result: &mut FileResult) {
             diags.error(file, pos, p.message);
         }
         return;
+    }
+    let name = json.pointer("/metadata/name").and_then(|n| n.as_str());
+    let kind = json.get("kind").and_then(|k| k.as_str());
+    if let (Some(name), Some(kind)) = (name, kind) {
+        result.documents.push(SourceDocument {
+            name: name.to_owned(),
+            kind: kind.to_owned(),
+            json: json.clone(),
+        });
     }
     let mut doc = Doc { file, root, diags };
     let workflows = compile_document(&mut doc, json);

@@ -1,29 +1,37 @@
 //! `--config-dir`: the definitions directory reconciled continuously. A
-//! change to its files is compiled whole; a valid set replaces the live one
+//! change to its files is applied through the same path as `nexusd apply`
+//! (source: the directory, with prune); a valid set replaces the live one
 //! at once (runs in flight finish on the version they started with), an
 //! invalid one is reported with file, line and column and the last good set
 //! stays live.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::live::{Live, LiveHandle};
+use super::registry::{Action, ApplyOptions, Registry, documents_of};
 use crate::definitions::{Limits, load_config_dir};
 
 /// Quiet time after a change before reloading, so an editor's save (or a
 /// `git pull` touching many files) is one reload.
 const DEBOUNCE: Duration = Duration::from_millis(150);
 
-pub async fn config_worker(
-    dir: PathBuf,
-    secrets_dir: Option<PathBuf>,
-    live: LiveHandle,
-    shutdown: CancellationToken,
-) {
+/// How the directory applies: as its own source, pruning what left it.
+pub fn apply_options(dir: &Path) -> ApplyOptions {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    ApplyOptions {
+        source: format!("dir:{}", dir.display()),
+        who: "config-dir".to_owned(),
+        prune: true,
+        dry_run: false,
+    }
+}
+
+pub async fn config_worker(dir: PathBuf, registry: Arc<Registry>, shutdown: CancellationToken) {
     let (tx, mut rx) = mpsc::channel::<()>(1);
     let handler = move |res: notify::Result<notify::Event>| {
         // Reading the directory to reload it opens its files: those access
@@ -59,11 +67,11 @@ pub async fn config_worker(
                 got = rx.recv() => if got.is_none() { break },
             }
         }
-        reload(&dir, secrets_dir.as_deref(), &live).await;
+        reload(&dir, &registry).await;
     }
 }
 
-async fn reload(dir: &std::path::Path, secrets_dir: Option<&std::path::Path>, live: &LiveHandle) {
+async fn reload(dir: &Path, registry: &Registry) {
     let dir_owned = dir.to_path_buf();
     let load = move || load_config_dir(&dir_owned, &Limits::default());
     let loaded = match tokio::task::spawn_blocking(load).await {
@@ -73,19 +81,26 @@ async fn reload(dir: &std::path::Path, secrets_dir: Option<&std::path::Path>, li
             return;
         }
     };
-    if loaded.diagnostics.has_errors() {
-        for d in loaded.diagnostics.iter() {
-            tracing::error!("{d}");
+    let docs = match documents_of(loaded) {
+        Ok(docs) => docs,
+        Err(diagnostics) => {
+            for d in diagnostics.iter() {
+                tracing::error!("{d}");
+            }
+            tracing::error!(dir = %dir.display(), "definitions rejected: the last good set stays live");
+            return;
         }
-        tracing::error!(dir = %dir.display(), "definitions rejected: the last good set stays live");
-        return;
-    }
-    let count = loaded.set.workflows.len();
-    match Live::new(loaded.set, secrets_dir) {
-        Ok(next) => {
-            live.swap(next);
+    };
+    match registry.apply(docs, &apply_options(dir)).await {
+        Ok(report) => {
+            for line in report.iter().filter(|a| a.action != Action::Unchanged) {
+                tracing::info!("{line}");
+            }
+            let count = registry.live().current().workflows.len();
             tracing::info!(workflows = count, "definitions reloaded");
         }
-        Err(e) => tracing::error!(error = %e, "definitions rejected: the last good set stays live"),
+        Err(e) => {
+            tracing::error!(error = %e, "definitions rejected: the last good set stays live")
+        }
     }
 }

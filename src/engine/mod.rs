@@ -6,6 +6,7 @@ pub mod causes;
 pub mod config_dir;
 pub mod dispatch;
 pub mod live;
+pub mod registry;
 pub mod run;
 
 use std::net::SocketAddr;
@@ -18,9 +19,10 @@ use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use self::causes::Causes;
+use self::causes::{Causes, Recent};
 use self::dispatch::Dispatcher;
-use self::live::{Live, LiveHandle};
+use self::live::LiveHandle;
+use self::registry::{Action, ApplyError, Registry, documents_of};
 use self::run::{Job, Runtime};
 use crate::definitions::{Limits, load_config_dir};
 use crate::events::ignore::Ignore;
@@ -55,7 +57,14 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let data_dir = opts.data_dir.canonicalize()?;
     let store = Store::open(opts.database_url.as_deref(), &data_dir).await?;
     tracing::info!(backend = ?store.backend(), "store open");
-    let live = LiveHandle::new(initial_definitions(&opts)?);
+    let registry = Arc::new(Registry::open(store.clone(), opts.secrets_dir.clone()).await?);
+    if let Some(dir) = &opts.config_dir {
+        apply_config_dir_at_start(&registry, dir).await?;
+    }
+    tracing::info!(
+        workflows = registry.live().current().workflows.len(),
+        "definitions loaded"
+    );
     let ignore = Ignore::new(&opts.ignore).map_err(anyhow::Error::msg)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_worker(shutdown.clone()));
@@ -74,6 +83,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         root: Arc::new(root),
         http,
         causes: Arc::new(Causes::default()),
+        actors: Arc::new(Recent::default()),
         output_cap: opts.output_cap,
         shutdown: shutdown.clone(),
     });
@@ -91,13 +101,17 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "http listening");
-    let server = tokio::spawn(crate::server::http_worker(listener, shutdown.clone()));
+    let api = crate::server::Api {
+        registry: Arc::clone(&registry),
+        rt: Arc::clone(&rt),
+        dispatcher: dispatcher.clone(),
+    };
+    let server = tokio::spawn(crate::server::http_worker(listener, api, shutdown.clone()));
 
     let config_task = opts.config_dir.clone().map(|dir| {
         tokio::spawn(config_dir::config_worker(
             dir,
-            opts.secrets_dir.clone(),
-            live.clone(),
+            Arc::clone(&registry),
             shutdown.clone(),
         ))
     });
@@ -108,7 +122,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let reconciler = Reconciler::new(data_dir.clone(), index, ignore, Timing::default());
     let events = EventsWorker {
         rt: Arc::clone(&rt),
-        live,
+        live: registry.live().clone(),
+        registry,
         dispatcher,
         max_chain_depth: opts.max_chain_depth,
     };
@@ -128,26 +143,44 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     result
 }
 
-fn initial_definitions(opts: &ServeOptions) -> anyhow::Result<Live> {
-    let set = match &opts.config_dir {
-        Some(dir) => {
-            let loaded = load_config_dir(dir, &Limits::default());
-            if loaded.diagnostics.has_errors() {
-                eprint!("{}", loaded.diagnostics);
-                anyhow::bail!(
-                    "the definitions in `{}` are invalid: fix the errors above",
-                    dir.display()
-                );
-            }
-            for w in loaded.diagnostics.iter() {
-                tracing::warn!("{w}");
-            }
-            loaded.set
+/// Applies the config dir before anything runs; an invalid one stops the
+/// start (the operator is there to see it), unlike a later reload.
+async fn apply_config_dir_at_start(
+    registry: &Registry,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let loaded = load_config_dir(dir, &Limits::default());
+    for w in loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity != crate::definitions::Severity::Error)
+    {
+        tracing::warn!("{w}");
+    }
+    let docs = match documents_of(loaded) {
+        Ok(docs) => docs,
+        Err(diagnostics) => {
+            eprint!("{diagnostics}");
+            anyhow::bail!(
+                "the definitions in `{}` are invalid: fix the errors above",
+                dir.display()
+            );
         }
-        None => Default::default(),
     };
-    tracing::info!(workflows = set.workflows.len(), "definitions loaded");
-    Live::new(set, opts.secrets_dir.as_deref()).map_err(anyhow::Error::msg)
+    let opts = config_dir::apply_options(dir);
+    match registry.apply(docs, &opts).await {
+        Ok(report) => {
+            for line in report.iter().filter(|a| a.action != Action::Unchanged) {
+                tracing::info!("{line}");
+            }
+            Ok(())
+        }
+        Err(ApplyError::Invalid(d)) => {
+            eprint!("{d}");
+            anyhow::bail!("the definitions in `{}` are invalid", dir.display())
+        }
+        Err(e) => Err(anyhow::anyhow!("applying `{}`: {e}", dir.display())),
+    }
 }
 
 /// Deletes finished runs older than `retention`: at start, then every
@@ -206,6 +239,7 @@ async fn signal_worker(shutdown: CancellationToken) {
 struct EventsWorker {
     rt: Arc<Runtime>,
     live: LiveHandle,
+    registry: Arc<Registry>,
     dispatcher: Dispatcher,
     max_chain_depth: u32,
 }
@@ -385,6 +419,7 @@ impl EventsWorker {
                 mtime_ms: c.meta.map(|m| m.mtime_ms()),
                 observed_ms: now_ms(),
                 cause: self.rt.causes.take(&c.path),
+                actor: self.rt.actors.take(&c.path),
                 path: c.path,
                 old_path: c.old_path,
                 raw_abs: c.raw,
@@ -399,7 +434,10 @@ impl EventsWorker {
                 }
                 let run_id = new_id("run_");
                 let depth = ev.chain_depth();
-                let (status, reason) = if depth > self.max_chain_depth {
+                let (status, reason) = if self.registry.is_paused(&workflow) {
+                    tracing::info!(workflow = %workflow.name, path = %ev.path, "paused: run skipped");
+                    (RunStatus::Skipped, Some("paused".to_owned()))
+                } else if depth > self.max_chain_depth {
                     let cause = ev.cause.as_ref().map(|c| c.run_id.as_str()).unwrap_or("?");
                     tracing::warn!(workflow = %workflow.name, path = %ev.path, depth, cause, "loop: run skipped");
                     (

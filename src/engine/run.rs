@@ -20,6 +20,8 @@ pub struct Runtime {
     pub root: Arc<cap_std::fs::Dir>,
     pub http: reqwest::Client,
     pub causes: Arc<Causes>,
+    /// API users' file writes awaiting their events.
+    pub actors: Arc<super::causes::Recent<String>>,
     pub output_cap: usize,
     pub shutdown: CancellationToken,
 }

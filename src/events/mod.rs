@@ -27,6 +27,8 @@ pub struct Event {
     /// The exact file on disk when its name is not UTF-8 (`path` escapes
     /// each invalid byte as `\xNN`).
     pub raw_abs: Option<std::path::PathBuf>,
+    /// The API user whose request caused it (a file write, a trigger).
+    pub actor: Option<String>,
 }
 
 /// What caused an event: a run's own write, and how deep the chain is.

@@ -24,7 +24,7 @@ pub async fn execute(ctx: &StepContext, action: &Action) -> StepOutcome {
     // Register the writes first, so the events they cause carry this run.
     let depth = ctx.event.chain_depth() + 1;
     for path in prepared.writes() {
-        ctx.causes.register(path, &ctx.run_id, depth);
+        ctx.causes.register_run(path, &ctx.run_id, depth);
     }
     if let Prepared::Log(message) = &prepared {
         tracing::info!(workflow = %ctx.workflow, run = %ctx.run_id, "{}", ctx.redact(message));
@@ -67,9 +67,9 @@ impl Prepared {
 }
 
 /// A virtual path and its relative form beneath the root.
-struct Vpath {
-    virt: String,
-    rel: PathBuf,
+pub(crate) struct Vpath {
+    pub virt: String,
+    pub rel: PathBuf,
 }
 
 fn prepare(
@@ -102,7 +102,7 @@ fn prepare(
 }
 
 /// Checks a virtual path and makes it relative to the root.
-fn vpath(text: &str) -> Result<Vpath, String> {
+pub(crate) fn vpath(text: &str) -> Result<Vpath, String> {
     if text.contains('\0') {
         return Err(format!("path `{}` holds a NUL byte", text.escape_debug()));
     }
@@ -197,7 +197,7 @@ pub fn stats(bytes: &[u8]) -> Value {
     })
 }
 
-fn make_parent(root: &Dir, path: &Vpath) -> Result<(), String> {
+pub(crate) fn make_parent(root: &Dir, path: &Vpath) -> Result<(), String> {
     match path.rel.parent().filter(|p| !p.as_os_str().is_empty()) {
         Some(parent) => root
             .create_dir_all(parent)
@@ -206,7 +206,7 @@ fn make_parent(root: &Dir, path: &Vpath) -> Result<(), String> {
     }
 }
 
-fn atomic_write(root: &Dir, path: &Vpath, bytes: &[u8]) -> Result<(), String> {
+pub(crate) fn atomic_write(root: &Dir, path: &Vpath, bytes: &[u8]) -> Result<(), String> {
     make_parent(root, path)?;
     let name = path
         .rel
@@ -230,7 +230,7 @@ fn atomic_write(root: &Dir, path: &Vpath, bytes: &[u8]) -> Result<(), String> {
     })
 }
 
-fn io_error(root: &Dir, what: &str, path: &Vpath, e: &std::io::Error) -> String {
+pub(crate) fn io_error(root: &Dir, what: &str, path: &Vpath, e: &std::io::Error) -> String {
     let reason = e.to_string();
     let reason = reason
         .split(" (os error")

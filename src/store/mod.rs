@@ -6,7 +6,10 @@
 //! same version numbers. Times are integer Unix milliseconds, so both
 //! compare them alike. A state change and its record share one transaction.
 
+mod definitions;
+mod reads;
 mod records;
+mod users;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,7 +18,10 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Executor, Row};
 
+pub use definitions::{DefinitionWrite, Revision, StoredDefinition};
+pub use reads::{RunFilter, timestamp};
 pub use records::{AttemptEnd, NewRun, RunStatus, StepRecord, UnfinishedRun};
+pub use users::{KeyOwner, User};
 
 use crate::events::Event;
 use crate::events::index::FileMeta;
@@ -173,8 +179,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for e in events {
             sqlx::query(
-                "INSERT INTO events (id, type, path, old_path, size, mtime_ms, observed_ms, cause_run_id, chain_depth) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                "INSERT INTO events (id, type, path, old_path, size, mtime_ms, observed_ms, cause_run_id, chain_depth, actor) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(&e.id)
             .bind(e.kind.as_str())
@@ -185,6 +191,7 @@ impl Store {
             .bind(e.observed_ms)
             .bind(e.cause.as_ref().map(|c| c.run_id.as_str()))
             .bind(i64::from(e.chain_depth()))
+            .bind(&e.actor)
             .execute(&mut *tx)
             .await?;
         }
@@ -310,7 +317,7 @@ impl Store {
     /// when the agent died. Oldest first.
     pub async fn unfinished_runs(&self) -> Result<Vec<UnfinishedRun>, StoreError> {
         let rows = sqlx::query(
-            "SELECT r.id, r.workflow, r.status, r.attempts, r.next_attempt_ms, r.event_type, r.path, r.old_path,                     e.id AS event_id, e.size, e.mtime_ms, e.observed_ms, e.cause_run_id, e.chain_depth              FROM runs r JOIN events e ON e.id = r.event_id              WHERE r.status IN ('queued', 'running', 'retrying') ORDER BY r.queued_ms, r.id",
+            "SELECT r.id, r.workflow, r.status, r.attempts, r.next_attempt_ms, r.event_type, r.path, r.old_path,                     e.id AS event_id, e.size, e.mtime_ms, e.observed_ms, e.cause_run_id, e.chain_depth, e.actor              FROM runs r JOIN events e ON e.id = r.event_id              WHERE r.status IN ('queued', 'running', 'retrying') ORDER BY r.queued_ms, r.id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -339,6 +346,7 @@ impl Store {
                             depth: u32::try_from(depth).unwrap_or(0),
                         }),
                         raw_abs: None,
+                        actor: r.get("actor"),
                     },
                 }
             })

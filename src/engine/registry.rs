@@ -1,0 +1,328 @@
+//! The live definitions' one way in: `apply`. The API's `POST /v1/apply`,
+//! `nexusd apply` and the `--config-dir` reconciler all come here. A set is
+//! compiled and checked whole together with what stays live; it is recorded
+//! (one revision per changed definition) and swapped in only when all of it
+//! is good, so a rejected apply changes nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use sha2::{Digest, Sha256};
+
+use super::live::{Live, LiveHandle};
+use crate::definitions::load::SourceDocument;
+use crate::definitions::model::Workflow;
+use crate::definitions::{Diagnostics, Limits, Loaded, load_text};
+use crate::events::now_ms;
+use crate::store::{DefinitionWrite, Store, StoreError, StoredDefinition};
+
+/// What one apply did to one definition (kubectl's words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Created,
+    Configured,
+    Unchanged,
+    Pruned,
+    Deleted,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Created => "created",
+            Action::Configured => "configured",
+            Action::Unchanged => "unchanged",
+            Action::Pruned => "pruned",
+            Action::Deleted => "deleted",
+        }
+    }
+}
+
+/// One line of an apply's report: `workflow/NAME created`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Applied {
+    pub kind: String,
+    pub name: String,
+    pub action: Action,
+}
+
+impl std::fmt::Display for Applied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{} {}",
+            self.kind.to_lowercase(),
+            self.name,
+            self.action.as_str()
+        )
+    }
+}
+
+/// Why an apply was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The documents themselves are invalid (file, line, column).
+    #[error("the definitions are invalid")]
+    Invalid(Diagnostics),
+    /// Valid alone, but not together with what is live, or not runnable here.
+    #[error("{0}")]
+    Rejected(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How to apply.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Where the set comes from; `prune` removes only this source's definitions.
+    pub source: String,
+    /// Who applies (a user name, or `config-dir`).
+    pub who: String,
+    pub prune: bool,
+    pub dry_run: bool,
+}
+
+/// The applied definitions, the live set built from them, and pauses.
+pub struct Registry {
+    store: Store,
+    live: LiveHandle,
+    secrets_dir: Option<PathBuf>,
+    paused: RwLock<BTreeSet<String>>,
+    /// One apply at a time in this process; the database orders nodes.
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Registry {
+    /// Builds the live set from what the store holds.
+    pub async fn open(store: Store, secrets_dir: Option<PathBuf>) -> anyhow::Result<Registry> {
+        let defs = store.definitions().await?;
+        let live = build_live(&defs, secrets_dir.as_deref())
+            .map_err(|e| anyhow::anyhow!("the stored definitions cannot be loaded: {e}"))?;
+        let paused = store.paused().await?.into_iter().collect();
+        Ok(Registry {
+            store,
+            live: LiveHandle::new(live),
+            secrets_dir,
+            paused: RwLock::new(paused),
+            lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn live(&self) -> &LiveHandle {
+        &self.live
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Applies a set of documents all or nothing.
+    pub async fn apply(
+        &self,
+        docs: Vec<SourceDocument>,
+        opts: &ApplyOptions,
+    ) -> Result<Vec<Applied>, ApplyError> {
+        let _guard = self.lock.lock().await;
+        let current: BTreeMap<String, StoredDefinition> = self
+            .store
+            .definitions()
+            .await?
+            .into_iter()
+            .map(|d| (d.name.clone(), d))
+            .collect();
+        let now = now_ms();
+        let mut report = Vec::new();
+        let mut writes = Vec::new();
+        let mut next: BTreeMap<String, StoredDefinition> = current.clone();
+        let mut named = BTreeSet::new();
+        for doc in docs {
+            named.insert(doc.name.clone());
+            let document = doc.json.to_string();
+            let hash = content_hash(&document);
+            let action = match current.get(&doc.name) {
+                None => Action::Created,
+                Some(old) if old.hash == hash && old.kind == doc.kind => Action::Unchanged,
+                Some(_) => Action::Configured,
+            };
+            report.push(Applied {
+                kind: doc.kind.clone(),
+                name: doc.name.clone(),
+                action,
+            });
+            if action == Action::Unchanged {
+                let old = &current[&doc.name];
+                if old.source != opts.source {
+                    writes.push(DefinitionWrite::Adopt {
+                        name: doc.name.clone(),
+                        source: opts.source.clone(),
+                    });
+                }
+                continue;
+            }
+            let def = StoredDefinition {
+                name: doc.name.clone(),
+                kind: doc.kind,
+                document,
+                hash,
+                revision: 0,
+                source: opts.source.clone(),
+                applied_by: opts.who.clone(),
+                applied_ms: now,
+            };
+            next.insert(doc.name, def.clone());
+            writes.push(DefinitionWrite::Put {
+                def,
+                action: action.as_str(),
+            });
+        }
+        if opts.prune {
+            for old in current.values() {
+                if old.source == opts.source && !named.contains(&old.name) {
+                    next.remove(&old.name);
+                    report.push(Applied {
+                        kind: old.kind.clone(),
+                        name: old.name.clone(),
+                        action: Action::Pruned,
+                    });
+                    writes.push(DefinitionWrite::Remove {
+                        name: old.name.clone(),
+                        kind: old.kind.clone(),
+                        action: "pruned",
+                        source: opts.source.clone(),
+                        applied_by: opts.who.clone(),
+                        applied_ms: now,
+                    });
+                }
+            }
+        }
+        self.commit(next, writes, opts.dry_run).await?;
+        Ok(report)
+    }
+
+    /// Removes one definition; `Ok(None)` when there is no such one.
+    pub async fn delete(&self, name: &str, who: &str) -> Result<Option<Applied>, ApplyError> {
+        let _guard = self.lock.lock().await;
+        let mut next: BTreeMap<String, StoredDefinition> = self
+            .store
+            .definitions()
+            .await?
+            .into_iter()
+            .map(|d| (d.name.clone(), d))
+            .collect();
+        let Some(old) = next.remove(name) else {
+            return Ok(None);
+        };
+        let write = DefinitionWrite::Remove {
+            name: old.name.clone(),
+            kind: old.kind.clone(),
+            action: "deleted",
+            source: old.source.clone(),
+            applied_by: who.to_owned(),
+            applied_ms: now_ms(),
+        };
+        self.commit(next, vec![write], false).await?;
+        Ok(Some(Applied {
+            kind: old.kind,
+            name: old.name,
+            action: Action::Deleted,
+        }))
+    }
+
+    /// Checks the next set whole, then records the writes and swaps it in.
+    async fn commit(
+        &self,
+        next: BTreeMap<String, StoredDefinition>,
+        mut writes: Vec<DefinitionWrite>,
+        dry_run: bool,
+    ) -> Result<(), ApplyError> {
+        let defs: Vec<StoredDefinition> = next.into_values().collect();
+        let live = build_live(&defs, self.secrets_dir.as_deref()).map_err(ApplyError::Rejected)?;
+        if dry_run || writes.is_empty() {
+            return Ok(());
+        }
+        for w in &mut writes {
+            if let DefinitionWrite::Put { def, .. } = w {
+                def.revision = self.store.next_revision(&def.name).await?;
+            }
+        }
+        self.store.write_definitions(&writes).await?;
+        self.live.swap(live);
+        Ok(())
+    }
+
+    /// True when a run of this workflow must not start: it, or its pipeline, is paused.
+    pub fn is_paused(&self, w: &Workflow) -> bool {
+        let paused = self.paused.read().unwrap_or_else(|p| p.into_inner());
+        !paused.is_empty()
+            && (paused.contains(&w.name) || w.pipeline.as_ref().is_some_and(|p| paused.contains(p)))
+    }
+
+    pub fn paused_names(&self) -> BTreeSet<String> {
+        self.paused
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Pauses or resumes a definition; persisted first, so it survives restarts.
+    pub async fn set_paused(&self, name: &str, paused: bool, who: &str) -> Result<(), StoreError> {
+        self.store.set_paused(name, paused, who, now_ms()).await?;
+        let mut set = self.paused.write().unwrap_or_else(|p| p.into_inner());
+        if paused {
+            set.insert(name.to_owned());
+        } else {
+            set.remove(name);
+        }
+        Ok(())
+    }
+}
+
+/// Loads definition files (the config dir, `apply -f`) into documents, or
+/// the diagnostics that refuse them.
+pub fn documents_of(loaded: Loaded) -> Result<Vec<SourceDocument>, Diagnostics> {
+    if loaded.diagnostics.has_errors() {
+        Err(loaded.diagnostics)
+    } else {
+        Ok(loaded.documents)
+    }
+}
+
+/// Compiles stored documents (JSON is YAML) into a runnable set.
+fn build_live(defs: &[StoredDefinition], secrets_dir: Option<&Path>) -> Result<Live, String> {
+    if defs.is_empty() {
+        return Live::new(Default::default(), secrets_dir);
+    }
+    let mut text = String::new();
+    for d in defs {
+        text.push_str("---\n");
+        text.push_str(&d.document);
+        text.push('\n');
+    }
+    let limits = Limits {
+        max_file_bytes: usize::MAX,
+        max_documents: usize::MAX,
+        ..Limits::default()
+    };
+    let loaded = load_text(Path::new("<live definitions>"), text.as_bytes(), &limits);
+    if loaded.diagnostics.has_errors() {
+        let errors: Vec<String> = loaded.diagnostics.errors().map(|d| d.to_string()).collect();
+        return Err(format!(
+            "the definitions do not compile together with the live ones: {}",
+            errors.join("; ")
+        ));
+    }
+    Live::new(loaded.set, secrets_dir)
+}
+
+/// The SHA-256 of a document's canonical JSON, in hex.
+pub fn content_hash(document: &str) -> String {
+    Sha256::digest(document.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Shared by the engine and the API.
+pub type SharedRegistry = Arc<Registry>;

@@ -1,0 +1,237 @@
+//! The file API: read, write, append, delete and list files of the data
+//! dir, confined to it as the built-in actions are (the same path check and
+//! the same cap-std root). Writes are atomic, and the events they cause
+//! record the user.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use cap_std::fs::{Dir, OpenOptions};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::{Body, P, Q};
+use super::{Api, ApiError, Caller};
+use crate::steps::builtin::{Vpath, atomic_write, io_error, make_parent, vpath};
+use crate::store::timestamp;
+
+/// Checks the request's path: what the route captured, and the raw URI for
+/// encodings that hide a separator or a NUL.
+fn checked(uri: &Uri, captured: &str) -> Result<Vpath, ApiError> {
+    let raw = uri.path().to_ascii_lowercase();
+    if raw.contains("%2f") || raw.contains("%5c") || raw.contains("%00") {
+        return Err(ApiError::bad_request(
+            "encoded `/`, `\\` or NUL in a file path is not allowed",
+        ));
+    }
+    if captured.starts_with('/') {
+        return Err(ApiError::bad_request(
+            "file paths are relative to the data dir: `/v1/files/DIR/NAME`",
+        ));
+    }
+    vpath(&format!("/{captured}")).map_err(ApiError::bad_request)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("file task failed: {e}")))
+}
+
+/// An I/O failure as the caller should see it.
+fn file_error(root: &Dir, what: &str, path: &Vpath, e: &std::io::Error) -> ApiError {
+    let message = io_error(root, what, path, e);
+    if message.contains("outside the data dir") {
+        return ApiError::bad_request(message);
+    }
+    match e.kind() {
+        std::io::ErrorKind::NotFound => ApiError::not_found(message),
+        std::io::ErrorKind::IsADirectory | std::io::ErrorKind::NotADirectory => {
+            ApiError::conflict(message)
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+        }
+        _ => ApiError::conflict(message),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadQuery {
+    #[serde(default)]
+    list: bool,
+}
+
+pub async fn list_root(State(api): State<Api>) -> Result<Response, ApiError> {
+    let root = Arc::clone(&api.rt.root);
+    let entries = blocking(move || list_dir(&root, std::path::Path::new(""))).await?;
+    entries
+        .map(|e| Json(json!({"path": "/", "entries": e})).into_response())
+        .map_err(|e| ApiError::conflict(format!("cannot list the data dir: {e}")))
+}
+
+/// A file's bytes, or a directory's entries (also with `?list=true`, which
+/// shows a file as one entry).
+pub async fn read(
+    State(api): State<Api>,
+    uri: Uri,
+    P(captured): P<String>,
+    Q(q): Q<ReadQuery>,
+) -> Result<Response, ApiError> {
+    let path = checked(&uri, &captured)?;
+    let root = Arc::clone(&api.rt.root);
+    blocking(move || {
+        let meta = root
+            .metadata(&path.rel)
+            .map_err(|e| file_error(&root, "read", &path, &e))?;
+        if meta.is_dir() {
+            let entries =
+                list_dir(&root, &path.rel).map_err(|e| file_error(&root, "list", &path, &e))?;
+            return Ok(Json(json!({"path": path.virt, "entries": entries})).into_response());
+        }
+        if q.list {
+            let name = path
+                .rel
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            let entry = entry_json(&name.unwrap_or_default(), &meta);
+            return Ok(Json(json!({"path": path.virt, "entries": [entry]})).into_response());
+        }
+        let mut bytes = Vec::new();
+        root.open(&path.rel)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(|e| file_error(&root, "read", &path, &e))?;
+        Ok((
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            Bytes::from(bytes),
+        )
+            .into_response())
+    })
+    .await?
+}
+
+fn list_dir(root: &Dir, rel: &std::path::Path) -> std::io::Result<Vec<Value>> {
+    let dir = if rel.as_os_str().is_empty() {
+        root.try_clone()?
+    } else {
+        root.open_dir(rel)?
+    };
+    let mut out = Vec::new();
+    for entry in dir.entries()? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if rel.as_os_str().is_empty() && name == ".nexus" {
+            continue;
+        }
+        if let Ok(meta) = entry.metadata() {
+            out.push(entry_json(&name, &meta));
+        }
+    }
+    out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Ok(out)
+}
+
+fn entry_json(name: &str, meta: &cap_std::fs::Metadata) -> Value {
+    let kind = if meta.is_dir() {
+        "dir"
+    } else if meta.is_symlink() {
+        "symlink"
+    } else {
+        "file"
+    };
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.into_std().duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    json!({"name": name, "type": kind, "size": meta.len(), "modified_at": timestamp(mtime)})
+}
+
+/// Replaces (or creates) a file atomically.
+pub async fn write(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    P(captured): P<String>,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    let path = checked(&uri, &captured)?;
+    let root = Arc::clone(&api.rt.root);
+    api.rt.actors.register(&path.virt, caller.user.clone());
+    let len = body.len();
+    blocking(move || {
+        let existed = root.metadata(&path.rel).is_ok_and(|m| m.is_file());
+        if root.metadata(&path.rel).is_ok_and(|m| m.is_dir()) {
+            return Err(ApiError::conflict(format!(
+                "`{}` is a directory",
+                path.virt
+            )));
+        }
+        atomic_write(&root, &path, &body).map_err(|message| {
+            if message.contains("outside the data dir") {
+                ApiError::bad_request(message)
+            } else {
+                ApiError::conflict(message)
+            }
+        })?;
+        let status = if existed {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        };
+        Ok((status, Json(json!({"path": path.virt, "bytes": len}))).into_response())
+    })
+    .await?
+}
+
+/// `POST /v1/files/{path}:append` appends the body.
+pub async fn append(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    P(captured): P<String>,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    let Some(target) = captured.strip_suffix(":append") else {
+        return Err(ApiError::bad_request(
+            "POST on a file appends: use `/v1/files/PATH:append`",
+        ));
+    };
+    let path = checked(&uri, target)?;
+    let root = Arc::clone(&api.rt.root);
+    api.rt.actors.register(&path.virt, caller.user.clone());
+    let len = body.len();
+    blocking(move || {
+        make_parent(&root, &path).map_err(ApiError::conflict)?;
+        root.open_with(&path.rel, OpenOptions::new().append(true).create(true))
+            .and_then(|mut f| f.write_all(&body))
+            .map_err(|e| file_error(&root, "append to", &path, &e))?;
+        Ok(Json(json!({"path": path.virt, "bytes": len})).into_response())
+    })
+    .await?
+}
+
+pub async fn remove(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    P(captured): P<String>,
+) -> Result<Response, ApiError> {
+    let path = checked(&uri, &captured)?;
+    let root = Arc::clone(&api.rt.root);
+    api.rt.actors.register(&path.virt, caller.user.clone());
+    blocking(move || {
+        root.remove_file(&path.rel)
+            .map_err(|e| file_error(&root, "delete", &path, &e))?;
+        Ok(Json(json!({"path": path.virt, "deleted": true})).into_response())
+    })
+    .await?
+}

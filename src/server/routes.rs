@@ -1,0 +1,643 @@
+//! Workflows, apply, runs.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::{Body, JsonBody, P, Q};
+use super::{Api, ApiError, Caller};
+use crate::definitions::load::SourceDocument;
+use crate::definitions::{Limits, load_text};
+use crate::engine::registry::{Action, ApplyError, ApplyOptions, content_hash};
+use crate::engine::run::Job;
+use crate::events::{Event, EventType, new_id, now_ms};
+use crate::store::{NewRun, RunFilter, RunStatus, StoredDefinition, timestamp};
+
+pub async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> {
+    Json(json!({"user": caller.user, "role": caller.role.as_str()}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyQuery {
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    prune: bool,
+    /// Which source the set stands for (what `prune` compares); `api` by default.
+    source: Option<String>,
+}
+
+/// The documents of an apply or diff body (multi-document YAML).
+fn body_documents(bytes: &[u8]) -> Result<Vec<SourceDocument>, ApiError> {
+    let loaded = load_text(Path::new("<request>"), bytes, &Limits::default());
+    if loaded.diagnostics.has_errors() {
+        let list: Vec<Value> = loaded
+            .diagnostics
+            .errors()
+            .map(|d| serde_json::to_value(d).unwrap_or(Value::Null))
+            .collect();
+        let first = loaded
+            .diagnostics
+            .errors()
+            .next()
+            .map(|d| d.to_string())
+            .unwrap_or_default();
+        return Err(
+            ApiError::invalid(format!("the definitions are invalid: {first}"))
+                .with("diagnostics", Value::Array(list)),
+        );
+    }
+    Ok(loaded.documents)
+}
+
+fn source_of(source: Option<String>) -> Result<String, ApiError> {
+    let source = source.unwrap_or_else(|| "api".to_owned());
+    if source.is_empty() || source.len() > 200 || source.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "`source` must be 1 to 200 printable characters",
+        ));
+    }
+    Ok(source)
+}
+
+fn apply_error(e: ApplyError) -> ApiError {
+    match e {
+        ApplyError::Invalid(d) => {
+            let first = d.errors().next().map(|d| d.to_string()).unwrap_or_default();
+            ApiError::invalid(format!("the definitions are invalid: {first}"))
+        }
+        ApplyError::Rejected(message) => ApiError::invalid(message),
+        ApplyError::Store(e) => ApiError::store(e),
+    }
+}
+
+pub async fn apply(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Q(q): Q<ApplyQuery>,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
+    let docs = body_documents(&body)?;
+    let opts = ApplyOptions {
+        source: source_of(q.source)?,
+        who: caller.user,
+        prune: q.prune,
+        dry_run: q.dry_run,
+    };
+    let report = api.registry.apply(docs, &opts).await.map_err(apply_error)?;
+    Ok(Json(json!({"dry_run": q.dry_run, "results": report})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiffQuery {
+    source: Option<String>,
+    #[serde(default)]
+    prune: bool,
+}
+
+/// What an apply of the body would change, with a unified diff of each
+/// definition (live above, the body below).
+pub async fn diff(
+    State(api): State<Api>,
+    Q(q): Q<DiffQuery>,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
+    let docs = body_documents(&body)?;
+    let source = source_of(q.source)?;
+    let live = api
+        .registry
+        .store()
+        .definitions()
+        .await
+        .map_err(ApiError::store)?;
+    let mut out = Vec::new();
+    let named: BTreeSet<&str> = docs.iter().map(|d| d.name.as_str()).collect();
+    for doc in &docs {
+        let new_text = doc.json.to_string();
+        let old = live.iter().find(|d| d.name == doc.name);
+        let action = match old {
+            None => Action::Created,
+            Some(o) if o.hash == content_hash(&new_text) => Action::Unchanged,
+            Some(_) => Action::Configured,
+        };
+        let old_yaml = old.map(|o| yaml_of(&o.document)).unwrap_or_default();
+        let diff = unified(&old_yaml, &yaml_of(&new_text), &doc.kind, &doc.name);
+        out.push(json!({"kind": doc.kind, "name": doc.name, "action": action, "diff": diff}));
+    }
+    if q.prune {
+        for old in live
+            .iter()
+            .filter(|d| d.source == source && !named.contains(d.name.as_str()))
+        {
+            let diff = unified(&yaml_of(&old.document), "", &old.kind, &old.name);
+            out.push(
+                json!({"kind": old.kind, "name": old.name, "action": Action::Pruned, "diff": diff}),
+            );
+        }
+    }
+    let differs = out.iter().any(|c| c["action"] != "unchanged");
+    Ok(Json(json!({"differs": differs, "results": out})))
+}
+
+/// A stored document as YAML, for people to read.
+fn yaml_of(document: &str) -> String {
+    let value: Value = serde_json::from_str(document).unwrap_or(Value::Null);
+    serde_saphyr::to_string(&value).unwrap_or_else(|_| document.to_owned())
+}
+
+fn unified(old: &str, new: &str, kind: &str, name: &str) -> String {
+    if old == new {
+        return String::new();
+    }
+    let label = format!("{}/{name}", kind.to_lowercase());
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("live/{label}"), &format!("files/{label}"))
+        .to_string()
+}
+
+/// A definition as the API shows it (SPEC section 7).
+fn workflow_json(d: &StoredDefinition, paused: &BTreeSet<String>) -> Value {
+    let doc: Value = serde_json::from_str(&d.document).unwrap_or(Value::Null);
+    let (triggers, stages) = if d.kind == "Pipeline" {
+        let stages = doc["spec"]["stages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let triggers: Vec<Value> = stages
+            .iter()
+            .flat_map(|s| s["on"].as_array().cloned().unwrap_or_default())
+            .collect();
+        let names: Vec<Value> = stages.iter().map(|s| s["name"].clone()).collect();
+        (Value::Array(triggers), Some(names))
+    } else {
+        (doc["spec"]["on"].clone(), None)
+    };
+    let mut w = json!({
+        "name": d.name,
+        "kind": d.kind,
+        "description": doc["metadata"]["description"],
+        "status": if paused.contains(&d.name) { "paused" } else { "active" },
+        "revision": d.revision,
+        "triggers": triggers,
+        "source": d.source,
+        "applied_by": d.applied_by,
+        "applied_at": timestamp(Some(d.applied_ms)),
+    });
+    if let Some(stages) = stages {
+        w["stages"] = json!(stages);
+        let paused_stages: Vec<String> = paused
+            .iter()
+            .filter_map(|p| p.strip_prefix(&format!("{}/", d.name)).map(str::to_owned))
+            .collect();
+        if !paused_stages.is_empty() {
+            w["paused_stages"] = json!(paused_stages);
+        }
+    }
+    w
+}
+
+async fn definition(api: &Api, name: &str) -> Result<StoredDefinition, ApiError> {
+    let defs = api
+        .registry
+        .store()
+        .definitions()
+        .await
+        .map_err(ApiError::store)?;
+    defs.into_iter()
+        .find(|d| d.name == name)
+        .ok_or_else(|| ApiError::not_found(format!("no workflow or pipeline named `{name}`")))
+}
+
+pub async fn list_workflows(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
+    let defs = api
+        .registry
+        .store()
+        .definitions()
+        .await
+        .map_err(ApiError::store)?;
+    let paused = api.registry.paused_names();
+    let list: Vec<Value> = defs.iter().map(|d| workflow_json(d, &paused)).collect();
+    Ok(Json(json!({ "workflows": list })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetQuery {
+    revision: Option<i64>,
+}
+
+pub async fn get_workflow(
+    State(api): State<Api>,
+    P(name): P<String>,
+    Q(q): Q<GetQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let store = api.registry.store();
+    let revisions = store.revisions(&name).await.map_err(ApiError::store)?;
+    if let Some(n) = q.revision {
+        let Some(rev) = revisions.iter().find(|r| r.revision == n) else {
+            return Err(ApiError::not_found(format!("`{name}` has no revision {n}")));
+        };
+        let document: Value = rev
+            .document
+            .as_deref()
+            .and_then(|d| serde_json::from_str(d).ok())
+            .unwrap_or(Value::Null);
+        return Ok(Json(json!({
+            "name": rev.name, "kind": rev.kind, "revision": rev.revision, "action": rev.action,
+            "source": rev.source, "applied_by": rev.applied_by, "applied_at": timestamp(Some(rev.applied_ms)),
+            "document": document,
+        })));
+    }
+    let d = definition(&api, &name).await?;
+    let mut w = workflow_json(&d, &api.registry.paused_names());
+    w["document"] = serde_json::from_str(&d.document).unwrap_or(Value::Null);
+    w["revisions"] = json!(
+        revisions
+            .iter()
+            .map(
+                |r| json!({"revision": r.revision, "action": r.action, "source": r.source,
+            "applied_by": r.applied_by, "applied_at": timestamp(Some(r.applied_ms))})
+            )
+            .collect::<Vec<_>>()
+    );
+    Ok(Json(w))
+}
+
+pub async fn delete_workflow(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    P(name): P<String>,
+) -> Result<Json<Value>, ApiError> {
+    match api.registry.delete(&name, &caller.user).await {
+        Ok(Some(done)) => Ok(Json(json!({"results": [done]}))),
+        Ok(None) => Err(ApiError::not_found(format!(
+            "no workflow or pipeline named `{name}`"
+        ))),
+        Err(e) => Err(apply_error(e)),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackQuery {
+    revision: i64,
+}
+
+/// Applies an old revision's document again (a new revision).
+pub async fn rollback(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    P(name): P<String>,
+    Q(q): Q<RollbackQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let store = api.registry.store();
+    let revisions = store.revisions(&name).await.map_err(ApiError::store)?;
+    let Some(rev) = revisions.iter().find(|r| r.revision == q.revision) else {
+        return Err(ApiError::not_found(format!(
+            "`{name}` has no revision {}",
+            q.revision
+        )));
+    };
+    let Some(json) = rev
+        .document
+        .as_deref()
+        .and_then(|d| serde_json::from_str::<Value>(d).ok())
+    else {
+        return Err(ApiError::invalid(format!(
+            "revision {} of `{name}` is a removal; there is nothing to roll back to",
+            q.revision
+        )));
+    };
+    // It stays with the source that owns it now (or its old one, if gone).
+    let live_source = store
+        .definitions()
+        .await
+        .map_err(ApiError::store)?
+        .into_iter()
+        .find(|d| d.name == name)
+        .map(|d| d.source);
+    let opts = ApplyOptions {
+        source: live_source.unwrap_or_else(|| rev.source.clone()),
+        who: caller.user,
+        prune: false,
+        dry_run: false,
+    };
+    let doc = SourceDocument {
+        name: name.clone(),
+        kind: rev.kind.clone(),
+        json,
+    };
+    let report = api
+        .registry
+        .apply(vec![doc], &opts)
+        .await
+        .map_err(apply_error)?;
+    Ok(Json(json!({"results": report})))
+}
+
+/// A name `pause`/`resume` accept: a definition, or a pipeline's stage.
+fn pausable(api: &Api, name: &str, defs: &[StoredDefinition]) -> bool {
+    defs.iter().any(|d| d.name == name)
+        || api
+            .registry
+            .live()
+            .current()
+            .workflows
+            .iter()
+            .any(|w| w.name == name)
+}
+
+async fn set_paused(
+    api: &Api,
+    caller: &Caller,
+    name: &str,
+    paused: bool,
+) -> Result<Json<Value>, ApiError> {
+    let defs = api
+        .registry
+        .store()
+        .definitions()
+        .await
+        .map_err(ApiError::store)?;
+    if !pausable(api, name, &defs) {
+        return Err(ApiError::not_found(format!(
+            "no workflow or pipeline named `{name}`"
+        )));
+    }
+    api.registry
+        .set_paused(name, paused, &caller.user)
+        .await
+        .map_err(ApiError::store)?;
+    tracing::info!(workflow = name, user = %caller.user, "{}", if paused { "paused" } else { "resumed" });
+    Ok(Json(json!({
+        "name": name,
+        "status": if paused { "paused" } else { "active" },
+    })))
+}
+
+pub async fn pause(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    P(name): P<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_paused(&api, &caller, &name, true).await
+}
+
+pub async fn resume(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    P(name): P<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_paused(&api, &caller, &name, false).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerBody {
+    path: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerQuery {
+    path: Option<String>,
+}
+
+/// Starts a run of a workflow (a pipeline: its first stage) for a file,
+/// as if the file had just been created; patterns are not consulted.
+pub async fn trigger(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    P(name): P<String>,
+    Q(q): Q<TriggerQuery>,
+    JsonBody(body): JsonBody<TriggerBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Some(path) = body.path.or(q.path) else {
+        return Err(ApiError::bad_request(
+            "`path` is required: the file the run is for",
+        ));
+    };
+    let vpath = crate::steps::builtin::vpath(&path).map_err(ApiError::bad_request)?;
+    let live = api.registry.live().current();
+    let stage_prefix = format!("{name}/");
+    let Some(workflow) = live
+        .workflows
+        .iter()
+        .find(|w| w.name == name)
+        .or_else(|| {
+            live.workflows
+                .iter()
+                .find(|w| w.name.starts_with(&stage_prefix))
+        })
+        .map(Arc::clone)
+    else {
+        return Err(ApiError::not_found(format!(
+            "no workflow or pipeline named `{name}`"
+        )));
+    };
+    let root = Arc::clone(&api.rt.root);
+    let rel = vpath.rel.clone();
+    let meta = tokio::task::spawn_blocking(move || root.metadata(&rel))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let meta = match meta {
+        Ok(m) if m.is_file() => m,
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "no file at `{}` in the data dir",
+                vpath.virt
+            )));
+        }
+    };
+    let mtime_ms = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.into_std().duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let event = Event {
+        id: new_id("evt_"),
+        kind: EventType::Created,
+        path: vpath.virt.clone(),
+        old_path: None,
+        size: Some(meta.len()),
+        mtime_ms,
+        observed_ms: now_ms(),
+        cause: None,
+        raw_abs: None,
+        actor: Some(caller.user.clone()),
+    };
+    let run_id = new_id("run_");
+    let paused = api.registry.is_paused(&workflow);
+    let (status, reason) = if paused {
+        (RunStatus::Skipped, Some("paused".to_owned()))
+    } else {
+        (RunStatus::Queued, None)
+    };
+    let run = NewRun {
+        id: run_id.clone(),
+        workflow: workflow.name.clone(),
+        event: event.clone(),
+        status,
+        reason,
+        queued_ms: now_ms(),
+    };
+    api.rt
+        .store
+        .commit_events(std::slice::from_ref(&event), &[], &[run])
+        .await
+        .map_err(ApiError::store)?;
+    if !paused {
+        api.dispatcher
+            .submit(vec![Job {
+                run_id: run_id.clone(),
+                workflow: Arc::clone(&workflow),
+                event: event.clone(),
+                secrets: Arc::clone(&live.secrets),
+                first_attempt: 1,
+                not_before_ms: None,
+            }])
+            .await;
+    }
+    tracing::info!(workflow = %workflow.name, path = %event.path, user = %caller.user, run = %run_id, "triggered");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "run": run_id,
+            "workflow": workflow.name,
+            "event": event.id,
+            "status": status.as_str(),
+        })),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunsQuery {
+    limit: Option<i64>,
+    status: Option<String>,
+    workflow: Option<String>,
+    path: Option<String>,
+}
+
+const STATUSES: [&str; 7] = [
+    "queued",
+    "running",
+    "retrying",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "skipped",
+];
+
+fn run_filter(q: RunsQuery, default_limit: i64) -> Result<RunFilter, ApiError> {
+    if let Some(s) = &q.status
+        && !STATUSES.contains(&s.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "unknown status `{s}`: expected one of {}",
+            STATUSES.join(", ")
+        )));
+    }
+    let limit = q.limit.unwrap_or(default_limit);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad_request("`limit` must be between 1 and 10000"));
+    }
+    Ok(RunFilter {
+        stages: false,
+        workflow: q.workflow,
+        status: q.status,
+        path: q.path,
+        limit,
+    })
+}
+
+pub async fn workflow_runs(
+    State(api): State<Api>,
+    P(name): P<String>,
+    Q(q): Q<RunsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let d = definition(&api, &name).await?;
+    let mut f = run_filter(q, 20)?;
+    f.workflow = Some(name);
+    f.stages = d.kind == "Pipeline";
+    let runs = api.rt.store.list_runs(&f).await.map_err(ApiError::store)?;
+    Ok(Json(json!({ "runs": runs })))
+}
+
+pub async fn list_runs(
+    State(api): State<Api>,
+    Q(q): Q<RunsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let mut f = run_filter(q, 50)?;
+    if let Some(w) = &f.workflow {
+        let defs = api
+            .registry
+            .store()
+            .definitions()
+            .await
+            .map_err(ApiError::store)?;
+        f.stages = defs.iter().any(|d| &d.name == w && d.kind == "Pipeline");
+    }
+    let runs = api.rt.store.list_runs(&f).await.map_err(ApiError::store)?;
+    Ok(Json(json!({ "runs": runs })))
+}
+
+pub async fn get_run(State(api): State<Api>, P(id): P<String>) -> Result<Json<Value>, ApiError> {
+    match api
+        .rt
+        .store
+        .run_detail(&id)
+        .await
+        .map_err(ApiError::store)?
+    {
+        Some(run) => Ok(Json(run)),
+        None => Err(ApiError::not_found(format!("no run `{id}`"))),
+    }
+}
+
+pub async fn stats(State(api): State<Api>, P(name): P<String>) -> Result<Json<Value>, ApiError> {
+    let d = definition(&api, &name).await?;
+    let stats = api
+        .rt
+        .store
+        .run_stats(&name, d.kind == "Pipeline")
+        .await
+        .map_err(ApiError::store)?;
+    Ok(Json(stats))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorsQuery {
+    limit: Option<i64>,
+}
+
+pub async fn errors(
+    State(api): State<Api>,
+    P(name): P<String>,
+    Q(q): Q<ErrorsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let d = definition(&api, &name).await?;
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad_request("`limit` must be between 1 and 10000"));
+    }
+    let errors = api
+        .rt
+        .store
+        .run_errors(&name, d.kind == "Pipeline", limit)
+        .await
+        .map_err(ApiError::store)?;
+    Ok(Json(json!({ "errors": errors })))
+}

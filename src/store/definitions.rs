@@ -1,0 +1,232 @@
+//! The applied definitions, their revisions, and pauses.
+
+use sqlx::{Any, Row, Transaction};
+
+use super::{Store, StoreError};
+
+/// A definition document as live in the store.
+#[derive(Debug, Clone)]
+pub struct StoredDefinition {
+    pub name: String,
+    pub kind: String,
+    /// Canonical JSON text of the document.
+    pub document: String,
+    pub hash: String,
+    pub revision: i64,
+    pub source: String,
+    pub applied_by: String,
+    pub applied_ms: i64,
+}
+
+/// One entry of a definition's history.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Revision {
+    pub name: String,
+    pub revision: i64,
+    pub kind: String,
+    /// `created`, `configured`, `pruned`, `deleted` or `rolled-back`.
+    pub action: String,
+    #[serde(skip)]
+    pub document: Option<String>,
+    pub hash: Option<String>,
+    pub source: String,
+    pub applied_by: String,
+    pub applied_ms: i64,
+}
+
+/// A change `apply` writes: the new state of one definition.
+#[derive(Debug, Clone)]
+pub enum DefinitionWrite {
+    /// Insert or replace the live row, recording a revision with `action`.
+    Put {
+        def: StoredDefinition,
+        action: &'static str,
+    },
+    /// Only take ownership (the content is unchanged, the source is new).
+    Adopt { name: String, source: String },
+    /// Remove the live row, recording a revision with `action`.
+    Remove {
+        name: String,
+        kind: String,
+        action: &'static str,
+        source: String,
+        applied_by: String,
+        applied_ms: i64,
+    },
+}
+
+const DEF_COLUMNS: &str = "name, kind, document, hash, revision, source, applied_by, applied_ms";
+
+fn definition_of(r: &sqlx::any::AnyRow) -> StoredDefinition {
+    StoredDefinition {
+        name: r.get("name"),
+        kind: r.get("kind"),
+        document: r.get("document"),
+        hash: r.get("hash"),
+        revision: r.get("revision"),
+        source: r.get("source"),
+        applied_by: r.get("applied_by"),
+        applied_ms: r.get("applied_ms"),
+    }
+}
+
+impl Store {
+    /// Every live definition, by name.
+    pub async fn definitions(&self) -> Result<Vec<StoredDefinition>, StoreError> {
+        let sql = format!("SELECT {DEF_COLUMNS} FROM definitions ORDER BY name");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(definition_of).collect())
+    }
+
+    /// The next revision number of each name (1 for a name never seen).
+    pub async fn next_revision(&self, name: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(revision), 0) AS last FROM definition_revisions WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.get::<i64, _>("last") + 1)
+    }
+
+    /// Writes the changes of one apply in one transaction.
+    pub async fn write_definitions(&self, writes: &[DefinitionWrite]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for w in writes {
+            write_one(&mut tx, w).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A definition's history, newest first.
+    pub async fn revisions(&self, name: &str) -> Result<Vec<Revision>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, revision, kind, action, document, hash, source, applied_by, applied_ms \
+             FROM definition_revisions WHERE name = $1 ORDER BY revision DESC",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Revision {
+                name: r.get("name"),
+                revision: r.get("revision"),
+                kind: r.get("kind"),
+                action: r.get("action"),
+                document: r.get("document"),
+                hash: r.get("hash"),
+                source: r.get("source"),
+                applied_by: r.get("applied_by"),
+                applied_ms: r.get("applied_ms"),
+            })
+            .collect())
+    }
+
+    /// The names paused now.
+    pub async fn paused(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT name FROM paused ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| r.get("name")).collect())
+    }
+
+    /// Pauses or resumes `name`; `Ok(false)` when it already was so.
+    pub async fn set_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        who: &str,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = if paused {
+            sqlx::query(
+                "INSERT INTO paused (name, paused_by, paused_ms) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(who)
+            .bind(at_ms)
+            .execute(&self.pool)
+            .await?
+        } else {
+            sqlx::query("DELETE FROM paused WHERE name = $1")
+                .bind(name)
+                .execute(&self.pool)
+                .await?
+        };
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+async fn write_one(tx: &mut Transaction<'_, Any>, w: &DefinitionWrite) -> Result<(), StoreError> {
+    match w {
+        DefinitionWrite::Put { def, action } => {
+            let sql = format!(
+                "INSERT INTO definitions ({DEF_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, document = excluded.document, \
+                 hash = excluded.hash, revision = excluded.revision, source = excluded.source, \
+                 applied_by = excluded.applied_by, applied_ms = excluded.applied_ms"
+            );
+            sqlx::query(&sql)
+                .bind(&def.name)
+                .bind(&def.kind)
+                .bind(&def.document)
+                .bind(&def.hash)
+                .bind(def.revision)
+                .bind(&def.source)
+                .bind(&def.applied_by)
+                .bind(def.applied_ms)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO definition_revisions (name, revision, kind, action, document, hash, source, applied_by, applied_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&def.name)
+            .bind(def.revision)
+            .bind(&def.kind)
+            .bind(*action)
+            .bind(&def.document)
+            .bind(&def.hash)
+            .bind(&def.source)
+            .bind(&def.applied_by)
+            .bind(def.applied_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
+        DefinitionWrite::Adopt { name, source } => {
+            sqlx::query("UPDATE definitions SET source = $1 WHERE name = $2")
+                .bind(source)
+                .bind(name)
+                .execute(&mut **tx)
+                .await?;
+        }
+        DefinitionWrite::Remove {
+            name,
+            kind,
+            action,
+            source,
+            applied_by,
+            applied_ms,
+        } => {
+            sqlx::query("DELETE FROM definitions WHERE name = $1")
+                .bind(name)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO definition_revisions (name, revision, kind, action, source, applied_by, applied_ms) \
+                 SELECT $1, COALESCE(MAX(revision), 0) + 1, $2, $3, $4, $5, $6 FROM definition_revisions WHERE name = $1",
+            )
+            .bind(name)
+            .bind(kind)
+            .bind(*action)
+            .bind(source)
+            .bind(applied_by)
+            .bind(applied_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,267 @@
+//! What the API and the CLI read: runs with their attempts and steps, and
+//! per-workflow statistics.
+
+use serde_json::{Value, json};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError};
+
+/// Which runs a listing covers.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// A workflow's name; with `stages`, a pipeline's: its stages' runs.
+    pub workflow: Option<String>,
+    pub stages: bool,
+    pub status: Option<String>,
+    /// Only runs whose event is on this path.
+    pub path: Option<String>,
+    pub limit: i64,
+}
+
+const RUN_COLUMNS: &str = "r.id, r.workflow, r.status, r.reason, r.attempts, r.chain_depth, r.queued_ms, r.started_ms, \
+     r.finished_ms, r.duration_ms, r.error, r.event_id, r.event_type, r.path, r.old_path";
+
+/// A time in RFC 3339 with milliseconds, as the API shows times.
+pub fn timestamp(ms: Option<i64>) -> Value {
+    match ms.and_then(|ms| u64::try_from(ms).ok()) {
+        Some(ms) => {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+            Value::String(humantime::format_rfc3339_millis(t).to_string())
+        }
+        None => Value::Null,
+    }
+}
+
+fn run_json(r: &AnyRow) -> Value {
+    json!({
+        "id": r.get::<String, _>("id"),
+        "workflow": r.get::<String, _>("workflow"),
+        "status": r.get::<String, _>("status"),
+        "reason": r.get::<Option<String>, _>("reason"),
+        "attempts": r.get::<i64, _>("attempts"),
+        "chain_depth": r.get::<i64, _>("chain_depth"),
+        "event": {
+            "id": r.get::<String, _>("event_id"),
+            "type": r.get::<String, _>("event_type"),
+            "path": r.get::<String, _>("path"),
+            "old_path": r.get::<Option<String>, _>("old_path"),
+        },
+        "queued_at": timestamp(r.get("queued_ms")),
+        "started_at": timestamp(r.get("started_ms")),
+        "finished_at": timestamp(r.get("finished_ms")),
+        "duration_ms": r.get::<Option<i64>, _>("duration_ms"),
+        "error": r.get::<Option<String>, _>("error"),
+    })
+}
+
+impl Store {
+    /// Runs, newest first.
+    pub async fn list_runs(&self, f: &RunFilter) -> Result<Vec<Value>, StoreError> {
+        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs r WHERE 1 = 1");
+        let mut binds: Vec<String> = Vec::new();
+        if let Some(w) = &f.workflow {
+            binds.push(w.clone());
+            if f.stages {
+                binds.push(format!("{w}/%"));
+                sql += &format!(
+                    " AND (r.workflow = ${} OR r.workflow LIKE ${})",
+                    binds.len() - 1,
+                    binds.len()
+                );
+            } else {
+                sql += &format!(" AND r.workflow = ${}", binds.len());
+            }
+        }
+        if let Some(s) = &f.status {
+            binds.push(s.clone());
+            sql += &format!(" AND r.status = ${}", binds.len());
+        }
+        if let Some(p) = &f.path {
+            binds.push(p.clone());
+            sql += &format!(" AND r.path = ${}", binds.len());
+        }
+        sql += &format!(
+            " ORDER BY r.queued_ms DESC, r.id DESC LIMIT {}",
+            f.limit.clamp(1, 10_000)
+        );
+        let mut q = sqlx::query(&sql);
+        for b in &binds {
+            q = q.bind(b);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(run_json).collect())
+    }
+
+    /// One run with its attempts and the steps of each.
+    pub async fn run_detail(&self, id: &str) -> Result<Option<Value>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS}, e.cause_run_id, e.actor FROM runs r LEFT JOIN events e ON e.id = r.event_id WHERE r.id = $1"
+        );
+        let Some(row) = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut run = run_json(&row);
+        run["event"]["caused_by_run"] = json!(row.get::<Option<String>, _>("cause_run_id"));
+        run["event"]["actor"] = json!(row.get::<Option<String>, _>("actor"));
+        let attempts = sqlx::query(
+            "SELECT attempt, status, error, started_ms, finished_ms FROM attempts WHERE run_id = $1 ORDER BY attempt",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let steps = sqlx::query(
+            "SELECT attempt, idx, name, status, exit_code, started_ms, finished_ms, stdout, stderr, output, error \
+             FROM steps WHERE run_id = $1 ORDER BY attempt, idx",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let step_json = |s: &AnyRow| {
+            json!({
+                "name": s.get::<String, _>("name"),
+                "status": s.get::<String, _>("status"),
+                "exit_code": s.get::<Option<i64>, _>("exit_code"),
+                "started_at": timestamp(s.get("started_ms")),
+                "finished_at": timestamp(s.get("finished_ms")),
+                "stdout": s.get::<Option<String>, _>("stdout"),
+                "stderr": s.get::<Option<String>, _>("stderr"),
+                "output": s.get::<Option<String>, _>("output")
+                    .map(|o| serde_json::from_str::<Value>(&o).unwrap_or(Value::String(o))),
+                "error": s.get::<Option<String>, _>("error"),
+            })
+        };
+        let last_attempt = attempts.last().map(|a| a.get::<i64, _>("attempt"));
+        run["attempt_log"] = attempts
+            .iter()
+            .map(|a| {
+                let n: i64 = a.get("attempt");
+                json!({
+                    "attempt": n,
+                    "status": a.get::<String, _>("status"),
+                    "error": a.get::<Option<String>, _>("error"),
+                    "started_at": timestamp(a.get("started_ms")),
+                    "finished_at": timestamp(a.get("finished_ms")),
+                    "steps": steps.iter().filter(|s| s.get::<i64, _>("attempt") == n).map(step_json).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        // `steps` are those of the last attempt, the run's outcome.
+        run["steps"] = steps
+            .iter()
+            .filter(|s| Some(s.get::<i64, _>("attempt")) == last_attempt)
+            .map(step_json)
+            .collect();
+        Ok(Some(run))
+    }
+
+    /// Counts and durations of a workflow's (or pipeline's) runs.
+    pub async fn run_stats(&self, workflow: &str, stages: bool) -> Result<Value, StoreError> {
+        let filter = if stages {
+            "(workflow = $1 OR workflow LIKE $2)"
+        } else {
+            "(workflow = $1 OR workflow = $2)"
+        };
+        let sql = format!("SELECT status, COUNT(*) AS n FROM runs WHERE {filter} GROUP BY status");
+        // The second pattern is the name again for a workflow, its stages for a pipeline.
+        let like = if stages {
+            format!("{workflow}/%")
+        } else {
+            workflow.to_owned()
+        };
+        let rows = sqlx::query(&sql)
+            .bind(workflow)
+            .bind(&like)
+            .fetch_all(&self.pool)
+            .await?;
+        let (mut total, mut succeeded, mut failed, mut skipped) = (0i64, 0i64, 0i64, 0i64);
+        for r in &rows {
+            let n: i64 = r.get("n");
+            total += n;
+            match r.get::<String, _>("status").as_str() {
+                "succeeded" => succeeded = n,
+                "failed" => failed = n,
+                "skipped" => skipped = n,
+                _ => {}
+            }
+        }
+        // Durations of finished runs that ran, newest 10,000: the average
+        // and the 95th percentile.
+        let sql = format!(
+            "SELECT duration_ms FROM runs WHERE {filter} AND duration_ms IS NOT NULL \
+             AND status IN ('succeeded', 'failed') ORDER BY finished_ms DESC LIMIT 10000"
+        );
+        let mut durations: Vec<i64> = sqlx::query(&sql)
+            .bind(workflow)
+            .bind(&like)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.get("duration_ms"))
+            .collect();
+        durations.sort_unstable();
+        let avg = (!durations.is_empty())
+            .then(|| durations.iter().sum::<i64>() as f64 / durations.len() as f64);
+        let p95 = (!durations.is_empty()).then(|| {
+            let i = ((durations.len() as f64) * 0.95).ceil() as usize;
+            durations[i.clamp(1, durations.len()) - 1]
+        });
+        let ran = succeeded + failed;
+        Ok(json!({
+            "workflow": workflow,
+            "total": total,
+            "succeeded": succeeded,
+            "failed": failed,
+            "skipped": skipped,
+            "success_rate": if ran == 0 { Value::Null } else { json!(((succeeded as f64 / ran as f64) * 10_000.0).round() / 10_000.0) },
+            "avg_duration_ms": avg.map(|a| (a * 10.0).round() / 10.0),
+            "p95_duration_ms": p95,
+            "errors": failed,
+        }))
+    }
+
+    /// The failed attempts of a workflow's runs, newest first.
+    pub async fn run_errors(
+        &self,
+        workflow: &str,
+        stages: bool,
+        limit: i64,
+    ) -> Result<Vec<Value>, StoreError> {
+        let filter = if stages {
+            "(r.workflow = $1 OR r.workflow LIKE $2)"
+        } else {
+            "(r.workflow = $1 OR r.workflow = $2)"
+        };
+        let sql = format!(
+            "SELECT r.id, r.workflow, r.path, a.attempt, a.error, a.finished_ms FROM attempts a JOIN runs r ON r.id = a.run_id \
+             WHERE {filter} AND a.status = 'failed' ORDER BY a.finished_ms DESC LIMIT {}",
+            limit.clamp(1, 10_000)
+        );
+        let rows = sqlx::query(&sql)
+            .bind(workflow)
+            .bind(if stages {
+                format!("{workflow}/%")
+            } else {
+                workflow.to_owned()
+            })
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "run": r.get::<String, _>("id"),
+                    "workflow": r.get::<String, _>("workflow"),
+                    "path": r.get::<String, _>("path"),
+                    "attempt": r.get::<i64, _>("attempt"),
+                    "error": r.get::<Option<String>, _>("error"),
+                    "at": timestamp(r.get("finished_ms")),
+                })
+            })
+            .collect())
+    }
+}
