@@ -511,7 +511,9 @@ fn print_runs(v: &Value, with_workflow: bool) {
             row.push(s(&r["event"]["path"]));
             row.push(duration(&r["duration_ms"]));
             row.push(s(&r["status"]));
-            row.push(s(&r["id"]));
+            if with_workflow {
+                row.push(s(&r["id"]));
+            }
             row
         })
         .collect();
@@ -522,10 +524,11 @@ fn print_runs(v: &Value, with_workflow: bool) {
             &[19, 20, 28, 8, 9, 36],
         );
     } else {
+        // The seed's fields, within 80 columns; `-o json` has the run ids.
         print_table(
-            &["TIMESTAMP", "FILE", "DURATION", "STATUS", "RUN"],
+            &["TIMESTAMP", "FILE", "DURATION", "STATUS"],
             &rows,
-            &[19, 32, 8, 9, 36],
+            &[19, 34, 8, 9],
         );
     }
 }

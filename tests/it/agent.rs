@@ -201,14 +201,65 @@ impl Agent {
         child.wait().unwrap();
     }
 
-    /// The listen address the agent logged.
+    /// The listen address the agent logged last (a restart picks a new port).
     pub fn http_addr(&self) -> String {
         let log = self.log_text();
         let line = log
             .lines()
-            .find(|l| l.contains("http listening"))
+            .rfind(|l| l.contains("http listening"))
             .expect("listen line");
         line.rsplit("listen=").next().unwrap().trim().to_owned()
+    }
+
+    /// The agent's API root, `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http_addr())
+    }
+
+    /// Runs `nexusd admin ARGS` on the agent's database.
+    pub fn admin(&self, args: &[&str]) -> crate::support::Outcome {
+        let mut all = vec!["admin", "--data-dir"];
+        let data = self.data.display().to_string();
+        all.push(&data);
+        if let Backend::Postgres(url) = &self.backend {
+            all.extend(["--database-url", url.as_str()]);
+        }
+        all.extend(args);
+        crate::support::nexusd_in(&self.data, &all, b"")
+    }
+
+    /// Makes a user with `role` and returns a fresh key of theirs.
+    pub fn user_key(&self, user: &str, role: &str) -> String {
+        let made = self.admin(&["create-user", user, "--role", role]);
+        assert!(
+            made.code == 0 || made.stderr.contains("already exists"),
+            "{made:?}"
+        );
+        let key = self.admin(&["create-user-key", user]);
+        assert_eq!(key.code, 0, "{key:?}");
+        key.stdout.trim().to_owned()
+    }
+
+    /// Runs a client command (`nexusd ARGS`) against this agent with `key`,
+    /// in `cwd`, with `stdin`.
+    pub fn cli_in(
+        &self,
+        key: &str,
+        cwd: &std::path::Path,
+        args: &[&str],
+        stdin: &[u8],
+    ) -> crate::support::Outcome {
+        crate::support::nexusd_env(
+            cwd,
+            args,
+            stdin,
+            &[("NEXUS_URL", self.url().as_str()), ("NEXUS_API_KEY", key)],
+        )
+    }
+
+    /// Runs a client command against this agent with `key`.
+    pub fn cli(&self, key: &str, args: &[&str]) -> crate::support::Outcome {
+        self.cli_in(key, &self.data, args, b"")
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {

@@ -22,6 +22,7 @@ macro_rules! on_both {
 
 mod agent;
 mod agent_ops;
+mod api;
 mod injection;
 mod schema_agreement;
 mod seed;

@@ -24,8 +24,19 @@ pub fn repo() -> PathBuf {
 /// Runs `nexusd ARGS` in `dir` with `stdin` as standard input; a run that
 /// has not ended after 60 s is killed and reported, so a hang fails loudly.
 pub fn nexusd_in(dir: &Path, args: &[&str], stdin: &[u8]) -> Outcome {
+    nexusd_env(dir, args, stdin, &[])
+}
+
+/// As [`nexusd_in`], with environment variables set (and the client's
+/// own ones cleared, so the caller's shell cannot leak in).
+pub fn nexusd_env(dir: &Path, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Outcome {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nexusd"))
         .args(args)
+        .env_remove("NEXUS_URL")
+        .env_remove("NEXUS_API_KEY")
+        .env_remove("DATABASE_URL")
+        .env_remove("NEXUS_DATA_DIR")
+        .envs(env.iter().copied())
         .current_dir(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -1,0 +1,807 @@
+//! The HTTP API, its keys and roles, and the CLI client, end to end against
+//! the real binary and a real database.
+
+use std::fs;
+
+use serde_json::Value;
+
+use crate::agent::{Agent, Backend, block_on};
+use crate::support::repo;
+
+/// One request with an optional key; returns the status and the body.
+pub fn http(method: &str, url: &str, key: Option<&str>, body: Vec<u8>) -> (u16, String) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    block_on(async {
+        let client = reqwest::Client::new();
+        let mut req = client.request(method.parse().unwrap(), url).body(body);
+        if let Some(k) = key {
+            req = req.header("Authorization", format!("Bearer {k}"));
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
+    })
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+const WORKFLOW_A: &str = r#"
+apiVersion: nexus/v1
+kind: Workflow
+metadata:
+  name: a
+  description: first
+spec:
+  on:
+    - event: file.created
+      pattern: /in/*.txt
+  steps:
+    - name: copy
+      action: file.copy
+      with:
+        from: "{{event.path}}"
+        to: "/out/{{event.name}}"
+"#;
+
+const WORKFLOW_B: &str = r#"
+apiVersion: nexus/v1
+kind: Workflow
+metadata:
+  name: b
+spec:
+  on:
+    - event: file.created
+      pattern: /b/*.txt
+  steps:
+    - name: note
+      action: log
+      with:
+        message: "{{event.path}}"
+"#;
+
+/// The seed tutorial's session, as a user types it: a user and a key,
+/// `apply -f workflows.example`, `write`, `history`, `pause`, `write`
+/// (skipped), `resume`, `stats`; the pause survives a restart.
+fn tutorial_session(backend: Backend) {
+    let mut agent = Agent::start_on(backend, &[], &[]);
+    let key = agent.user_key("alice", "admin");
+    assert!(key.starts_with("nxk_"), "{key}");
+    let examples = repo().join("workflows.example");
+    let applied = agent.cli(&key, &["apply", "-f", examples.to_str().unwrap()]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    let mut lines: Vec<&str> = applied.stdout.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "pipeline/document-processor created",
+            "workflow/backup-important created",
+            "workflow/document-analysis created",
+            "workflow/safe-processor created",
+            "workflow/text-processor created",
+        ]
+    );
+
+    let wrote = agent.cli_in(
+        &key,
+        &agent.data,
+        &["write", "/workspace/uploads/report.txt", "--input", "-"],
+        b"one two three four",
+    );
+    assert_eq!(wrote.code, 0, "{wrote:?}");
+    assert_eq!(
+        wrote.stdout.trim(),
+        "wrote /workspace/uploads/report.txt (18 bytes)"
+    );
+    let summary = agent.wait_file("/workspace/uploads/report_summary.txt");
+    assert!(summary.contains("Words: 4"), "{summary}");
+    agent.wait_runs("text-processor", 1);
+
+    let history = agent.cli(&key, &["workflows", "history", "text-processor"]);
+    assert_eq!(history.code, 0, "{history:?}");
+    let rows: Vec<&str> = history.stdout.lines().collect();
+    assert!(rows[0].starts_with("TIMESTAMP"), "{}", history.stdout);
+    assert!(rows[0].contains("FILE") && rows[0].contains("DURATION") && rows[0].contains("STATUS"));
+    assert!(
+        rows[1].contains("/workspace/uploads/report.txt") && rows[1].contains("succeeded"),
+        "{}",
+        history.stdout
+    );
+    assert!(
+        rows.iter().all(|r| r.chars().count() <= 80),
+        "{}",
+        history.stdout
+    );
+
+    let paused = agent.cli(&key, &["workflows", "pause", "text-processor"]);
+    assert_eq!(
+        paused.stdout.trim(),
+        "workflow/text-processor paused",
+        "{paused:?}"
+    );
+    agent.write("/workspace/uploads/later.txt", "five six");
+    agent.wait_until("the skipped run", || {
+        agent.runs().iter().any(|r| {
+            r.path == "/workspace/uploads/later.txt"
+                && r.status == "skipped"
+                && r.reason.as_deref() == Some("paused")
+        })
+    });
+    assert!(!agent.path("/workspace/uploads/later_summary.txt").exists());
+
+    let resumed = agent.cli(&key, &["workflows", "resume", "text-processor"]);
+    assert_eq!(
+        resumed.stdout.trim(),
+        "workflow/text-processor resumed",
+        "{resumed:?}"
+    );
+    let stats = agent.cli(&key, &["workflows", "stats", "text-processor"]);
+    assert_eq!(stats.code, 0, "{stats:?}");
+    for line in [
+        "total:            2",
+        "succeeded:        1",
+        "skipped:          1",
+        "success_rate:     100.0%",
+    ] {
+        assert!(stats.stdout.contains(line), "{line} in\n{}", stats.stdout);
+    }
+    let stats = json(
+        &agent
+            .cli(
+                &key,
+                &["workflows", "stats", "text-processor", "-o", "json"],
+            )
+            .stdout,
+    );
+    assert_eq!(stats["total"], 2);
+    assert!(stats["p95_duration_ms"].is_i64(), "{stats}");
+
+    // A pause survives a restart and a re-apply.
+    agent.cli(&key, &["workflows", "pause", "text-processor"]);
+    agent.stop();
+    agent.spawn(&[]);
+    let again = agent.cli(&key, &["apply", "-f", examples.to_str().unwrap()]);
+    assert!(
+        again.stdout.contains("workflow/text-processor unchanged"),
+        "{again:?}"
+    );
+    let list = json(&agent.cli(&key, &["workflows", "list", "-o", "json"]).stdout);
+    let tp = list["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "text-processor")
+        .unwrap();
+    assert_eq!(tp["status"], "paused", "{tp}");
+    agent.write("/workspace/uploads/third.txt", "x");
+    agent.wait_until("the second skipped run", || {
+        agent
+            .runs()
+            .iter()
+            .any(|r| r.path == "/workspace/uploads/third.txt" && r.status == "skipped")
+    });
+}
+on_both!(tutorial, tutorial_session);
+
+/// `apply` is all or nothing and says what it did per object; `--dry-run`
+/// changes nothing; `--prune` removes what left the source; `diff` exits 1
+/// on drift; revisions can be read and rolled back to.
+fn gitops_session(backend: Backend) {
+    let agent = Agent::start_on(backend, &[], &[]);
+    let key = agent.user_key("ci", "admin");
+    let repo_dir = tempfile::tempdir().unwrap();
+    let defs = repo_dir.path().join("defs");
+    fs::create_dir_all(&defs).unwrap();
+    fs::write(defs.join("a.yaml"), WORKFLOW_A).unwrap();
+    fs::write(defs.join("b.yaml"), WORKFLOW_B).unwrap();
+    let cli = |args: &[&str]| agent.cli_in(&key, repo_dir.path(), args, b"");
+    let revision = |name: &str| -> i64 {
+        let got = cli(&["workflows", "get", name, "-o", "json"]);
+        assert_eq!(got.code, 0, "{got:?}");
+        json(&got.stdout)["revision"].as_i64().unwrap()
+    };
+
+    let first = cli(&["apply", "-f", "defs"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    assert_eq!(first.stdout, "workflow/a created\nworkflow/b created\n");
+    let second = cli(&["apply", "-f", "defs"]);
+    assert_eq!(
+        second.stdout,
+        "workflow/a unchanged\nworkflow/b unchanged\n"
+    );
+    assert_eq!(revision("a"), 1);
+    let same = cli(&["diff", "-f", "defs"]);
+    assert_eq!((same.code, same.stdout.as_str()), (0, ""), "{same:?}");
+
+    // A change, tried first.
+    fs::write(defs.join("a.yaml"), WORKFLOW_A.replace("first", "second")).unwrap();
+    let dry = cli(&["apply", "-f", "defs", "--dry-run"]);
+    assert!(
+        dry.stdout.contains("workflow/a configured (dry run)"),
+        "{dry:?}"
+    );
+    assert_eq!(revision("a"), 1);
+    let drift = cli(&["diff", "-f", "defs"]);
+    assert_eq!(drift.code, 1, "{drift:?}");
+    assert!(
+        drift.stdout.contains("-  description: first"),
+        "{}",
+        drift.stdout
+    );
+    assert!(
+        drift.stdout.contains("+  description: second"),
+        "{}",
+        drift.stdout
+    );
+
+    // One bad document refuses the whole set, naming file, line and column.
+    fs::write(
+        defs.join("b.yaml"),
+        WORKFLOW_B.replace("file.created", "file.create"),
+    )
+    .unwrap();
+    let refused = cli(&["apply", "-f", "defs"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("defs/b.yaml:8:14"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("nothing was applied"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(revision("a"), 1);
+    // The server refuses it too, with positions, when sent directly.
+    let (status, body) = http(
+        "POST",
+        &format!("{}/v1/apply", agent.url()),
+        Some(&key),
+        WORKFLOW_B
+            .replace("file.created", "file.create")
+            .into_bytes(),
+    );
+    assert_eq!(status, 422, "{body}");
+    let err = json(&body);
+    assert_eq!(err["error"]["code"], "invalid");
+    assert_eq!(err["error"]["diagnostics"][0]["line"], 8, "{body}");
+    assert_eq!(revision("b"), 1);
+
+    fs::write(defs.join("b.yaml"), WORKFLOW_B).unwrap();
+    let applied = cli(&["apply", "-f", "defs"]);
+    assert_eq!(
+        applied.stdout, "workflow/a configured\nworkflow/b unchanged\n",
+        "{applied:?}"
+    );
+    assert_eq!(revision("a"), 2);
+
+    // Prune removes what left this source, and nothing else.
+    fs::write(
+        repo_dir.path().join("other.yaml"),
+        WORKFLOW_B.replace("name: b", "name: c"),
+    )
+    .unwrap();
+    assert_eq!(
+        cli(&["apply", "-f", "other.yaml"]).stdout,
+        "workflow/c created\n"
+    );
+    fs::remove_file(defs.join("b.yaml")).unwrap();
+    let pruned = cli(&["apply", "-f", "defs", "--prune"]);
+    assert_eq!(
+        pruned.stdout, "workflow/a unchanged\nworkflow/b pruned\n",
+        "{pruned:?}"
+    );
+    let names: Vec<String> = json(&cli(&["workflows", "list", "-o", "json"]).stdout)["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["a", "c"]);
+
+    // Old revisions stay readable, and can be applied again.
+    let old = cli(&["workflows", "get", "a", "--revision", "1"]);
+    assert!(old.stdout.contains("description: first"), "{old:?}");
+    let back = cli(&["workflows", "rollback", "a", "1"]);
+    assert_eq!(back.stdout, "workflow/a configured\n", "{back:?}");
+    let now = json(&cli(&["workflows", "get", "a", "-o", "json"]).stdout);
+    assert_eq!(now["revision"], 3);
+    assert_eq!(now["description"], "first");
+    let missing = cli(&["workflows", "get", "a", "--revision", "9"]);
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.stderr.contains("`a` has no revision 9"),
+        "{missing:?}"
+    );
+
+    // The rolled-back workflow runs.
+    agent.write("/in/x.txt", "x");
+    agent.wait_file("/out/x.txt");
+    let deleted = cli(&["workflows", "delete", "c"]);
+    assert_eq!(deleted.stdout, "workflow/c deleted\n", "{deleted:?}");
+}
+on_both!(gitops, gitops_session);
+
+/// The config dir applies through the same path: each change is a revision
+/// with the directory as its source.
+#[test]
+fn the_config_dir_applies_as_a_source_with_revisions() {
+    let agent = Agent::start(&[("a.yaml", WORKFLOW_A)], &[]);
+    let key = agent.user_key("ops", "reader");
+    let get = || {
+        json(
+            &agent
+                .cli(&key, &["workflows", "get", "a", "-o", "json"])
+                .stdout,
+        )
+    };
+    let first = get();
+    assert_eq!(first["revision"], 1);
+    assert!(
+        first["source"].as_str().unwrap().starts_with("dir:"),
+        "{first}"
+    );
+    assert_eq!(first["applied_by"], "config-dir");
+    fs::write(
+        agent.config.join("a.yaml"),
+        WORKFLOW_A.replace("first", "second"),
+    )
+    .unwrap();
+    agent.wait_until("the reload", || get()["revision"] == 2);
+    assert_eq!(get()["description"], "second");
+    // The reader may read, not apply.
+    let refused = agent.cli(&key, &["apply", "-f", agent.config.to_str().unwrap()]);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("needs the admin role"),
+        "{refused:?}"
+    );
+}
+
+/// Every route with every kind of caller: the status of each cell.
+#[test]
+fn the_role_matrix_holds_for_every_route() {
+    let agent = Agent::start(&[("a.yaml", WORKFLOW_A)], &[]);
+    agent.write("/in/seed.txt", "s");
+    agent.wait_file("/out/seed.txt");
+    let admin = agent.user_key("root", "admin");
+    let writer = agent.user_key("wendy", "writer");
+    let reader = agent.user_key("rita", "reader");
+    let revoked = agent.user_key("rob", "reader");
+    let revoke = agent.admin(&["revoke-key", &revoked]);
+    assert_eq!(revoke.code, 0, "{revoke:?}");
+    let wrong = format!("{}0", &reader[..reader.len() - 1]);
+    let wrong = if wrong == reader {
+        format!("{}1", &reader[..reader.len() - 1])
+    } else {
+        wrong
+    };
+    let run_id = agent.runs()[0].id.clone();
+
+    // (method, path, body, least role, status when allowed)
+    let apply_body = WORKFLOW_A.to_owned();
+    let routes: Vec<(&str, String, String, &str, u16)> = vec![
+        ("GET", "/health".into(), String::new(), "public", 200),
+        ("GET", "/v1/workflows".into(), String::new(), "reader", 200),
+        (
+            "GET",
+            "/v1/workflows/a".into(),
+            String::new(),
+            "reader",
+            200,
+        ),
+        (
+            "GET",
+            "/v1/workflows/a/runs".into(),
+            String::new(),
+            "reader",
+            200,
+        ),
+        (
+            "GET",
+            "/v1/workflows/a/stats".into(),
+            String::new(),
+            "reader",
+            200,
+        ),
+        (
+            "GET",
+            "/v1/workflows/a/errors".into(),
+            String::new(),
+            "reader",
+            200,
+        ),
+        ("GET", "/v1/runs".into(), String::new(), "reader", 200),
+        (
+            "GET",
+            format!("/v1/runs/{run_id}"),
+            String::new(),
+            "reader",
+            200,
+        ),
+        (
+            "GET",
+            "/v1/files/in/seed.txt".into(),
+            String::new(),
+            "reader",
+            200,
+        ),
+        ("GET", "/v1/files".into(), String::new(), "reader", 200),
+        ("POST", "/v1/diff".into(), apply_body.clone(), "reader", 200),
+        (
+            "PUT",
+            "/v1/files/m/ROLE.txt".into(),
+            "x".into(),
+            "writer",
+            201,
+        ),
+        (
+            "POST",
+            "/v1/files/m/ROLE.log:append".into(),
+            "x".into(),
+            "writer",
+            200,
+        ),
+        (
+            "DELETE",
+            "/v1/files/m/ROLE-missing.txt".into(),
+            String::new(),
+            "writer",
+            404,
+        ),
+        (
+            "POST",
+            "/v1/workflows/a/pause".into(),
+            String::new(),
+            "writer",
+            200,
+        ),
+        (
+            "POST",
+            "/v1/workflows/a/resume".into(),
+            String::new(),
+            "writer",
+            200,
+        ),
+        (
+            "POST",
+            "/v1/workflows/a/trigger".into(),
+            r#"{"path":"/in/seed.txt"}"#.into(),
+            "writer",
+            202,
+        ),
+        ("POST", "/v1/apply".into(), apply_body.clone(), "admin", 200),
+        (
+            "POST",
+            "/v1/workflows/a/rollback?revision=1".into(),
+            String::new(),
+            "admin",
+            200,
+        ),
+        (
+            "DELETE",
+            "/v1/workflows/missing".into(),
+            String::new(),
+            "admin",
+            404,
+        ),
+    ];
+    let callers: Vec<(&str, Option<&str>, u8)> = vec![
+        ("no key", None, 0),
+        ("wrong key", Some(&wrong), 0),
+        ("revoked key", Some(&revoked), 0),
+        ("not a key", Some("hunter2"), 0),
+        ("reader", Some(&reader), 1),
+        ("writer", Some(&writer), 2),
+        ("admin", Some(&admin), 3),
+    ];
+    let level = |role: &str| match role {
+        "public" => 0,
+        "reader" => 1,
+        "writer" => 2,
+        _ => 3,
+    };
+    let mut wrong_cells = Vec::new();
+    for (who, key, rank) in &callers {
+        for (method, path, body, role, ok) in &routes {
+            let path = path.replace("ROLE", &who.replace(' ', "-"));
+            let expected = if level(role) == 0 {
+                *ok
+            } else if *rank == 0 {
+                401
+            } else if *rank < level(role) {
+                403
+            } else {
+                *ok
+            };
+            let (status, text) = http(
+                method,
+                &format!("{}{path}", agent.url()),
+                *key,
+                body.clone().into_bytes(),
+            );
+            if status != expected {
+                wrong_cells.push(format!(
+                    "{who:>11} {method} {path}: {status}, expected {expected}: {text}"
+                ));
+            }
+            if status >= 400 {
+                let v = json(&text);
+                assert!(
+                    v["error"]["code"].is_string() && v["error"]["message"].is_string(),
+                    "{text}"
+                );
+            }
+        }
+    }
+    assert!(
+        wrong_cells.is_empty(),
+        "cells that differ:\n{}",
+        wrong_cells.join("\n")
+    );
+    // Keys are never taken from the query string.
+    let (status, _) = http(
+        "GET",
+        &format!("{}/v1/workflows?api_key={admin}", agent.url()),
+        None,
+        Vec::new(),
+    );
+    assert_eq!(status, 401);
+}
+
+/// Malformed requests at every route: a 4xx with the error shape, never a 5xx.
+#[test]
+fn malformed_requests_get_4xx_never_5xx() {
+    let agent = Agent::start(&[("a.yaml", WORKFLOW_A)], &[]);
+    let key = agent.user_key("root", "admin");
+    let url = agent.url();
+    let long = "x".repeat(10_000);
+    let deep = format!("{}1{}", "[".repeat(5_000), "]".repeat(5_000));
+    let laughs = "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n";
+    let bodies: Vec<Vec<u8>> = vec![
+        b"{{{".to_vec(),
+        b"\x00\xff\xfe".to_vec(),
+        b"null".to_vec(),
+        b"[]".to_vec(),
+        b"{\"path\": 7}".to_vec(),
+        b"{\"path\": \"/in/seed.txt\", \"extra\": 1}".to_vec(),
+        deep.into_bytes(),
+        laughs.as_bytes().to_vec(),
+        b"apiVersion: nexus/v1\nkind: Workflow\nmetadata: {name: a}\nspec: {on: [], steps: []}\nx: 1\nx: 2\n".to_vec(),
+    ];
+    let cases: Vec<(&str, String)> = vec![
+        ("POST", "/v1/apply".into()),
+        ("POST", "/v1/apply?dry_run=maybe".into()),
+        ("POST", "/v1/apply?unknown=1".into()),
+        ("POST", "/v1/diff?prune=2".into()),
+        ("GET", "/v1/workflows/a/runs?limit=abc".into()),
+        ("GET", "/v1/workflows/a/runs?limit=-1".into()),
+        (
+            "GET",
+            "/v1/workflows/a/runs?limit=99999999999999999999999".into(),
+        ),
+        ("GET", "/v1/workflows/a/runs?status=bogus".into()),
+        ("GET", "/v1/runs?status=%ff".into()),
+        ("GET", "/v1/runs?workflow=a&workflow=b".into()),
+        ("GET", "/v1/workflows/a/errors?limit=0".into()),
+        ("GET", format!("/v1/workflows/{long}")),
+        ("GET", "/v1/workflows/%ff%fe".into()),
+        ("GET", "/v1/workflows/a?revision=x".into()),
+        ("POST", "/v1/workflows/a/rollback".into()),
+        ("POST", "/v1/workflows/a/rollback?revision=99".into()),
+        ("POST", "/v1/workflows/a/trigger".into()),
+        ("POST", "/v1/workflows/a/trigger?path=relative".into()),
+        ("POST", "/v1/workflows/nope/pause".into()),
+        ("GET", "/v1/runs/%00".into()),
+        ("GET", "/v1/files/%2e%2e/%2e%2e/etc/passwd".into()),
+        ("GET", "/v1/files/in%2Fseed.txt".into()),
+        ("PUT", "/v1/files/.nexus/nexus.db".into()),
+        ("PUT", "/v1/files/in/a%00b".into()),
+        ("POST", "/v1/files/in/seed.txt".into()),
+        ("DELETE", "/v1/files/in".into()),
+        ("PATCH", "/v1/workflows/a".into()),
+        ("GET", "/v1/nowhere".into()),
+    ];
+    let mut five_hundreds = Vec::new();
+    for (method, path) in &cases {
+        for body in &bodies {
+            let (status, text) = http(method, &format!("{url}{path}"), Some(&key), body.clone());
+            if status >= 500 {
+                five_hundreds.push(format!("{method} {path}: {status} {text}"));
+            }
+            if status >= 400 {
+                let v = json(&text);
+                assert!(v["error"]["code"].is_string(), "{method} {path}: {text}");
+            }
+        }
+    }
+    assert!(five_hundreds.is_empty(), "{}", five_hundreds.join("\n"));
+    // Over the size limit: 413.
+    let big = vec![b'a'; 17 * 1024 * 1024];
+    let (status, text) = http(
+        "PUT",
+        &format!("{url}/v1/files/big.bin"),
+        Some(&key),
+        big.clone(),
+    );
+    assert_eq!(status, 413, "{text}");
+    assert_eq!(json(&text)["error"]["code"], "payload_too_large");
+    let (status, _) = http("POST", &format!("{url}/v1/apply"), Some(&key), big);
+    assert_eq!(status, 413);
+    // The live set is untouched by all of it.
+    let list = json(
+        &http(
+            "GET",
+            &format!("{url}/v1/workflows"),
+            Some(&key),
+            Vec::new(),
+        )
+        .1,
+    );
+    assert_eq!(list["workflows"][0]["name"], "a");
+    assert_eq!(list["workflows"][0]["revision"], 1, "{list}");
+}
+
+/// The file API: writes trigger workflows and record who made them; paths
+/// are confined to the data dir.
+#[test]
+fn the_file_api_writes_atomically_confined_and_attributed() {
+    let agent = Agent::start(&[("a.yaml", WORKFLOW_A)], &[]);
+    let key = agent.user_key("wendy", "writer");
+    let url = agent.url();
+    let (status, body) = http(
+        "PUT",
+        &format!("{url}/v1/files/in/doc.txt"),
+        Some(&key),
+        b"hello".to_vec(),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(agent.wait_file("/out/doc.txt"), "hello");
+    let run = agent.wait_runs("a", 1).remove(0);
+    let shown = agent.cli(&key, &["runs", "get", &run.id, "-o", "json"]);
+    let shown = json(&shown.stdout);
+    assert_eq!(shown["event"]["actor"], "wendy", "{shown}");
+    assert_eq!(shown["steps"][0]["name"], "copy");
+    let (status, body) = http(
+        "PUT",
+        &format!("{url}/v1/files/in/doc.txt"),
+        Some(&key),
+        b"again".to_vec(),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    let cat = agent.cli(&key, &["cat", "/out/doc.txt"]);
+    assert_eq!((cat.code, cat.stdout.as_str()), (0, "hello"));
+    let (status, _) = http(
+        "POST",
+        &format!("{url}/v1/files/logs/app.log:append"),
+        Some(&key),
+        b"one\n".to_vec(),
+    );
+    assert_eq!(status, 200);
+    http(
+        "POST",
+        &format!("{url}/v1/files/logs/app.log:append"),
+        Some(&key),
+        b"two\n".to_vec(),
+    );
+    assert_eq!(
+        fs::read_to_string(agent.path("/logs/app.log")).unwrap(),
+        "one\ntwo\n"
+    );
+    let ls = agent.cli(&key, &["ls", "/logs"]);
+    assert!(
+        ls.stdout.lines().nth(1).unwrap().ends_with("app.log"),
+        "{ls:?}"
+    );
+    let rm = agent.cli(&key, &["rm", "/logs/app.log"]);
+    assert_eq!(rm.stdout.trim(), "deleted /logs/app.log", "{rm:?}");
+    assert!(!agent.path("/logs/app.log").exists());
+    let gone = agent.cli(&key, &["rm", "/logs/app.log"]);
+    assert_eq!(gone.code, 1);
+    assert!(gone.stderr.contains("no such file"), "{gone:?}");
+
+    // Escapes: encoded `..`, encoded `/`, the state dir, a symlink out.
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), agent.path("/out-link")).unwrap();
+    for (method, path) in [
+        ("GET", "/v1/files/%2e%2e/%2e%2e/etc/passwd"),
+        ("GET", "/v1/files/in%2Fdoc.txt"),
+        ("PUT", "/v1/files/.nexus/evil"),
+        ("PUT", "/v1/files/out-link/pwned.txt"),
+        ("GET", "/v1/files//etc/passwd"),
+    ] {
+        let (status, body) = http(method, &format!("{url}{path}"), Some(&key), b"x".to_vec());
+        assert!(
+            status == 400 || status == 404,
+            "{method} {path}: {status} {body}"
+        );
+    }
+    assert!(!outside.path().join("pwned.txt").exists());
+    assert!(!agent.path("/.nexus/evil").exists());
+}
+
+/// `trigger` runs a workflow for a file now, recorded with the user.
+#[test]
+fn trigger_runs_a_workflow_for_a_file() {
+    let agent = Agent::start(&[("a.yaml", WORKFLOW_A), ("b.yaml", WORKFLOW_B)], &[]);
+    let key = agent.user_key("wendy", "writer");
+    agent.write("/elsewhere/f.txt", "f");
+    agent.barrier();
+    let out = agent.cli(
+        &key,
+        &["workflows", "trigger", "a", "--path", "/elsewhere/f.txt"],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.starts_with("run/run_") && out.stdout.trim().ends_with("queued"),
+        "{out:?}"
+    );
+    assert_eq!(agent.wait_file("/out/f.txt"), "f");
+    let missing = agent.cli(&key, &["workflows", "trigger", "a", "--path", "/nope.txt"]);
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.stderr.contains("no file at `/nope.txt`"),
+        "{missing:?}"
+    );
+    let unknown = agent.cli(
+        &key,
+        &["workflows", "trigger", "zzz", "--path", "/elsewhere/f.txt"],
+    );
+    assert!(
+        unknown
+            .stderr
+            .contains("no workflow or pipeline named `zzz`"),
+        "{unknown:?}"
+    );
+    let runs = agent.cli(&key, &["runs", "list", "--workflow", "a", "-o", "json"]);
+    let runs = json(&runs.stdout);
+    assert_eq!(runs["runs"][0]["event"]["path"], "/elsewhere/f.txt");
+}
+
+/// Client errors: one clear line and exit 1; usage errors exit 2.
+#[test]
+fn client_errors_are_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::support::nexusd_env(
+        dir.path(),
+        &["workflows", "list"],
+        b"",
+        &[
+            ("NEXUS_URL", "http://127.0.0.1:9"),
+            ("NEXUS_API_KEY", "nxk_x"),
+        ],
+    );
+    assert_eq!(out.code, 1);
+    assert_eq!(
+        out.stderr.trim(),
+        "error: cannot reach nexusd at http://127.0.0.1:9: connection refused or host unreachable"
+    );
+    let usage = crate::support::nexusd_env(dir.path(), &["workflows", "frobnicate"], b"", &[]);
+    assert_eq!(usage.code, 2);
+    let agent = Agent::start(&[], &[]);
+    let refused = agent.cli(
+        "nxk_0123456789abcdef_000000000000000000000000000000000000000000000000",
+        &["workflows", "list"],
+    );
+    assert_eq!(refused.code, 1);
+    assert_eq!(
+        refused.stderr.trim(),
+        "error: the API key was refused: the API key is not valid (set --api-key or NEXUS_API_KEY)"
+    );
+    let no_user = agent.admin(&["create-user-key", "ghost"]);
+    assert_eq!(no_user.code, 1);
+    assert!(no_user.stderr.contains("no user `ghost`"), "{no_user:?}");
+    let twice = agent.admin(&["create-user", "ann"]);
+    assert_eq!(twice.code, 0);
+    let twice = agent.admin(&["create-user", "ann"]);
+    assert!(
+        twice.stderr.contains("user `ann` already exists"),
+        "{twice:?}"
+    );
+    let bad_role = agent.admin(&["create-user", "bob", "--role", "root"]);
+    assert_eq!(bad_role.code, 2);
+}
