@@ -9,6 +9,7 @@ pub mod definitions;
 pub mod engine;
 pub mod events;
 pub mod matching;
+pub mod metrics;
 pub mod server;
 pub mod steps;
 pub mod store;

@@ -196,6 +196,29 @@ impl Matcher {
     }
 
     /// The decision for every workflow, in definition order.
+    /// The decisions for the workflows that some pattern of theirs matched
+    /// (the others did not match at all): what the decision log keeps. One
+    /// set match, as [`Matcher::candidates`].
+    pub fn near(
+        &self,
+        defs: &DefinitionSet,
+        event: EventType,
+        path: &str,
+    ) -> Vec<(usize, Decision)> {
+        let mut out: Vec<(usize, Decision)> = Vec::new();
+        for i in self.set.matches(path) {
+            let (w, t, p) = self.owners[i];
+            let decision = decide(&defs.workflows[w], t, p, event, path);
+            match out.iter_mut().find(|(o, _)| *o == w) {
+                Some((_, old)) if rank(&decision) > rank(old) => *old = decision,
+                Some(_) => {}
+                None => out.push((w, decision)),
+            }
+        }
+        out.sort_by_key(|(w, _)| *w);
+        out
+    }
+
     pub fn explain(&self, defs: &DefinitionSet, event: EventType, path: &str) -> Vec<Decision> {
         let mut decisions = vec![None; self.workflows];
         for i in self.set.matches(path) {

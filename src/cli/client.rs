@@ -11,7 +11,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::{
-    ApplyArgs, ClientArgs, DiffArgs, FileCommand, OutputFormat, RunsCommand, WorkflowsCommand,
+    ApplyArgs, ClientArgs, DiffArgs, EventsCommand, FileCommand, OutputFormat, RunsCommand,
+    WorkflowsCommand,
 };
 use crate::definitions::load_paths;
 
@@ -540,16 +541,20 @@ pub fn runs(command: RunsCommand) -> anyhow::Result<ExitCode> {
                 workflow,
                 status,
                 limit,
+                follow,
                 client,
                 output,
             } => {
                 let c = Client::new(&client)?;
                 let mut path = format!("/v1/runs?limit={limit}");
-                if let Some(w) = workflow {
-                    path.push_str(&format!("&workflow={}", enc(&w)));
+                if let Some(w) = &workflow {
+                    path.push_str(&format!("&workflow={}", enc(w)));
                 }
                 if let Some(st) = status {
                     path.push_str(&format!("&status={}", enc(&st)));
+                }
+                if follow {
+                    return follow_runs(&c, workflow.as_deref(), output).await;
                 }
                 let v = c.json(Method::GET, &path, None).await?;
                 if print_structured(output, &v)? {
@@ -607,6 +612,125 @@ pub fn runs(command: RunsCommand) -> anyhow::Result<ExitCode> {
                     println!();
                     print_table(&["STEP", "STATUS", "EXIT", "ERROR"], &rows, &[24, 9, 4, 40]);
                 }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Prints run changes as the server streams them, one line each (`-o
+/// json`: one JSON object per line), until interrupted or the server stops.
+async fn follow_runs(
+    c: &Client,
+    workflow: Option<&str>,
+    output: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    let mut url = format!("{}/v1/events?follow=true", c.base);
+    if let Some(w) = workflow {
+        url.push_str(&format!("&workflow={}", enc(w)));
+    }
+    let mut req = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()?
+        .get(&url);
+    if let Some(key) = &c.key {
+        req = req.bearer_auth(key);
+    }
+    let mut resp = req.send().await.map_err(|_| {
+        anyhow!(
+            "cannot reach nexusd at {}: connection refused or host unreachable",
+            c.base
+        )
+    })?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let bytes = resp.bytes().await.unwrap_or_default().to_vec();
+        Reply { status, bytes }.ok()?;
+        bail!("the server refused the stream ({status})");
+    }
+    if output == OutputFormat::Table {
+        println!("{:<19}  {:<9}  {:<24}  FILE", "TIME", "STATUS", "WORKFLOW");
+    }
+    let mut buffer = String::new();
+    let mut stdout = std::io::stdout();
+    while let Some(chunk) = resp.chunk().await.context("reading the stream")? {
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let data: String = block
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect();
+            let Ok(change) = serde_json::from_str::<Value>(&data) else {
+                continue;
+            };
+            match output {
+                OutputFormat::Table => writeln!(
+                    stdout,
+                    "{:<19}  {:<9}  {:<24}  {}",
+                    short_time(&change["at"]),
+                    s(&change["status"]),
+                    s(&change["workflow"]),
+                    s(&change["path"])
+                )?,
+                _ => writeln!(stdout, "{change}")?,
+            }
+            stdout.flush()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn events(command: EventsCommand) -> anyhow::Result<ExitCode> {
+    block_on(async move {
+        let EventsCommand::List {
+            path,
+            since,
+            limit,
+            client,
+            output,
+        } = command;
+        let c = Client::new(&client)?;
+        let mut url = format!("/v1/events?limit={limit}");
+        if let Some(p) = path {
+            url.push_str(&format!("&path={}", enc(&p)));
+        }
+        if let Some(t) = since {
+            url.push_str(&format!("&since={}", enc(&t)));
+        }
+        let v = c.json(Method::GET, &url, None).await?;
+        if print_structured(output, &v)? {
+            return Ok(ExitCode::SUCCESS);
+        }
+        for e in v["events"].as_array().into_iter().flatten() {
+            let moved = match e["old_path"].as_str() {
+                Some(old) => format!(" (from {old})"),
+                None => String::new(),
+            };
+            println!(
+                "{}  {}  {}{moved}",
+                short_time(&e["observed_at"]),
+                s(&e["type"]),
+                s(&e["path"])
+            );
+            let decisions = e["decisions"].as_array().cloned().unwrap_or_default();
+            if decisions.is_empty() {
+                println!("    no workflow's patterns match this path");
+            }
+            for d in decisions {
+                let what = match d["decision"].as_str() {
+                    Some("not matched") => format!("not run: {}", s(&d["reason"])),
+                    _ => {
+                        let status = d["run_status"].as_str().unwrap_or("recorded");
+                        let reason = d["reason"]
+                            .as_str()
+                            .map(|r| format!(" ({r})"))
+                            .unwrap_or_default();
+                        format!("run {} {status}{reason}", s(&d["run"]))
+                    }
+                };
+                println!("    {}: {what}", s(&d["workflow"]));
             }
         }
         Ok(ExitCode::SUCCESS)

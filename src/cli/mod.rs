@@ -42,6 +42,9 @@ pub enum Command {
     /// List and inspect runs.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// The decision log: what each event did or did not start, and why.
+    #[command(subcommand)]
+    Events(EventsCommand),
     #[command(flatten)]
     Files(FileCommand),
     /// Users and API keys, on the database directly (no running agent needed).
@@ -195,6 +198,9 @@ pub enum RunsCommand {
         status: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Then keep printing runs as they change, until interrupted.
+        #[arg(long)]
+        follow: bool,
         #[command(flatten)]
         client: ClientArgs,
         #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
@@ -203,6 +209,25 @@ pub enum RunsCommand {
     /// One run with its event, attempts and steps.
     Get {
         id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Recent events, newest first, each with what every workflow near it decided.
+    List {
+        /// Only events on this virtual path.
+        #[arg(long)]
+        path: Option<String>,
+        /// Only events since then: a duration ago (`10m`) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
         #[command(flatten)]
         client: ClientArgs,
         #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
@@ -425,6 +450,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Diff(args) => client::diff(args),
         Command::Workflows(c) => client::workflows(c),
         Command::Runs(c) => client::runs(c),
+        Command::Events(c) => client::events(c),
         Command::Files(c) => client::files(c),
         Command::Admin(args) => admin::run(args),
     }

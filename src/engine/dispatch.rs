@@ -122,6 +122,14 @@ async fn enqueue(rt: &Runtime, state: &mut State, job: Job) {
             {
                 tracing::error!(error = %e, "recording failed");
             }
+            let mut change = super::run::RunChange::new(
+                &old.run_id,
+                &old.workflow.name,
+                &old.event.path,
+                RunStatus::Skipped,
+            );
+            change.reason = Some(reason.clone());
+            rt.changed(change);
         }
     }
     queue.push_back(job);

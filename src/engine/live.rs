@@ -52,6 +52,35 @@ impl Live {
         })
     }
 
+    /// Why the workflows some pattern of which matches `path` do not run
+    /// for this event: `(workflow, reason)` for each, matched ones left out.
+    pub fn near_misses(&self, kind: EventType, path: &str) -> Vec<(&str, String)> {
+        use crate::matching::Decision;
+        self.matcher
+            .near(&self.set, kind, path)
+            .into_iter()
+            .filter_map(|(w, d)| {
+                let workflow = &self.set.workflows[w];
+                let reason = match d {
+                    Decision::Matched { .. } | Decision::NoPatternMatched => return None,
+                    Decision::Ignored { pattern } => format!("ignored by `{pattern}`"),
+                    Decision::EventTypeNotListed => {
+                        let listed: Vec<String> = workflow
+                            .triggers
+                            .iter()
+                            .map(|t| t.events.to_string())
+                            .collect();
+                        format!(
+                            "event type {kind} not listed (triggers on {})",
+                            listed.join("; ")
+                        )
+                    }
+                };
+                Some((workflow.name.as_str(), reason))
+            })
+            .collect()
+    }
+
     /// Each trigger pattern with its trigger's `settle:` time.
     pub fn settle_rules(&self) -> Vec<(crate::matching::Pattern, std::time::Duration)> {
         self.set

@@ -23,7 +23,7 @@ use self::causes::{Causes, Recent};
 use self::dispatch::Dispatcher;
 use self::live::LiveHandle;
 use self::registry::{Action, ApplyError, Registry, documents_of};
-use self::run::{Job, Runtime};
+use self::run::{Job, RunChange, Runtime};
 use crate::definitions::{Limits, load_config_dir};
 use crate::events::ignore::Ignore;
 use crate::events::reconcile::{Change, Hint, Reconciler, Timing};
@@ -86,6 +86,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         actors: Arc::new(Recent::default()),
         output_cap: opts.output_cap,
         shutdown: shutdown.clone(),
+        changes: tokio::sync::broadcast::channel(1024).0,
     });
     let checkpoints = tokio::spawn(checkpoint_worker(store.clone(), shutdown.clone()));
     let retention = tokio::spawn(retention_worker(
@@ -322,6 +323,7 @@ impl EventsWorker {
     /// Records a whole-tree comparison as a gap, in the store and the log.
     async fn record_gap(&self, reason: &str, changes: usize, started: Instant) {
         let scan_ms = started.elapsed().as_millis() as u64;
+        crate::metrics::METRICS.gap(changes);
         tracing::info!(
             reason,
             changes,
@@ -425,6 +427,7 @@ impl EventsWorker {
                 raw_abs: c.raw,
             };
             tracing::debug!(event = %event.id, kind = %event.kind, path = %event.path, "event");
+            let first_run = runs.len();
             for (workflow, seen) in live.targets(event.kind, &event.path, event.old_path.as_deref())
             {
                 let mut ev = event.clone();
@@ -467,14 +470,47 @@ impl EventsWorker {
                     queued_ms: now_ms(),
                 });
             }
-            events.push(event);
+            let decisions = decision_log(&live, &event, &runs[first_run..]);
+            events.push((event, decisions));
         }
         if let Err(e) = self.rt.store.commit_events(&events, &index, &runs).await {
             tracing::error!(error = %e, events = events.len(), "recording events failed; their runs are not started");
             return;
         }
+        for (e, _) in &events {
+            crate::metrics::METRICS.event(e.kind);
+        }
+        for r in &runs {
+            let mut change = RunChange::new(&r.id, &r.workflow, &r.event.path, r.status);
+            change.reason = r.reason.clone();
+            self.rt.changed(change);
+        }
         self.dispatcher.submit(jobs).await;
     }
+}
+
+/// What each workflow near an event decided, as the store keeps it: the
+/// runs it started (or skipped, and why), then the workflows whose patterns
+/// matched the path but that did not run, and why. `None` when no pattern
+/// matched at all.
+fn decision_log(live: &live::Live, event: &Event, runs: &[NewRun]) -> Option<String> {
+    let mut log: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|r| {
+            let decision = if r.status == RunStatus::Skipped {
+                "skipped"
+            } else {
+                "run"
+            };
+            serde_json::json!({"workflow": r.workflow, "decision": decision, "run": r.id, "reason": r.reason})
+        })
+        .collect();
+    for (workflow, reason) in live.near_misses(event.kind, &event.path) {
+        if !runs.iter().any(|r| r.workflow == workflow) {
+            log.push(serde_json::json!({"workflow": workflow, "decision": "not matched", "reason": reason}));
+        }
+    }
+    (!log.is_empty()).then(|| serde_json::Value::Array(log).to_string())
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {

@@ -13,6 +13,37 @@ use crate::events::{Event, now_ms};
 use crate::steps::{self, StepContext, StepOutcome, StepStatus};
 use crate::store::{AttemptEnd, RunStatus, StepRecord, Store};
 
+/// A run entering a state: streamed by `GET /v1/events?follow=true` and
+/// counted by the metrics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunChange {
+    pub run: String,
+    pub workflow: String,
+    pub path: String,
+    pub status: &'static str,
+    pub attempt: u32,
+    pub reason: Option<String>,
+    pub error: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub at: String,
+}
+
+impl RunChange {
+    pub fn new(run: &str, workflow: &str, path: &str, status: RunStatus) -> RunChange {
+        RunChange {
+            run: run.to_owned(),
+            workflow: workflow.to_owned(),
+            path: path.to_owned(),
+            status: status.as_str(),
+            attempt: 0,
+            reason: None,
+            error: None,
+            duration_ms: None,
+            at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        }
+    }
+}
+
 /// What every run shares.
 pub struct Runtime {
     pub store: Store,
@@ -24,6 +55,18 @@ pub struct Runtime {
     pub actors: Arc<super::causes::Recent<String>>,
     pub output_cap: usize,
     pub shutdown: CancellationToken,
+    /// Run state changes, for live followers.
+    pub changes: tokio::sync::broadcast::Sender<std::sync::Arc<RunChange>>,
+}
+
+impl Runtime {
+    /// Announces a run's new state.
+    pub fn changed(&self, change: RunChange) {
+        crate::metrics::METRICS.run(&change.workflow, change.status, change.duration_ms);
+        if self.changes.receiver_count() > 0 {
+            let _ = self.changes.send(std::sync::Arc::new(change));
+        }
+    }
 }
 
 /// A run to execute: the workflow version it started with and its event
@@ -57,12 +100,23 @@ pub async fn execute(rt: &Runtime, job: &Job) {
             () = rt.shutdown.cancelled() => return,
         }
     }
+    let started = std::time::Instant::now();
+    let change = |status: RunStatus, attempt: u32, error: Option<&str>| {
+        let mut c = RunChange::new(&job.run_id, &job.workflow.name, &job.event.path, status);
+        c.attempt = attempt;
+        c.error = error.map(str::to_owned);
+        if status.is_final() {
+            c.duration_ms = Some(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX));
+        }
+        rt.changed(c);
+    };
     loop {
         log_err(
             rt.store
                 .attempt_started(&job.run_id, attempt, now_ms())
                 .await,
         );
+        change(RunStatus::Running, attempt, None);
         tracing::info!(run = %job.run_id, workflow = %job.workflow.name, path = %job.event.path, attempt, "run started");
         let result = match job.workflow.timeout {
             Some(limit) => tokio::time::timeout(limit, run_attempt(rt, job, attempt))
@@ -88,6 +142,7 @@ pub async fn execute(rt: &Runtime, job: &Job) {
                     next_attempt_ms: None,
                 };
                 log_err(rt.store.attempt_finished(&job.run_id, &end).await);
+                change(RunStatus::Succeeded, attempt, None);
                 tracing::info!(run = %job.run_id, workflow = %job.workflow.name, "run succeeded");
                 return;
             }
@@ -114,6 +169,7 @@ pub async fn execute(rt: &Runtime, job: &Job) {
                 .then(|| at_ms + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
         };
         log_err(rt.store.attempt_finished(&job.run_id, &end).await);
+        change(next, attempt, Some(&failure.error));
         tracing::warn!(run = %job.run_id, workflow = %job.workflow.name, attempt, error = %failure.error, "attempt failed");
         if !again {
             return;

@@ -47,7 +47,10 @@ pub fn watch(root: &Path, capacity: usize) -> notify::Result<(Watch, mpsc::Recei
                 h => tx.try_send(h).is_err(),
             };
             if full {
-                flag.store(true, Ordering::SeqCst);
+                // Counted once per loss, not per dropped hint.
+                if !flag.swap(true, Ordering::SeqCst) {
+                    crate::metrics::METRICS.watcher_error();
+                }
                 wake.notify_one();
             }
         }

@@ -70,9 +70,11 @@ pub fn router(api: Api) -> Router {
                 .post(files::append),
         )
         .route("/v1/files", get(files::list_root))
+        .route("/v1/events", get(routes::events))
         .route("/v1/whoami", get(routes::whoami));
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(routes::metrics))
         .merge(v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -484,6 +484,10 @@ pub async fn trigger(
     } else {
         (RunStatus::Queued, None)
     };
+    let decision =
+        json!([{"workflow": workflow.name, "decision": if paused { "skipped" } else { "run" },
+        "run": run_id, "reason": if paused { "paused" } else { "triggered through the API" }}])
+        .to_string();
     let run = NewRun {
         id: run_id.clone(),
         workflow: workflow.name.clone(),
@@ -494,7 +498,7 @@ pub async fn trigger(
     };
     api.rt
         .store
-        .commit_events(std::slice::from_ref(&event), &[], &[run])
+        .commit_events(&[(event.clone(), Some(decision))], &[], &[run])
         .await
         .map_err(ApiError::store)?;
     if !paused {
@@ -640,4 +644,129 @@ pub async fn errors(
         .await
         .map_err(ApiError::store)?;
     Ok(Json(json!({ "errors": errors })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    path: Option<String>,
+    /// `10m` (that long ago) or an RFC 3339 time.
+    since: Option<String>,
+    limit: Option<i64>,
+    #[serde(default)]
+    follow: bool,
+    /// With `follow`: only this workflow's runs (a pipeline: its stages').
+    workflow: Option<String>,
+}
+
+/// The decision log (`?path=&since=`), or with `follow=true` a stream of
+/// run state changes as server-sent events, until the client goes away.
+pub async fn events(
+    State(api): State<Api>,
+    Q(q): Q<EventsQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    if q.follow {
+        return Ok(follow(
+            api.rt.changes.subscribe(),
+            api.rt.shutdown.clone(),
+            q.workflow,
+        )
+        .into_response());
+    }
+    let since_ms = match q.since.as_deref() {
+        None => None,
+        Some(text) => Some(parse_since(text).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "bad `since` `{text}`: give a duration (`10m`, `2h`) or an RFC 3339 time"
+            ))
+        })?),
+    };
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad_request("`limit` must be between 1 and 10000"));
+    }
+    let path = match q.path {
+        Some(p) => Some(
+            crate::steps::builtin::vpath(&p)
+                .map_err(ApiError::bad_request)?
+                .virt,
+        ),
+        None => None,
+    };
+    let f = crate::store::EventFilter {
+        path,
+        since_ms,
+        limit,
+    };
+    let events = api
+        .rt
+        .store
+        .list_events(&f)
+        .await
+        .map_err(ApiError::store)?;
+    Ok(Json(json!({ "events": events })).into_response())
+}
+
+fn parse_since(text: &str) -> Option<i64> {
+    if let Ok(d) = humantime::parse_duration(text) {
+        return Some(now_ms() - i64::try_from(d.as_millis()).ok()?);
+    }
+    let t = humantime::parse_rfc3339_weak(text).ok()?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(d.as_millis()).ok()
+}
+
+fn follow(
+    rx: tokio::sync::broadcast::Receiver<Arc<crate::engine::run::RunChange>>,
+    shutdown: tokio_util::sync::CancellationToken,
+    workflow: Option<String>,
+) -> axum::response::sse::Sse<
+    impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let wanted = move |w: &str| {
+        workflow.as_deref().is_none_or(|want| {
+            w == want || w.strip_prefix(want).is_some_and(|r| r.starts_with('/'))
+        })
+    };
+    let stream = futures_util::stream::unfold((rx, shutdown), move |(mut rx, shutdown)| {
+        let wanted = wanted.clone();
+        async move {
+            loop {
+                let got = tokio::select! {
+                    got = rx.recv() => got,
+                    () = shutdown.cancelled() => return None,
+                };
+                let event = match got {
+                    Ok(change) if wanted(&change.workflow) => SseEvent::default()
+                        .event("run")
+                        .json_data(&*change)
+                        .unwrap_or_else(|_| SseEvent::default().comment("unserializable")),
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(n)) => SseEvent::default().event("lagged").data(format!(
+                        "{n} changes were dropped: this client read too slowly"
+                    )),
+                    Err(RecvError::Closed) => return None,
+                };
+                return Some((Ok(event), (rx, shutdown)));
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(State(api): State<Api>) -> Result<axum::response::Response, ApiError> {
+    let queue = api.rt.store.queue_depth().await.map_err(ApiError::store)?;
+    let workflows = api.registry.live().current().workflows.len();
+    let text = crate::metrics::METRICS.render(&queue, workflows);
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }

@@ -19,7 +19,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{Executor, Row};
 
 pub use definitions::{DefinitionWrite, Revision, StoredDefinition};
-pub use reads::{RunFilter, timestamp};
+pub use reads::{EventFilter, RunFilter, timestamp};
 pub use records::{AttemptEnd, NewRun, RunStatus, StepRecord, UnfinishedRun};
 pub use users::{KeyOwner, User};
 
@@ -172,15 +172,15 @@ impl Store {
     /// committed.
     pub async fn commit_events(
         &self,
-        events: &[Event],
+        events: &[(Event, Option<String>)],
         index: &[IndexOp],
         runs: &[NewRun],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for e in events {
+        for (e, decisions) in events {
             sqlx::query(
-                "INSERT INTO events (id, type, path, old_path, size, mtime_ms, observed_ms, cause_run_id, chain_depth, actor) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                "INSERT INTO events (id, type, path, old_path, size, mtime_ms, observed_ms, cause_run_id, chain_depth, actor, decisions) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(&e.id)
             .bind(e.kind.as_str())
@@ -192,6 +192,7 @@ impl Store {
             .bind(e.cause.as_ref().map(|c| c.run_id.as_str()))
             .bind(i64::from(e.chain_depth()))
             .bind(&e.actor)
+            .bind(decisions)
             .execute(&mut *tx)
             .await?;
         }

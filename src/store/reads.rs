@@ -265,3 +265,106 @@ impl Store {
             .collect())
     }
 }
+
+/// Which events a listing covers.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub path: Option<String>,
+    pub since_ms: Option<i64>,
+    pub limit: i64,
+}
+
+impl Store {
+    /// Events, newest first, each with its decision log; a decision that
+    /// started a run shows the run's current status.
+    pub async fn list_events(&self, f: &EventFilter) -> Result<Vec<Value>, StoreError> {
+        let mut sql = "SELECT id, type, path, old_path, size, observed_ms, cause_run_id, chain_depth, actor, decisions \
+                       FROM events WHERE 1 = 1"
+            .to_owned();
+        let mut n = 0;
+        if f.path.is_some() {
+            n += 1;
+            sql += &format!(" AND path = ${n}");
+        }
+        if f.since_ms.is_some() {
+            n += 1;
+            sql += &format!(" AND observed_ms >= ${n}");
+        }
+        sql += &format!(" ORDER BY seq DESC LIMIT {}", f.limit.clamp(1, 10_000));
+        let mut q = sqlx::query(&sql);
+        if let Some(p) = &f.path {
+            q = q.bind(p);
+        }
+        if let Some(t) = f.since_ms {
+            q = q.bind(t);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        let mut events: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                let decisions = r
+                    .get::<Option<String>, _>("decisions")
+                    .and_then(|d| serde_json::from_str::<Value>(&d).ok())
+                    .unwrap_or_else(|| json!([]));
+                json!({
+                    "id": r.get::<String, _>("id"),
+                    "type": r.get::<String, _>("type"),
+                    "path": r.get::<String, _>("path"),
+                    "old_path": r.get::<Option<String>, _>("old_path"),
+                    "size": r.get::<Option<i64>, _>("size"),
+                    "observed_at": timestamp(r.get("observed_ms")),
+                    "caused_by_run": r.get::<Option<String>, _>("cause_run_id"),
+                    "chain_depth": r.get::<i64, _>("chain_depth"),
+                    "actor": r.get::<Option<String>, _>("actor"),
+                    "decisions": decisions,
+                })
+            })
+            .collect();
+        // The runs' statuses now (a queued run may have finished, or been
+        // superseded).
+        let ids: Vec<String> = events
+            .iter()
+            .flat_map(|e| e["decisions"].as_array().cloned().unwrap_or_default())
+            .filter_map(|d| d["run"].as_str().map(str::to_owned))
+            .collect();
+        for chunk in ids.chunks(500) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT id, status, reason FROM runs WHERE id IN ({})",
+                marks.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                let id: String = r.get("id");
+                let status: String = r.get("status");
+                let reason: Option<String> = r.get("reason");
+                for e in &mut events {
+                    for d in e["decisions"].as_array_mut().into_iter().flatten() {
+                        if d["run"].as_str() == Some(id.as_str()) {
+                            d["run_status"] = json!(status);
+                            if reason.is_some() {
+                                d["reason"] = json!(reason);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(events)
+    }
+}
+
+impl Store {
+    /// Unfinished runs by state, for the metrics.
+    pub async fn queue_depth(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM runs WHERE status IN ('queued', 'running', 'retrying') GROUP BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| (r.get("status"), r.get("n"))).collect())
+    }
+}

@@ -805,3 +805,192 @@ fn client_errors_are_one_clear_line() {
     let bad_role = agent.admin(&["create-user", "bob", "--role", "root"]);
     assert_eq!(bad_role.code, 2);
 }
+
+/// The decision log: per event, what each workflow near it decided and why.
+fn decision_log_scenario(backend: Backend) {
+    let ignoring = WORKFLOW_A.replace(
+        "      pattern: /in/*.txt",
+        "      pattern: /in/*.txt\n      ignore: [\"/in/skip-*.txt\"]",
+    );
+    let updates = WORKFLOW_B
+        .replace("name: b", "name: on-update")
+        .replace("file.created", "file.updated")
+        .replace("/b/*.txt", "/in/*.txt");
+    let paused = WORKFLOW_B
+        .replace("name: b", "name: quiet")
+        .replace("/b/*.txt", "/in/*.txt");
+    let downstream = WORKFLOW_B
+        .replace("name: b", "name: downstream")
+        .replace("/b/*.txt", "/out/*.txt");
+    let agent = Agent::start_on(
+        backend,
+        &[
+            ("a.yaml", &ignoring),
+            ("u.yaml", &updates),
+            ("q.yaml", &paused),
+            ("d.yaml", &downstream),
+        ],
+        &[],
+    );
+    let key = agent.user_key("ops", "writer");
+    assert_eq!(agent.cli(&key, &["workflows", "pause", "quiet"]).code, 0);
+    agent.write("/in/x.txt", "x");
+    agent.write("/in/skip-1.txt", "s");
+    agent.write("/other.bin", "o");
+    agent.wait_runs("downstream", 1);
+    agent.barrier();
+
+    let log = agent.cli(&key, &["events", "list", "--path", "/in/x.txt"]);
+    assert_eq!(log.code, 0, "{log:?}");
+    let text = log.stdout;
+    assert!(text.contains("file.created  /in/x.txt"), "{text}");
+    let a_run = agent
+        .runs()
+        .into_iter()
+        .find(|r| r.workflow == "a")
+        .unwrap()
+        .id;
+    assert!(
+        text.contains(&format!("    a: run {a_run} succeeded")),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "    on-update: not run: event type file.created not listed (triggers on file.updated)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("    quiet: run run_") && text.contains(" skipped (paused)"),
+        "{text}"
+    );
+
+    let skip = agent
+        .cli(&key, &["events", "list", "--path", "/in/skip-1.txt"])
+        .stdout;
+    assert!(
+        skip.contains("    a: not run: ignored by `/in/skip-*.txt`"),
+        "{skip}"
+    );
+    let other = agent
+        .cli(&key, &["events", "list", "--path", "/other.bin"])
+        .stdout;
+    assert!(
+        other.contains("    no workflow's patterns match this path"),
+        "{other}"
+    );
+
+    // A run started by another run's write names it.
+    let down = agent
+        .runs()
+        .into_iter()
+        .find(|r| r.workflow == "downstream")
+        .unwrap();
+    let shown = agent.cli(&key, &["runs", "get", &down.id]).stdout;
+    assert!(
+        shown.contains(&format!("caused by: run {a_run}")),
+        "{shown}"
+    );
+    let since = json(
+        &agent
+            .cli(&key, &["events", "list", "--since", "1h", "-o", "json"])
+            .stdout,
+    );
+    assert!(since["events"].as_array().unwrap().len() >= 4, "{since}");
+    let bad = agent.cli(&key, &["events", "list", "--since", "yesterday-ish"]);
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("bad `since`"), "{bad:?}");
+}
+on_both!(decision_log, decision_log_scenario);
+
+/// `runs list --follow` prints runs as they change, from the server's stream.
+#[test]
+fn runs_follow_streams_run_changes() {
+    use std::io::BufRead;
+    let mut agent = Agent::start(&[("a.yaml", WORKFLOW_A)], &[]);
+    let key = agent.user_key("ops", "reader");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nexusd"))
+        .args(["runs", "list", "--follow", "-o", "json"])
+        .env("NEXUS_URL", agent.url())
+        .env("NEXUS_API_KEY", &key)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The stream is open once a probe's changes come through.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut statuses = Vec::new();
+    let mut n = 0;
+    while !statuses.contains(&"succeeded".to_owned()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no succeeded change; saw {statuses:?}"
+        );
+        n += 1;
+        agent.write(&format!("/in/f{n}.txt"), "x");
+        while let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(300)) {
+            let change = json(&line);
+            assert_eq!(change["workflow"], "a", "{line}");
+            assert!(
+                change["path"].as_str().unwrap().starts_with("/in/f"),
+                "{line}"
+            );
+            statuses.push(change["status"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(
+        statuses.contains(&"queued".to_owned()) && statuses.contains(&"running".to_owned()),
+        "{statuses:?}"
+    );
+    // An open stream does not hold up a shutdown; the follower then ends.
+    assert!(agent.stop().success());
+    let ended = child.wait().unwrap();
+    assert!(ended.success(), "{ended:?}");
+}
+
+/// `GET /metrics`: Prometheus text whose counters move with the work.
+#[test]
+fn metrics_count_events_runs_and_durations() {
+    let agent = Agent::start(&[("a.yaml", WORKFLOW_A)], &[]);
+    let scrape = || {
+        let (status, text) = http("GET", &format!("{}/metrics", agent.url()), None, Vec::new());
+        assert_eq!(status, 200);
+        text
+    };
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .map_or(0.0, |v| v.parse().unwrap())
+    };
+    let before = scrape();
+    assert!(before.contains("nexus_build_info{version=\""), "{before}");
+    assert!(before.contains("# TYPE nexus_run_duration_seconds histogram"));
+    assert_eq!(value(&before, "nexus_workflows"), 1.0);
+    agent.write("/in/m.txt", "m");
+    agent.wait_runs("a", 1);
+    agent.wait_until("the counters to move", || {
+        let after = scrape();
+        value(&after, "nexus_events_total{type=\"file.created\"}")
+            > value(&before, "nexus_events_total{type=\"file.created\"}")
+            && value(
+                &after,
+                "nexus_runs_total{workflow=\"a\",status=\"succeeded\"}",
+            ) == 1.0
+            && value(&after, "nexus_run_duration_seconds_count") == 1.0
+            && value(&after, "nexus_gaps_total") >= 1.0
+    });
+    let after = scrape();
+    assert_eq!(value(&after, "nexus_queue_depth{status=\"queued\"}"), 0.0);
+}
