@@ -109,6 +109,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     };
     let server = tokio::spawn(crate::server::http_worker(listener, api, shutdown.clone()));
 
+    let refresh = tokio::spawn(refresh_worker(Arc::clone(&registry), shutdown.clone()));
     let config_task = opts.config_dir.clone().map(|dir| {
         tokio::spawn(config_dir::config_worker(
             dir,
@@ -134,6 +135,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let _ = server.await;
     let _ = checkpoints.await;
     let _ = retention.await;
+    let _ = refresh.await;
     if let Err(e) = store.checkpoint(true).await {
         tracing::warn!(error = %e, "final checkpoint failed");
     }
@@ -197,6 +199,21 @@ async fn retention_worker(store: Store, retention: Duration, shutdown: Cancellat
                     Ok(0) => {}
                     Ok(n) => tracing::info!(runs = n, "retention: old runs deleted"),
                     Err(e) => tracing::warn!(error = %e, "retention failed"),
+                }
+            }
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Once a second, picks up definition and pause changes other nodes made.
+async fn refresh_worker(registry: Arc<Registry>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = registry.refresh().await {
+                    tracing::warn!(error = %e, "checking the store for definition changes failed");
                 }
             }
             () = shutdown.cancelled() => return,

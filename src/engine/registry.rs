@@ -92,11 +92,17 @@ pub struct Registry {
     paused: RwLock<BTreeSet<String>>,
     /// One apply at a time in this process; the database orders nodes.
     lock: tokio::sync::Mutex<()>,
+    /// Orders pause changes with refreshes, so a refresh that read the
+    /// store before a pause cannot undo it in memory.
+    pause_lock: tokio::sync::Mutex<()>,
+    /// The store's definitions version the live set was built from.
+    version: std::sync::atomic::AtomicI64,
 }
 
 impl Registry {
     /// Builds the live set from what the store holds.
     pub async fn open(store: Store, secrets_dir: Option<PathBuf>) -> anyhow::Result<Registry> {
+        let version = store.definitions_version().await?;
         let defs = store.definitions().await?;
         let live = build_live(&defs, secrets_dir.as_deref())
             .map_err(|e| anyhow::anyhow!("the stored definitions cannot be loaded: {e}"))?;
@@ -107,7 +113,41 @@ impl Registry {
             secrets_dir,
             paused: RwLock::new(paused),
             lock: tokio::sync::Mutex::new(()),
+            pause_lock: tokio::sync::Mutex::new(()),
+            version: std::sync::atomic::AtomicI64::new(version),
         })
+    }
+
+    /// Picks up what other nodes (or `nexusd admin`) changed in the store:
+    /// definitions applied elsewhere, pauses. Cheap when nothing changed.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        {
+            let _guard = self.pause_lock.lock().await;
+            let paused: BTreeSet<String> = self.store.paused().await?.into_iter().collect();
+            *self.paused.write().unwrap_or_else(|p| p.into_inner()) = paused;
+        }
+        let version = self.store.definitions_version().await?;
+        if version == self.version.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let _guard = self.lock.lock().await;
+        let version = self.store.definitions_version().await?;
+        let defs = self.store.definitions().await?;
+        match build_live(&defs, self.secrets_dir.as_deref()) {
+            Ok(live) => {
+                self.live.swap(live);
+                tracing::info!(
+                    definitions = defs.len(),
+                    "definitions changed in the store: reloaded"
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "definitions changed in the store cannot be loaded; the last good set stays live")
+            }
+        }
+        self.version.store(version, Ordering::SeqCst);
+        Ok(())
     }
 
     pub fn live(&self) -> &LiveHandle {
@@ -249,6 +289,9 @@ impl Registry {
         }
         self.store.write_definitions(&writes).await?;
         self.live.swap(live);
+        let version = self.store.definitions_version().await?;
+        self.version
+            .store(version, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
@@ -268,6 +311,7 @@ impl Registry {
 
     /// Pauses or resumes a definition; persisted first, so it survives restarts.
     pub async fn set_paused(&self, name: &str, paused: bool, who: &str) -> Result<(), StoreError> {
+        let _guard = self.pause_lock.lock().await;
         self.store.set_paused(name, paused, who, now_ms()).await?;
         let mut set = self.paused.write().unwrap_or_else(|p| p.into_inner());
         if paused {

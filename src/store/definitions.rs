@@ -124,6 +124,15 @@ impl Store {
             .collect())
     }
 
+    /// A number that changes whenever any definition does (revisions are
+    /// only ever added): how a node notices another node's apply.
+    pub async fn definitions_version(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM definition_revisions")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get("n"))
+    }
+
     /// The names paused now.
     pub async fn paused(&self) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT name FROM paused ORDER BY name")

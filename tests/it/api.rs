@@ -994,3 +994,94 @@ fn metrics_count_events_runs_and_durations() {
     let after = scrape();
     assert_eq!(value(&after, "nexus_queue_depth{status=\"queued\"}"), 0.0);
 }
+
+/// `workflows errors`, `runs list --status`, and `admin list-users`.
+fn errors_scenario(backend: Backend) {
+    let failing = WORKFLOW_B.replace("name: b", "name: flaky").replace(
+        "    - name: note\n      action: log\n      with:\n        message: \"{{event.path}}\"",
+        "    - name: check\n      run: 'echo bad input >&2; exit 3'",
+    );
+    let agent = Agent::start_on(backend, &[("f.yaml", &failing)], &[]);
+    let key = agent.user_key("ops", "reader");
+    agent.write("/b/one.txt", "1");
+    let run = agent.wait_runs("flaky", 1).remove(0);
+    assert_eq!(run.status, "failed");
+    let errors = agent.cli(&key, &["workflows", "errors", "flaky"]);
+    assert_eq!(errors.code, 0, "{errors:?}");
+    let lines: Vec<&str> = errors.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("AT") && lines[0].contains("ERROR"),
+        "{}",
+        errors.stdout
+    );
+    assert!(
+        lines[1].contains("/b/one.txt") && lines[1].contains("exit"),
+        "{}",
+        errors.stdout
+    );
+    let failed = json(
+        &agent
+            .cli(&key, &["runs", "list", "--status", "failed", "-o", "json"])
+            .stdout,
+    );
+    assert_eq!(failed["runs"][0]["id"], run.id.as_str());
+    let none = json(
+        &agent
+            .cli(
+                &key,
+                &["runs", "list", "--status", "succeeded", "-o", "json"],
+            )
+            .stdout,
+    );
+    assert_eq!(none["runs"], serde_json::json!([]));
+    let yaml = agent.cli(&key, &["runs", "get", &run.id, "-o", "yaml"]);
+    assert!(yaml.stdout.contains("status: failed"), "{yaml:?}");
+    let bad = agent.cli(&key, &["runs", "list", "--status", "exploded"]);
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("unknown status `exploded`"), "{bad:?}");
+    let users = agent.admin(&["list-users"]);
+    assert_eq!(users.code, 0, "{users:?}");
+    assert!(
+        users
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("ops") && l.contains("reader")),
+        "{users:?}"
+    );
+}
+on_both!(errors_and_users, errors_scenario);
+
+/// Two agents on one PostgreSQL: what is applied or paused through one
+/// is live on the other within its refresh.
+#[test]
+fn a_second_node_picks_up_applies_and_pauses() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let one = Agent::start_on(backend.clone(), &[], &[]);
+    let two = Agent::start_on(backend, &[], &[]);
+    let key = one.user_key("root", "admin");
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("a.yaml"), WORKFLOW_A).unwrap();
+    let applied = one.cli(
+        &key,
+        &["apply", "-f", dir.path().join("a.yaml").to_str().unwrap()],
+    );
+    assert_eq!(applied.stdout, "workflow/a created\n", "{applied:?}");
+    two.wait_until("node two to reload", || {
+        two.log_text()
+            .contains("definitions changed in the store: reloaded")
+    });
+    two.write("/in/n2.txt", "2");
+    assert_eq!(two.wait_file("/out/n2.txt"), "2");
+    assert_eq!(one.cli(&key, &["workflows", "pause", "a"]).code, 0);
+    // Node two sees the pause within its refresh: keep writing until a run is skipped.
+    let mut n = 0;
+    two.wait_until("a skipped run on node two", || {
+        n += 1;
+        two.write(&format!("/in/p{n}.txt"), "p");
+        two.runs()
+            .iter()
+            .any(|r| r.status == "skipped" && r.reason.as_deref() == Some("paused"))
+    });
+}
