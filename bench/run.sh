@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN=./target/dist/nexusd
+BIN=${BIN:-./target/dist/nexusd}
 WORK=bench/work
 RUNS=${QUICK:+5}
 RUNS=${RUNS:-30}
@@ -93,6 +93,12 @@ TP_FILES=${QUICK:+2000}
 TP_FILES=${TP_FILES:-10000}
 python3 bench/throughput.py "$BIN" "$PWD/$WORK/throughput" "$TP_FILES" > "$WORK/throughput.json"
 
+# Scenario 7b and the API read: apply the 1,000 definitions over HTTP with
+# `nexusd apply -f`; `workflows history --limit 100` reads with 100,000 runs.
+API_ROUNDS=${QUICK:+2}
+API_ROUNDS=${API_ROUNDS:-6}
+python3 bench/api.py "$BIN" "$PWD/$WORK" "$PWD/$WORK/defs" "$API_ROUNDS" > "$WORK/api.json"
+
 {
   echo "# nexusd benchmark results"
   echo
@@ -121,11 +127,18 @@ ok = "yes" if t["runs_per_s"] >= 5000 else f"no ({t['runs_per_s'] / 5000:.0%} of
 print(f"| throughput, {t['files']} files, one built-in step each (SQLite) | {t['runs_per_s']} runs/s | all recorded in {t['total_s']} s | ≥ 5,000 runs/s | {ok} |")
 print(f"| peak RSS during that burst | {t['peak_rss_kib'] / 1024:.1f} MB | | | |")
 PY
+  python3 - "$WORK/api.json" <<'PY'
+import json, sys
+a = json.load(open(sys.argv[1]))
+yes = lambda ok, got, target: "yes" if ok else f"no ({got / target:.1f}× the target)"
+print(f"| apply 1,000 workflows over HTTP (`nexusd apply -f`, all changed), median of {a['apply_rounds']} | {a['apply_median_s']} s | first apply (all created) {a['apply_first_s']} s | ≤ 0.5 s | {yes(a['apply_median_s'] <= 0.5, a['apply_median_s'], 0.5)} |")
+print(f"| API read `workflows history --limit 100`, {a['history_runs']:,} runs recorded, p99 of {a['history_requests']} | {a['history_p99_ms']} ms | p50 {a['history_p50_ms']} ms | ≤ 20 ms | {yes(a['history_p99_ms'] <= 20, a['history_p99_ms'], 20)} |")
+PY
 } > bench/results/latest.md
 
-python3 - "$median" "$mean" "$stddev" "$meets" "$WORK/latency.json" "$WORK/throughput.json" > bench/results/latest.json <<'PY'
+python3 - "$median" "$mean" "$stddev" "$meets" "$WORK/latency.json" "$WORK/throughput.json" "$WORK/api.json" > bench/results/latest.json <<'PY'
 import json, sys
-median, mean, stddev, meets, lat, tp = sys.argv[1:]
+median, mean, stddev, meets, lat, tp, api = sys.argv[1:]
 d = json.load(open(lat))
 for k in ("nexusd", "floor"):
     d[k].pop("samples_ms", None)
@@ -135,6 +148,7 @@ print(json.dumps({"scenarios": [
   {"name": "latency_close_to_copy_sqlite", "nexusd": d["nexusd"], "floor": d["floor"]},
   {"name": "idle_rss", "kib": d["idle_rss_kib"], "target_kib": 15 * 1024},
   {"name": "throughput_sqlite", **json.load(open(tp)), "target_runs_per_s": 5000},
+  {"name": "api_apply_and_history", **json.load(open(api)), "apply_target_s": 0.5, "history_p99_target_ms": 20},
 ]}, indent=2))
 PY
 

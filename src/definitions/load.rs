@@ -32,6 +32,8 @@ pub struct SourceDocument {
     pub kind: String,
     /// The document as JSON; the same value whatever its YAML layout.
     pub json: serde_json::Value,
+    /// What it compiled to (a pipeline: its stages).
+    pub workflows: Vec<crate::definitions::model::Workflow>,
 }
 
 /// Loads every definition under `paths` (files, directories searched
@@ -347,14 +349,19 @@ fn load_document(file: &Path, root: &Located<Node>, result: &mut FileResult) {
     }
     let name = json.pointer("/metadata/name").and_then(|n| n.as_str());
     let kind = json.get("kind").and_then(|k| k.as_str());
-    if let (Some(name), Some(kind)) = (name, kind) {
-        result.documents.push(SourceDocument {
-            name: name.to_owned(),
-            kind: kind.to_owned(),
-            json: json.clone(),
-        });
-    }
+    let source = match (name, kind) {
+        (Some(name), Some(kind)) => Some((name.to_owned(), kind.to_owned(), json.clone())),
+        _ => None,
+    };
     let mut doc = Doc { file, root, diags };
     let workflows = compile_document(&mut doc, json);
+    if let Some((name, kind, json)) = source {
+        result.documents.push(SourceDocument {
+            name,
+            kind,
+            json,
+            workflows: workflows.clone(),
+        });
+    }
     result.workflows.extend(workflows);
 }

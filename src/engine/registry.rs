@@ -4,7 +4,7 @@
 //! (one revision per changed definition) and swapped in only when all of it
 //! is good, so a rejected apply changes nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -95,6 +95,8 @@ pub struct Registry {
     /// Orders pause changes with refreshes, so a refresh that read the
     /// store before a pause cannot undo it in memory.
     pause_lock: tokio::sync::Mutex<()>,
+    /// Compiled workflows by document hash: an apply compiles only what changed.
+    compiled: std::sync::Mutex<HashMap<String, Vec<Workflow>>>,
     /// The store's definitions version the live set was built from.
     version: std::sync::atomic::AtomicI64,
 }
@@ -104,7 +106,8 @@ impl Registry {
     pub async fn open(store: Store, secrets_dir: Option<PathBuf>) -> anyhow::Result<Registry> {
         let version = store.definitions_version().await?;
         let defs = store.definitions().await?;
-        let live = build_live(&defs, secrets_dir.as_deref())
+        let compiled = std::sync::Mutex::new(HashMap::new());
+        let live = build_live(&defs, &HashMap::new(), &compiled, secrets_dir.as_deref())
             .map_err(|e| anyhow::anyhow!("the stored definitions cannot be loaded: {e}"))?;
         let paused = store.paused().await?.into_iter().collect();
         Ok(Registry {
@@ -114,6 +117,7 @@ impl Registry {
             paused: RwLock::new(paused),
             lock: tokio::sync::Mutex::new(()),
             pause_lock: tokio::sync::Mutex::new(()),
+            compiled,
             version: std::sync::atomic::AtomicI64::new(version),
         })
     }
@@ -134,7 +138,7 @@ impl Registry {
         let _guard = self.lock.lock().await;
         let version = self.store.definitions_version().await?;
         let defs = self.store.definitions().await?;
-        match build_live(&defs, self.secrets_dir.as_deref()) {
+        match build_live(&defs, &HashMap::new(), &self.compiled, self.secrets_dir.as_deref()) {
             Ok(live) => {
                 self.live.swap(live);
                 tracing::info!(
@@ -177,6 +181,7 @@ impl Registry {
         let mut writes = Vec::new();
         let mut next: BTreeMap<String, StoredDefinition> = current.clone();
         let mut named = BTreeSet::new();
+        let mut fresh: HashMap<String, Vec<Workflow>> = HashMap::new();
         for doc in docs {
             named.insert(doc.name.clone());
             let document = doc.json.to_string();
@@ -201,6 +206,7 @@ impl Registry {
                 }
                 continue;
             }
+            fresh.insert(hash.clone(), doc.workflows);
             let def = StoredDefinition {
                 name: doc.name.clone(),
                 kind: doc.kind,
@@ -237,7 +243,7 @@ impl Registry {
                 }
             }
         }
-        self.commit(next, writes, opts.dry_run).await?;
+        self.commit(next, writes, &fresh, opts.dry_run).await?;
         Ok(report)
     }
 
@@ -262,7 +268,7 @@ impl Registry {
             applied_by: who.to_owned(),
             applied_ms: now_ms(),
         };
-        self.commit(next, vec![write], false).await?;
+        self.commit(next, vec![write], &HashMap::new(), false).await?;
         Ok(Some(Applied {
             kind: old.kind,
             name: old.name,
@@ -275,16 +281,19 @@ impl Registry {
         &self,
         next: BTreeMap<String, StoredDefinition>,
         mut writes: Vec<DefinitionWrite>,
+        fresh: &HashMap<String, Vec<Workflow>>,
         dry_run: bool,
     ) -> Result<(), ApplyError> {
         let defs: Vec<StoredDefinition> = next.into_values().collect();
-        let live = build_live(&defs, self.secrets_dir.as_deref()).map_err(ApplyError::Rejected)?;
+        let live = build_live(&defs, fresh, &self.compiled, self.secrets_dir.as_deref())
+            .map_err(ApplyError::Rejected)?;
         if dry_run || writes.is_empty() {
             return Ok(());
         }
+        let last = self.store.last_revisions().await?;
         for w in &mut writes {
             if let DefinitionWrite::Put { def, .. } = w {
-                def.revision = self.store.next_revision(&def.name).await?;
+                def.revision = last.get(&def.name).copied().unwrap_or(0) + 1;
             }
         }
         self.store.write_definitions(&writes).await?;
@@ -333,31 +342,76 @@ pub fn documents_of(loaded: Loaded) -> Result<Vec<SourceDocument>, Diagnostics> 
     }
 }
 
-/// Compiles stored documents (JSON is YAML) into a runnable set.
-fn build_live(defs: &[StoredDefinition], secrets_dir: Option<&Path>) -> Result<Live, String> {
-    if defs.is_empty() {
-        return Live::new(Default::default(), secrets_dir);
+/// Builds the runnable set of `defs`: each document's workflows from
+/// `fresh` (just compiled by an apply), else from the cache, else compiled
+/// from its stored JSON (JSON is YAML). The cache keeps what the set uses.
+fn build_live(
+    defs: &[StoredDefinition],
+    fresh: &HashMap<String, Vec<Workflow>>,
+    cache: &std::sync::Mutex<HashMap<String, Vec<Workflow>>>,
+    secrets_dir: Option<&Path>,
+) -> Result<Live, String> {
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    let missing: Vec<&StoredDefinition> = defs
+        .iter()
+        .filter(|d| !fresh.contains_key(&d.hash) && !cache.contains_key(&d.hash))
+        .collect();
+    let mut compiled: HashMap<String, Vec<Workflow>> = HashMap::new();
+    if !missing.is_empty() {
+        let mut text = String::new();
+        for d in &missing {
+            text.push_str("---\n");
+            text.push_str(&d.document);
+            text.push('\n');
+        }
+        let limits = Limits {
+            max_file_bytes: usize::MAX,
+            max_documents: usize::MAX,
+            ..Limits::default()
+        };
+        let loaded = load_text(Path::new("<live definitions>"), text.as_bytes(), &limits);
+        if loaded.diagnostics.has_errors() {
+            let errors: Vec<String> = loaded.diagnostics.errors().map(|d| d.to_string()).collect();
+            return Err(format!(
+                "the stored definitions do not compile: {}",
+                errors.join("; ")
+            ));
+        }
+        for doc in loaded.documents {
+            if let Some(d) = missing.iter().find(|d| d.name == doc.name) {
+                compiled.insert(d.hash.clone(), doc.workflows);
+            }
+        }
     }
-    let mut text = String::new();
+    let mut set = crate::definitions::DefinitionSet::default();
+    let mut keep: HashMap<String, Vec<Workflow>> = HashMap::new();
     for d in defs {
-        text.push_str("---\n");
-        text.push_str(&d.document);
-        text.push('\n');
+        let workflows = fresh
+            .get(&d.hash)
+            .or_else(|| compiled.get(&d.hash))
+            .or_else(|| cache.get(&d.hash))
+            .cloned()
+            .unwrap_or_default();
+        set.workflows.extend(workflows.iter().cloned());
+        keep.insert(d.hash.clone(), workflows);
     }
-    let limits = Limits {
-        max_file_bytes: usize::MAX,
-        max_documents: usize::MAX,
-        ..Limits::default()
-    };
-    let loaded = load_text(Path::new("<live definitions>"), text.as_bytes(), &limits);
+    let live = Live::new(set, secrets_dir)?;
+    *cache = keep;
+    Ok(live)
+}
+
+/// A stored document (an old revision's JSON) compiled again, for rollback.
+pub fn document_of_json(name: &str, text: &str) -> Result<SourceDocument, String> {
+    let loaded = load_text(Path::new(name), text.as_bytes(), &Limits::default());
     if loaded.diagnostics.has_errors() {
         let errors: Vec<String> = loaded.diagnostics.errors().map(|d| d.to_string()).collect();
-        return Err(format!(
-            "the definitions do not compile together with the live ones: {}",
-            errors.join("; ")
-        ));
+        return Err(errors.join("; "));
     }
-    Live::new(loaded.set, secrets_dir)
+    loaded
+        .documents
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("`{name}` holds no definition"))
 }
 
 /// The SHA-256 of a document's canonical JSON, in hex.

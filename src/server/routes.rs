@@ -208,14 +208,11 @@ fn workflow_json(d: &StoredDefinition, paused: &BTreeSet<String>) -> Value {
 }
 
 async fn definition(api: &Api, name: &str) -> Result<StoredDefinition, ApiError> {
-    let defs = api
-        .registry
+    api.registry
         .store()
-        .definitions()
+        .definition(name)
         .await
-        .map_err(ApiError::store)?;
-    defs.into_iter()
-        .find(|d| d.name == name)
+        .map_err(ApiError::store)?
         .ok_or_else(|| ApiError::not_found(format!("no workflow or pipeline named `{name}`")))
 }
 
@@ -309,11 +306,7 @@ pub async fn rollback(
             q.revision
         )));
     };
-    let Some(json) = rev
-        .document
-        .as_deref()
-        .and_then(|d| serde_json::from_str::<Value>(d).ok())
-    else {
+    let Some(text) = rev.document.as_deref() else {
         return Err(ApiError::invalid(format!(
             "revision {} of `{name}` is a removal; there is nothing to roll back to",
             q.revision
@@ -321,11 +314,9 @@ pub async fn rollback(
     };
     // It stays with the source that owns it now (or its old one, if gone).
     let live_source = store
-        .definitions()
+        .definition(&name)
         .await
         .map_err(ApiError::store)?
-        .into_iter()
-        .find(|d| d.name == name)
         .map(|d| d.source);
     let opts = ApplyOptions {
         source: live_source.unwrap_or_else(|| rev.source.clone()),
@@ -333,11 +324,8 @@ pub async fn rollback(
         prune: false,
         dry_run: false,
     };
-    let doc = SourceDocument {
-        name: name.clone(),
-        kind: rev.kind.clone(),
-        json,
-    };
+    let doc = crate::engine::registry::document_of_json(&format!("<revision {} of {name}>", q.revision), text)
+        .map_err(|e| ApiError::invalid(format!("revision {} of `{name}` no longer compiles: {e}", q.revision)))?;
     let report = api
         .registry
         .apply(vec![doc], &opts)
@@ -347,15 +335,22 @@ pub async fn rollback(
 }
 
 /// A name `pause`/`resume` accept: a definition, or a pipeline's stage.
-fn pausable(api: &Api, name: &str, defs: &[StoredDefinition]) -> bool {
-    defs.iter().any(|d| d.name == name)
+async fn pausable(api: &Api, name: &str) -> Result<bool, ApiError> {
+    let stage = api
+        .registry
+        .live()
+        .current()
+        .workflows
+        .iter()
+        .any(|w| w.name == name);
+    Ok(stage
         || api
             .registry
-            .live()
-            .current()
-            .workflows
-            .iter()
-            .any(|w| w.name == name)
+            .store()
+            .definition(name)
+            .await
+            .map_err(ApiError::store)?
+            .is_some())
 }
 
 async fn set_paused(
@@ -364,13 +359,7 @@ async fn set_paused(
     name: &str,
     paused: bool,
 ) -> Result<Json<Value>, ApiError> {
-    let defs = api
-        .registry
-        .store()
-        .definitions()
-        .await
-        .map_err(ApiError::store)?;
-    if !pausable(api, name, &defs) {
+    if !pausable(api, name).await? {
         return Err(ApiError::not_found(format!(
             "no workflow or pipeline named `{name}`"
         )));
@@ -585,13 +574,13 @@ pub async fn list_runs(
 ) -> Result<Json<Value>, ApiError> {
     let mut f = run_filter(q, 50)?;
     if let Some(w) = &f.workflow {
-        let defs = api
+        let def = api
             .registry
             .store()
-            .definitions()
+            .definition(w)
             .await
             .map_err(ApiError::store)?;
-        f.stages = defs.iter().any(|d| &d.name == w && d.kind == "Pipeline");
+        f.stages = def.is_some_and(|d| d.kind == "Pipeline");
     }
     let runs = api.rt.store.list_runs(&f).await.map_err(ApiError::store)?;
     Ok(Json(json!({ "runs": runs })))

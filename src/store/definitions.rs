@@ -78,15 +78,26 @@ impl Store {
         Ok(rows.iter().map(definition_of).collect())
     }
 
-    /// The next revision number of each name (1 for a name never seen).
-    pub async fn next_revision(&self, name: &str) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "SELECT COALESCE(MAX(revision), 0) AS last FROM definition_revisions WHERE name = $1",
+    /// One live definition.
+    pub async fn definition(&self, name: &str) -> Result<Option<StoredDefinition>, StoreError> {
+        let sql = format!("SELECT {DEF_COLUMNS} FROM definitions WHERE name = $1");
+        let row = sqlx::query(&sql).bind(name).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(definition_of))
+    }
+
+    /// The last revision number of every name ever applied.
+    pub async fn last_revisions(
+        &self,
+    ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, MAX(revision) AS last FROM definition_revisions GROUP BY name",
         )
-        .bind(name)
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(row.get::<i64, _>("last") + 1)
+        Ok(rows
+            .iter()
+            .map(|r| (r.get("name"), r.get("last")))
+            .collect())
     }
 
     /// Writes the changes of one apply in one transaction.
