@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 
 use super::run::{Job, Runtime, execute};
 use crate::events::now_ms;
-use crate::store::RunStatus;
+use crate::store::{RunStatus, Write};
 
 type Key = (String, String);
 
@@ -115,13 +115,14 @@ async fn enqueue(rt: &Runtime, state: &mut State, job: Job) {
                 job.run_id
             );
             tracing::debug!(run = %old.run_id, superseded_by = %job.run_id, "run superseded");
-            if let Err(e) = rt
-                .store
-                .run_closed(&old.run_id, RunStatus::Skipped, &reason, now_ms())
-                .await
-            {
-                tracing::error!(error = %e, "recording failed");
-            }
+            rt.writer
+                .send(Write::RunClosed {
+                    run_id: old.run_id.clone(),
+                    status: RunStatus::Skipped,
+                    reason: reason.clone(),
+                    at_ms: now_ms(),
+                })
+                .await;
             let mut change = super::run::RunChange::new(
                 &old.run_id,
                 &old.workflow.name,
@@ -199,13 +200,14 @@ async fn drain(rt: &Runtime, mut state: State, mut tasks: JoinSet<String>, grace
         }
         for run_id in &state.in_flight {
             tracing::warn!(run = %run_id, "run cancelled at shutdown after the grace period");
-            if let Err(e) = rt
-                .store
-                .run_closed(run_id, RunStatus::Cancelled, "shutdown", now_ms())
-                .await
-            {
-                tracing::error!(error = %e, "recording failed");
-            }
+            rt.writer
+                .send(Write::RunClosed {
+                    run_id: run_id.clone(),
+                    status: RunStatus::Cancelled,
+                    reason: "shutdown".to_owned(),
+                    at_ms: now_ms(),
+                })
+                .await;
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::events::ignore::Ignore;
 use crate::events::reconcile::{Change, Hint, Reconciler, Timing};
 use crate::events::watcher::{self, Watch};
 use crate::events::{Event, EventType, new_id, now_ms};
-use crate::store::{IndexOp, NewRun, RunStatus, Store};
+use crate::store::{IndexOp, NewRun, RunStatus, Store, Write, Writer};
 
 /// How the agent runs (`nexusd serve` flags).
 #[derive(Debug, Clone)]
@@ -77,8 +77,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .context("building the HTTP client")?;
     let root = cap_std::fs::Dir::open_ambient_dir(&data_dir, cap_std::ambient_authority())
         .with_context(|| format!("opening the data dir `{}`", data_dir.display()))?;
+    let writer = Writer::start(store.clone());
     let rt = Arc::new(Runtime {
         store: store.clone(),
+        writer: writer.clone(),
         data_dir: data_dir.clone(),
         root: Arc::new(root),
         http,
@@ -132,6 +134,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let result = events.run(reconciler, watch, hints).await;
     shutdown.cancel();
     let _ = dispatch_task.await;
+    // What the runs recorded is committed before the last checkpoint.
+    writer.flush().await;
     let _ = server.await;
     let _ = checkpoints.await;
     let _ = retention.await;
@@ -377,14 +381,15 @@ impl EventsWorker {
         for run in unfinished {
             let Some(workflow) = live.workflows.iter().find(|w| w.name == run.workflow) else {
                 let reason = "workflow removed before the run could finish";
-                if let Err(e) = self
-                    .rt
-                    .store
-                    .run_closed(&run.id, RunStatus::Cancelled, reason, now_ms())
-                    .await
-                {
-                    tracing::error!(error = %e, "recording failed");
-                }
+                self.rt
+                    .writer
+                    .send(Write::RunClosed {
+                        run_id: run.id.clone(),
+                        status: RunStatus::Cancelled,
+                        reason: reason.to_owned(),
+                        at_ms: now_ms(),
+                    })
+                    .await;
                 continue;
             };
             let mut first_attempt = run.attempts + 1;

@@ -138,7 +138,12 @@ impl Registry {
         let _guard = self.lock.lock().await;
         let version = self.store.definitions_version().await?;
         let defs = self.store.definitions().await?;
-        match build_live(&defs, &HashMap::new(), &self.compiled, self.secrets_dir.as_deref()) {
+        match build_live(
+            &defs,
+            &HashMap::new(),
+            &self.compiled,
+            self.secrets_dir.as_deref(),
+        ) {
             Ok(live) => {
                 self.live.swap(live);
                 tracing::info!(
@@ -268,7 +273,8 @@ impl Registry {
             applied_by: who.to_owned(),
             applied_ms: now_ms(),
         };
-        self.commit(next, vec![write], &HashMap::new(), false).await?;
+        self.commit(next, vec![write], &HashMap::new(), false)
+            .await?;
         Ok(Some(Applied {
             kind: old.kind,
             name: old.name,

@@ -11,7 +11,7 @@ use super::causes::Causes;
 use crate::definitions::model::{RetryPolicy, Step, StepKind, Workflow};
 use crate::events::{Event, now_ms};
 use crate::steps::{self, StepContext, StepOutcome, StepStatus};
-use crate::store::{AttemptEnd, RunStatus, StepRecord, Store};
+use crate::store::{AttemptEnd, RunStatus, StepRecord, Store, Write, Writer};
 
 /// A run entering a state: streamed by `GET /v1/events?follow=true` and
 /// counted by the metrics.
@@ -47,6 +47,8 @@ impl RunChange {
 /// What every run shares.
 pub struct Runtime {
     pub store: Store,
+    /// Run state changes go through here, committed in groups.
+    pub writer: Writer,
     pub data_dir: PathBuf,
     pub root: Arc<cap_std::fs::Dir>,
     pub http: reqwest::Client,
@@ -111,11 +113,13 @@ pub async fn execute(rt: &Runtime, job: &Job) {
         rt.changed(c);
     };
     loop {
-        log_err(
-            rt.store
-                .attempt_started(&job.run_id, attempt, now_ms())
-                .await,
-        );
+        rt.writer
+            .send(Write::AttemptStarted {
+                run_id: job.run_id.clone(),
+                attempt,
+                at_ms: now_ms(),
+            })
+            .await;
         change(RunStatus::Running, attempt, None);
         tracing::info!(run = %job.run_id, workflow = %job.workflow.name, path = %job.event.path, attempt, "run started");
         let result = match job.workflow.timeout {
@@ -141,7 +145,12 @@ pub async fn execute(rt: &Runtime, job: &Job) {
                     at_ms: now_ms(),
                     next_attempt_ms: None,
                 };
-                log_err(rt.store.attempt_finished(&job.run_id, &end).await);
+                rt.writer
+                    .send(Write::AttemptFinished {
+                        run_id: job.run_id.clone(),
+                        end,
+                    })
+                    .await;
                 change(RunStatus::Succeeded, attempt, None);
                 tracing::info!(run = %job.run_id, workflow = %job.workflow.name, "run succeeded");
                 return;
@@ -162,13 +171,18 @@ pub async fn execute(rt: &Runtime, job: &Job) {
         let end = AttemptEnd {
             attempt,
             succeeded: false,
-            error: Some(&failure.error),
+            error: Some(failure.error.clone()),
             next,
             at_ms,
             next_attempt_ms: again
                 .then(|| at_ms + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
         };
-        log_err(rt.store.attempt_finished(&job.run_id, &end).await);
+        rt.writer
+            .send(Write::AttemptFinished {
+                run_id: job.run_id.clone(),
+                end,
+            })
+            .await;
         change(next, attempt, Some(&failure.error));
         tracing::warn!(run = %job.run_id, workflow = %job.workflow.name, attempt, error = %failure.error, "attempt failed");
         if !again {
@@ -304,13 +318,7 @@ async fn record(
         output: Some(ctx.redact(&o.output.to_string())),
         error: o.error.as_deref().map(|e| ctx.redact(e)),
     };
-    log_err(rt.store.record_step(&rec).await);
-}
-
-fn log_err<E: std::fmt::Display>(r: Result<(), E>) {
-    if let Err(e) = r {
-        tracing::error!(error = %e, "recording failed");
-    }
+    rt.writer.send(Write::Step(rec)).await;
 }
 
 #[cfg(test)]

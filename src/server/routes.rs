@@ -324,8 +324,16 @@ pub async fn rollback(
         prune: false,
         dry_run: false,
     };
-    let doc = crate::engine::registry::document_of_json(&format!("<revision {} of {name}>", q.revision), text)
-        .map_err(|e| ApiError::invalid(format!("revision {} of `{name}` no longer compiles: {e}", q.revision)))?;
+    let doc = crate::engine::registry::document_of_json(
+        &format!("<revision {} of {name}>", q.revision),
+        text,
+    )
+    .map_err(|e| {
+        ApiError::invalid(format!(
+            "revision {} of `{name}` no longer compiles: {e}",
+            q.revision
+        ))
+    })?;
     let report = api
         .registry
         .apply(vec![doc], &opts)

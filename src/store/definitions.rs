@@ -81,7 +81,10 @@ impl Store {
     /// One live definition.
     pub async fn definition(&self, name: &str) -> Result<Option<StoredDefinition>, StoreError> {
         let sql = format!("SELECT {DEF_COLUMNS} FROM definitions WHERE name = $1");
-        let row = sqlx::query(&sql).bind(name).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.as_ref().map(definition_of))
     }
 

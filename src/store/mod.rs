@@ -10,6 +10,7 @@ mod definitions;
 mod reads;
 mod records;
 mod users;
+mod writer;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,6 +23,7 @@ pub use definitions::{DefinitionWrite, Revision, StoredDefinition};
 pub use reads::{EventFilter, RunFilter, timestamp};
 pub use records::{AttemptEnd, NewRun, RunStatus, StepRecord, UnfinishedRun};
 pub use users::{KeyOwner, User};
+pub use writer::{Write, Writer};
 
 use crate::events::Event;
 use crate::events::index::FileMeta;
@@ -231,86 +233,6 @@ impl Store {
             records::insert_run(&mut tx, r).await?;
         }
         tx.commit().await?;
-        Ok(())
-    }
-
-    /// Marks a run's attempt started.
-    pub async fn attempt_started(
-        &self,
-        run_id: &str,
-        attempt: u32,
-        at_ms: i64,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE runs SET status = 'running', attempts = $1, started_ms = COALESCE(started_ms, $2) WHERE id = $3")
-            .bind(i64::from(attempt))
-            .bind(at_ms)
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO attempts (run_id, attempt, status, started_ms) VALUES ($1, $2, 'running', $3)")
-            .bind(run_id)
-            .bind(i64::from(attempt))
-            .bind(at_ms)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Records one step's result.
-    pub async fn record_step(&self, s: &StepRecord) -> Result<(), StoreError> {
-        records::insert_step(&self.pool, s).await
-    }
-
-    /// Ends an attempt and moves the run to `end.next` (`retrying` or final).
-    pub async fn attempt_finished(
-        &self,
-        run_id: &str,
-        end: &AttemptEnd<'_>,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE attempts SET status = $1, error = $2, finished_ms = $3 WHERE run_id = $4 AND attempt = $5")
-            .bind(if end.succeeded { "succeeded" } else { "failed" })
-            .bind(end.error)
-            .bind(end.at_ms)
-            .bind(run_id)
-            .bind(i64::from(end.attempt))
-            .execute(&mut *tx)
-            .await?;
-        let final_state = end.next.is_final();
-        sqlx::query(
-            "UPDATE runs SET status = $1, error = $2, next_attempt_ms = $3, \
-             finished_ms = CASE WHEN $4 THEN $5 ELSE NULL END, \
-             duration_ms = CASE WHEN $4 THEN $5 - COALESCE(started_ms, $5) ELSE NULL END WHERE id = $6",
-        )
-        .bind(end.next.as_str())
-        .bind(end.error)
-        .bind(end.next_attempt_ms)
-        .bind(final_state)
-        .bind(end.at_ms)
-        .bind(run_id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Ends a run that never started an attempt (`skipped` or `cancelled`).
-    pub async fn run_closed(
-        &self,
-        run_id: &str,
-        status: RunStatus,
-        reason: &str,
-        at_ms: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE runs SET status = $1, reason = $2, finished_ms = $3 WHERE id = $4")
-            .bind(status.as_str())
-            .bind(reason)
-            .bind(at_ms)
-            .bind(run_id)
-            .execute(&self.pool)
-            .await?;
         Ok(())
     }
 

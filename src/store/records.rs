@@ -1,6 +1,6 @@
 //! Row types and their inserts.
 
-use sqlx::{Any, AnyPool, Transaction};
+use sqlx::{Any, Transaction};
 
 use super::StoreError;
 use crate::events::Event;
@@ -51,10 +51,10 @@ pub struct NewRun {
 
 /// How an attempt ended.
 #[derive(Debug, Clone)]
-pub struct AttemptEnd<'a> {
+pub struct AttemptEnd {
     pub attempt: u32,
     pub succeeded: bool,
-    pub error: Option<&'a str>,
+    pub error: Option<String>,
     /// The run's status after this attempt.
     pub next: RunStatus,
     pub at_ms: i64,
@@ -116,7 +116,10 @@ pub(super) async fn insert_run(
     Ok(())
 }
 
-pub(super) async fn insert_step(pool: &AnyPool, s: &StepRecord) -> Result<(), StoreError> {
+pub(super) async fn insert_step(
+    tx: &mut Transaction<'_, Any>,
+    s: &StepRecord,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO steps (run_id, attempt, idx, name, status, exit_code, started_ms, finished_ms, stdout, stderr, output, error) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
@@ -136,7 +139,7 @@ pub(super) async fn insert_step(pool: &AnyPool, s: &StepRecord) -> Result<(), St
     .bind(&s.stderr)
     .bind(&s.output)
     .bind(&s.error)
-    .execute(pool)
+    .execute(&mut **tx)
     .await?;
     Ok(())
 }
