@@ -5,13 +5,21 @@
 //! be handed over half-written. This scan runs only on the settle path
 //! (files modified but not yet closed), never on the close fast path.
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 /// True when a process has `path` open with write access. Processes we may
 /// not inspect are skipped; on a system without /proc the answer is false.
 pub fn open_for_write(path: &Path) -> bool {
+    open_for_write_under(path.parent().unwrap_or(path)).contains(path)
+}
+
+/// Every file under `root` that some process holds open with write access:
+/// one walk of /proc answers for a whole batch of files.
+pub fn open_for_write_under(root: &Path) -> HashSet<PathBuf> {
+    let mut found = HashSet::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
-        return false;
+        return found;
     };
     for proc_entry in procs.flatten() {
         let pid = proc_entry.file_name();
@@ -23,14 +31,15 @@ pub fn open_for_write(path: &Path) -> bool {
             continue;
         };
         for fd in fds.flatten() {
-            if std::fs::read_link(fd.path()).is_ok_and(|target| target == path)
+            if let Ok(target) = std::fs::read_link(fd.path())
+                && target.starts_with(root)
                 && fd_writable(&proc_entry.path(), &fd.file_name())
             {
-                return true;
+                found.insert(target);
             }
         }
     }
-    false
+    found
 }
 
 fn fd_writable(proc_dir: &Path, fd: &std::ffi::OsStr) -> bool {

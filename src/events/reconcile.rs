@@ -267,6 +267,9 @@ impl Reconciler {
             .map(|(path, _)| path.clone())
             .collect();
         due.sort();
+        // Files held open for writing, read from /proc once for all the due
+        // new files (a burst can bring thousands), only if one needs it.
+        let mut writers: Option<std::collections::HashSet<PathBuf>> = None;
         for path in due {
             let Some(p) = self.pending.get(&path).copied() else {
                 continue;
@@ -275,7 +278,9 @@ impl Reconciler {
             if !p.vanish
                 && new_file
                 && now.duration_since(p.first) < self.timing.write_hold
-                && super::openfiles::open_for_write(&self.abs(&path))
+                && writers
+                    .get_or_insert_with(|| super::openfiles::open_for_write_under(&self.root))
+                    .contains(&self.abs(&path))
             {
                 self.pending.insert(path, Pending { last: now, ..p });
                 continue;
