@@ -80,6 +80,13 @@ impl Diagnostics {
         }
     }
 
+    /// Moves every position down `lines` lines (a piece of a larger text).
+    pub fn shift_lines(&mut self, lines: u32) {
+        for d in &mut self.items {
+            d.line += lines;
+        }
+    }
+
     pub fn has_errors(&self) -> bool {
         self.items.iter().any(|d| d.severity == Severity::Error)
     }

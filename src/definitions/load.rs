@@ -81,9 +81,65 @@ pub fn load_config_dir(dir: &Path, limits: &Limits) -> Loaded {
 }
 
 /// Loads definitions from text already in memory (the API's `apply` body).
+/// A large text is cut at its document markers and its documents loaded on
+/// every core; positions are those in the whole text.
 pub fn load_text(name: &Path, bytes: &[u8], limits: &Limits) -> Loaded {
-    let result = load_file(name, bytes, limits);
-    merge(vec![result], Diagnostics::default())
+    const PARALLEL_ABOVE: usize = 64 * 1024;
+    let chunks = if bytes.len() > PARALLEL_ABOVE && bytes.len() <= limits.max_file_bytes {
+        split_documents(bytes)
+    } else {
+        Vec::new()
+    };
+    if chunks.len() <= 1 || chunks.len() > limits.max_documents {
+        let result = load_file(name, bytes, limits);
+        return merge(vec![result], Diagnostics::default());
+    }
+    let results = parallel_map(chunks, |(first_line, chunk)| {
+        let mut r = load_file_inner(name, chunk, limits, false);
+        r.diagnostics.shift_lines(first_line - 1);
+        for (_, _, pos) in &mut r.names {
+            pos.line += first_line - 1;
+        }
+        r
+    });
+    if results
+        .iter()
+        .all(|r| r.documents.is_empty() && r.diagnostics.is_empty() && r.names.is_empty())
+    {
+        let mut diagnostics = Diagnostics::default();
+        diagnostics.error(name, Pos::START, "no definitions in this file: it is empty");
+        return merge(Vec::new(), diagnostics);
+    }
+    merge(results, Diagnostics::default())
+}
+
+/// Cuts YAML text before each line that starts a document (`---` at the
+/// start of a line): such a line cannot occur inside a document's content
+/// (block scalars are indented, and a document marker ends a quoted one).
+/// Each piece comes with its first line number.
+fn split_documents(bytes: &[u8]) -> Vec<(u32, &[u8])> {
+    let mut pieces = Vec::new();
+    let (mut start, mut start_line, mut line) = (0usize, 1u32, 1u32);
+    let mut at = 0usize;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        let marker = rest.starts_with(b"---")
+            && matches!(rest.get(3), None | Some(b' ' | b'\t' | b'\n' | b'\r'));
+        if marker && at > start {
+            pieces.push((start_line, &bytes[start..at]));
+            start = at;
+            start_line = line;
+        }
+        match rest.iter().position(|&b| b == b'\n') {
+            Some(n) => {
+                at += n + 1;
+                line += 1;
+            }
+            None => break,
+        }
+    }
+    pieces.push((start_line, &bytes[start..]));
+    pieces
 }
 
 /// Loads without the JSON Schema pass: the typed structs and the compile
@@ -282,6 +338,17 @@ fn io_reason(e: &std::io::Error) -> String {
 }
 
 fn load_file(file: &Path, bytes: &[u8], limits: &Limits) -> FileResult {
+    load_file_inner(file, bytes, limits, true)
+}
+
+/// `require_documents`: a text with no definition at all is an error (a
+/// piece of a larger text may hold none).
+fn load_file_inner(
+    file: &Path,
+    bytes: &[u8],
+    limits: &Limits,
+    require_documents: bool,
+) -> FileResult {
     let mut result = FileResult::default();
     let docs = match yaml::parse_documents(bytes, limits) {
         Ok(docs) => docs,
@@ -290,7 +357,7 @@ fn load_file(file: &Path, bytes: &[u8], limits: &Limits) -> FileResult {
             return result;
         }
     };
-    if docs.is_empty() {
+    if docs.is_empty() && require_documents {
         result
             .diagnostics
             .error(file, Pos::START, "no definitions in this file: it is empty");
@@ -364,4 +431,56 @@ fn load_document(file: &Path, root: &Located<Node>, result: &mut FileResult) {
         });
     }
     result.workflows.extend(workflows);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_split_at_markers_with_their_first_lines() {
+        let text = b"# head\n---\na: 1\nb: |\n  ---\n--- # c\nc: 2\n---\n";
+        let pieces: Vec<(u32, String)> = split_documents(text)
+            .into_iter()
+            .map(|(l, p)| (l, String::from_utf8_lossy(p).into_owned()))
+            .collect();
+        assert_eq!(
+            pieces,
+            [
+                (1, "# head\n".to_owned()),
+                (2, "---\na: 1\nb: |\n  ---\n".to_owned()),
+                (6, "--- # c\nc: 2\n".to_owned()),
+                (8, "---\n".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_large_text_reports_positions_in_the_whole_text() {
+        let good = "---\napiVersion: nexus/v1\nkind: Workflow\nmetadata: {name: wNAME}\nspec:\n  on: [{event: file.created, pattern: /a/*.txt}]\n  steps: [{name: s, action: log, with: {message: hi}}]\n";
+        let mut text = String::new();
+        for i in 0..400 {
+            text.push_str(&good.replace("NAME", &i.to_string()));
+        }
+        let bad_line = text.lines().count() + 6;
+        text.push_str(
+            &good
+                .replace("NAME", "bad")
+                .replace("file.created", "file.create"),
+        );
+        text.push_str(&good.replace("NAME", "7"));
+        assert!(text.len() > 64 * 1024);
+        let loaded = load_text(Path::new("<body>"), text.as_bytes(), &Limits::default());
+        let errors: Vec<String> = loaded.diagnostics.errors().map(|d| d.to_string()).collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with(&format!("<body>:{bad_line}:")),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].contains("duplicate definition name `w7`"),
+            "{errors:?}"
+        );
+        assert_eq!(loaded.documents.len(), 401, "the invalid one is left out");
+    }
 }

@@ -647,9 +647,8 @@ fn malformed_requests_get_4xx_never_5xx() {
 
 /// The file API: writes trigger workflows and record who made them; paths
 /// are confined to the data dir.
-#[test]
-fn the_file_api_writes_atomically_confined_and_attributed() {
-    let agent = Agent::start(&[("a.yaml", WORKFLOW_A)], &[]);
+fn file_api(backend: Backend) {
+    let agent = Agent::start_on(backend, &[("a.yaml", WORKFLOW_A)], &[]);
     let key = agent.user_key("wendy", "writer");
     let url = agent.url();
     let (status, body) = http(
@@ -723,11 +722,18 @@ fn the_file_api_writes_atomically_confined_and_attributed() {
     assert!(!outside.path().join("pwned.txt").exists());
     assert!(!agent.path("/.nexus/evil").exists());
 }
+on_both!(
+    the_file_api_writes_atomically_confined_and_attributed,
+    file_api
+);
 
 /// `trigger` runs a workflow for a file now, recorded with the user.
-#[test]
-fn trigger_runs_a_workflow_for_a_file() {
-    let agent = Agent::start(&[("a.yaml", WORKFLOW_A), ("b.yaml", WORKFLOW_B)], &[]);
+fn trigger(backend: Backend) {
+    let agent = Agent::start_on(
+        backend,
+        &[("a.yaml", WORKFLOW_A), ("b.yaml", WORKFLOW_B)],
+        &[],
+    );
     let key = agent.user_key("wendy", "writer");
     agent.write("/elsewhere/f.txt", "f");
     agent.barrier();
@@ -760,7 +766,19 @@ fn trigger_runs_a_workflow_for_a_file() {
     let runs = agent.cli(&key, &["runs", "list", "--workflow", "a", "-o", "json"]);
     let runs = json(&runs.stdout);
     assert_eq!(runs["runs"][0]["event"]["path"], "/elsewhere/f.txt");
+    let run = agent.cli(
+        &key,
+        &[
+            "runs",
+            "get",
+            runs["runs"][0]["id"].as_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(json(&run.stdout)["event"]["actor"], "wendy");
 }
+on_both!(trigger_runs_a_workflow_for_a_file, trigger);
 
 /// Client errors: one clear line and exit 1; usage errors exit 2.
 #[test]
