@@ -14,7 +14,6 @@ use super::{
     ApplyArgs, ClientArgs, DiffArgs, EventsCommand, FileCommand, OutputFormat, RunsCommand,
     WorkflowsCommand,
 };
-use crate::definitions::load_paths;
 
 /// A connection to the agent.
 pub struct Client {
@@ -108,22 +107,24 @@ impl Reply {
             401 => bail!("the API key was refused: {message} (set --api-key or NEXUS_API_KEY)"),
             403 => bail!("not allowed: {message}"),
             _ => {
-                let mut text = message;
-                if let Some(diags) = parsed
+                // An invalid apply: each problem on its own line, as `validate` prints them.
+                let diags = parsed
                     .as_ref()
                     .and_then(|v| v["error"]["diagnostics"].as_array())
-                {
+                    .filter(|d| !d.is_empty());
+                if let Some(diags) = diags {
                     for d in diags {
-                        text.push_str(&format!(
-                            "\n{}:{}:{}: error: {}",
+                        eprintln!(
+                            "{}:{}:{}: error: {}",
                             d["file"].as_str().unwrap_or("?"),
                             d["line"],
                             d["column"],
                             d["message"].as_str().unwrap_or("")
-                        ));
+                        );
                     }
+                    bail!("the definitions are invalid: nothing was applied");
                 }
-                bail!("{text}")
+                bail!("{message}")
             }
         }
     }
@@ -231,25 +232,20 @@ fn duration(v: &Value) -> String {
     }
 }
 
-/// Definition files as a multi-document body, each document as canonical
-/// JSON (JSON is YAML); they are checked here first so errors name the
-/// user's files, lines and columns.
+/// Definition files as one multi-document body, each file after a line
+/// naming it: the agent validates the whole set, and its errors name the
+/// files, lines and columns.
 fn definitions_body(
     paths: &[std::path::PathBuf],
     limits: &crate::definitions::Limits,
 ) -> anyhow::Result<Vec<u8>> {
-    let loaded = load_paths(paths, limits);
-    if loaded.diagnostics.has_errors() {
-        eprint!("{}", loaded.diagnostics);
-        bail!("the definitions are invalid: nothing was applied");
+    match crate::definitions::load::join_sources(paths, limits) {
+        Ok(text) => Ok(text.into_bytes()),
+        Err(diagnostics) => {
+            eprint!("{diagnostics}");
+            bail!("the definitions cannot be read: nothing was applied");
+        }
     }
-    let mut body = String::new();
-    for d in &loaded.documents {
-        body.push_str("---\n");
-        body.push_str(&d.json.to_string());
-        body.push('\n');
-    }
-    Ok(body.into_bytes())
 }
 
 /// The source an apply stands for: `--source`, or the paths as typed.

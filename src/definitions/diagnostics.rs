@@ -80,6 +80,11 @@ impl Diagnostics {
         }
     }
 
+    /// Rewrites each diagnostic in place.
+    pub fn remap(&mut self, mut f: impl FnMut(&mut Diagnostic)) {
+        self.items.iter_mut().for_each(&mut f);
+    }
+
     /// Moves every position down `lines` lines (a piece of a larger text).
     pub fn shift_lines(&mut self, lines: u32) {
         for d in &mut self.items {

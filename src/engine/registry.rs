@@ -107,7 +107,7 @@ impl Registry {
         let version = store.definitions_version().await?;
         let defs = store.definitions().await?;
         let compiled = std::sync::Mutex::new(HashMap::new());
-        let live = build_live(&defs, &HashMap::new(), &compiled, secrets_dir.as_deref())
+        let live = build_live(&defs, HashMap::new(), &compiled, secrets_dir.as_deref())
             .map_err(|e| anyhow::anyhow!("the stored definitions cannot be loaded: {e}"))?;
         let paused = store.paused().await?.into_iter().collect();
         Ok(Registry {
@@ -140,7 +140,7 @@ impl Registry {
         let defs = self.store.definitions().await?;
         match build_live(
             &defs,
-            &HashMap::new(),
+            HashMap::new(),
             &self.compiled,
             self.secrets_dir.as_deref(),
         ) {
@@ -248,7 +248,7 @@ impl Registry {
                 }
             }
         }
-        self.commit(next, writes, &fresh, opts.dry_run).await?;
+        self.commit(next, writes, fresh, opts.dry_run).await?;
         Ok(report)
     }
 
@@ -273,7 +273,7 @@ impl Registry {
             applied_by: who.to_owned(),
             applied_ms: now_ms(),
         };
-        self.commit(next, vec![write], &HashMap::new(), false)
+        self.commit(next, vec![write], HashMap::new(), false)
             .await?;
         Ok(Some(Applied {
             kind: old.kind,
@@ -287,7 +287,7 @@ impl Registry {
         &self,
         next: BTreeMap<String, StoredDefinition>,
         mut writes: Vec<DefinitionWrite>,
-        fresh: &HashMap<String, Vec<Workflow>>,
+        fresh: HashMap<String, Vec<Workflow>>,
         dry_run: bool,
     ) -> Result<(), ApplyError> {
         let defs: Vec<StoredDefinition> = next.into_values().collect();
@@ -353,7 +353,7 @@ pub fn documents_of(loaded: Loaded) -> Result<Vec<SourceDocument>, Diagnostics> 
 /// from its stored JSON (JSON is YAML). The cache keeps what the set uses.
 fn build_live(
     defs: &[StoredDefinition],
-    fresh: &HashMap<String, Vec<Workflow>>,
+    mut fresh: HashMap<String, Vec<Workflow>>,
     cache: &std::sync::Mutex<HashMap<String, Vec<Workflow>>>,
     secrets_dir: Option<&Path>,
 ) -> Result<Live, String> {
@@ -389,21 +389,20 @@ fn build_live(
             }
         }
     }
+    // Each document's workflows move into the new cache; the set gets one copy.
+    let mut old = std::mem::take(&mut *cache);
     let mut set = crate::definitions::DefinitionSet::default();
-    let mut keep: HashMap<String, Vec<Workflow>> = HashMap::new();
     for d in defs {
         let workflows = fresh
-            .get(&d.hash)
-            .or_else(|| compiled.get(&d.hash))
-            .or_else(|| cache.get(&d.hash))
-            .cloned()
+            .remove(&d.hash)
+            .or_else(|| compiled.remove(&d.hash))
+            .or_else(|| old.remove(&d.hash))
+            .or_else(|| cache.get(&d.hash).cloned())
             .unwrap_or_default();
         set.workflows.extend(workflows.iter().cloned());
-        keep.insert(d.hash.clone(), workflows);
+        cache.insert(d.hash.clone(), workflows);
     }
-    let live = Live::new(set, secrets_dir)?;
-    *cache = keep;
-    Ok(live)
+    Live::new(set, secrets_dir)
 }
 
 /// A stored document (an old revision's JSON) compiled again, for rollback.

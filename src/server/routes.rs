@@ -37,7 +37,15 @@ pub struct ApplyQuery {
 
 /// The documents of an apply or diff body (multi-document YAML).
 fn body_documents(bytes: &[u8]) -> Result<Vec<SourceDocument>, ApiError> {
-    let loaded = load_text(Path::new("<request>"), bytes, &Limits::default());
+    let name = Path::new("<request>");
+    // The body holds many files: its own size limit is the request's.
+    let limits = Limits {
+        max_file_bytes: super::MAX_BODY_BYTES,
+        max_documents: 100_000,
+        ..Limits::default()
+    };
+    let mut loaded = load_text(name, bytes, &limits);
+    crate::definitions::load::map_sources(bytes, name, &mut loaded.diagnostics);
     if loaded.diagnostics.has_errors() {
         let list: Vec<Value> = loaded
             .diagnostics
@@ -50,10 +58,10 @@ fn body_documents(bytes: &[u8]) -> Result<Vec<SourceDocument>, ApiError> {
             .next()
             .map(|d| d.to_string())
             .unwrap_or_default();
-        return Err(
-            ApiError::invalid(format!("the definitions are invalid: {first}"))
-                .with("diagnostics", Value::Array(list)),
-        );
+        return Err(ApiError::invalid(format!(
+            "the definitions are invalid, nothing was applied: {first}"
+        ))
+        .with("diagnostics", Value::Array(list)));
     }
     Ok(loaded.documents)
 }

@@ -1103,3 +1103,44 @@ fn a_second_node_picks_up_applies_and_pauses() {
             .any(|r| r.status == "skipped" && r.reason.as_deref() == Some("paused"))
     });
 }
+
+/// The agent validates what `apply` sends; its errors name the user's
+/// files, lines and columns, across files too.
+#[test]
+fn apply_errors_name_the_files_lines_and_columns() {
+    let agent = Agent::start(&[], &[]);
+    let key = agent.user_key("ci", "admin");
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("defs")).unwrap();
+    fs::write(dir.path().join("defs/x.yaml"), WORKFLOW_A).unwrap();
+    fs::write(
+        dir.path().join("defs/y.yaml"),
+        format!("# a comment\n{WORKFLOW_A}"),
+    )
+    .unwrap();
+    fs::write(dir.path().join("defs/empty.yml"), "# nothing here\n").unwrap();
+    let out = agent.cli_in(&key, dir.path(), &["apply", "-f", "defs"], b"");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("defs/empty.yml:1:1: error: no definitions in this file"),
+        "{}",
+        out.stderr
+    );
+    fs::remove_file(dir.path().join("defs/empty.yml")).unwrap();
+    let out = agent.cli_in(&key, dir.path(), &["apply", "-f", "defs"], b"");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("defs/y.yaml:6:9: error: duplicate definition name `a` (first defined at defs/x.yaml:5:9)"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .ends_with("error: the definitions are invalid: nothing was applied\n"),
+        "{}",
+        out.stderr
+    );
+    let list = json(&agent.cli(&key, &["workflows", "list", "-o", "json"]).stdout);
+    assert_eq!(list["workflows"], serde_json::json!([]));
+}
