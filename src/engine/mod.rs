@@ -495,9 +495,27 @@ impl EventsWorker {
             let decisions = decision_log(&live, &event, &runs[first_run..]);
             events.push((event, decisions));
         }
-        if let Err(e) = self.rt.store.commit_events(&events, &index, &runs).await {
-            tracing::error!(error = %e, events = events.len(), "recording events failed; their runs are not started");
-            return;
+        // While the database is unreachable, wait for it: new hints queue up
+        // meanwhile (and past the buffer, a rescan finds their changes). An
+        // event given up on is not lost either: the stored index does not
+        // have its change, so the next start finds it again.
+        let mut wait = Duration::from_millis(50);
+        loop {
+            match self.rt.store.commit_events(&events, &index, &runs).await {
+                Ok(()) => break,
+                Err(e) if e.is_transient() && !self.rt.shutdown.is_cancelled() => {
+                    tracing::warn!(error = %e, events = events.len(), "the database is unreachable; retrying the events");
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = self.rt.shutdown.cancelled() => {}
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, events = events.len(), "recording events failed; their runs are not started (the next start finds the changes again)");
+                    return;
+                }
+            }
         }
         for (e, _) in &events {
             crate::metrics::METRICS.event(e.kind);

@@ -116,12 +116,12 @@ async fn commit(store: &Store, batch: &[Write]) {
     loop {
         match store.write(batch).await {
             Ok(()) => return,
-            Err(StoreError::Sql(e)) if is_transient(&e) && started.elapsed() < GIVE_UP => {
+            Err(e) if e.is_transient() && started.elapsed() < GIVE_UP => {
                 tracing::warn!(error = %e, changes = batch.len(), "the database is unreachable; retrying the run changes");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(2));
             }
-            Err(e) if batch.len() > 1 && !matches!(&e, StoreError::Sql(s) if is_transient(s)) => {
+            Err(e) if batch.len() > 1 && !e.is_transient() => {
                 tracing::warn!(error = %e, "a batch of run changes was refused; recording them one by one");
                 for w in batch {
                     if let Err(e) = store.write(std::slice::from_ref(w)).await {
@@ -134,6 +134,17 @@ async fn commit(store: &Store, batch: &[Write]) {
                 tracing::error!(error = %e, changes = batch.len(), "recording run changes failed; their runs will be taken up again at the next start");
                 return;
             }
+        }
+    }
+}
+
+impl StoreError {
+    /// True when trying again later may succeed: the database is down,
+    /// restarting, unreachable or busy.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Sql(e) => is_transient(e),
+            _ => false,
         }
     }
 }

@@ -96,3 +96,155 @@ fn kill_9_during_a_burst(backend: Backend) {
     );
 }
 on_both!(kill_9_three_times_during_a_burst, kill_9_during_a_burst);
+
+/// A PostgreSQL server of the test's own (`initdb`, `pg_ctl`) on a spare
+/// port, so restarting it leaves the machine's server alone. Stopped on drop.
+struct OwnPostgres {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    port: u16,
+}
+
+impl OwnPostgres {
+    fn start() -> Option<OwnPostgres> {
+        let bin = fs::read_dir("/usr/lib/postgresql").ok().and_then(|d| {
+            d.flatten()
+                .map(|e| e.path().join("bin"))
+                .find(|b| b.join("initdb").exists())
+        });
+        let Some(bin) = bin else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "initdb is required in CI (the PostgreSQL server packages)"
+            );
+            eprintln!("SKIPPED: PostgreSQL restart test: no initdb under /usr/lib/postgresql");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = OwnPostgres { dir, bin, port };
+        pg.ctl(&["initdb", "-D", &pg.data(), "-A", "trust", "-U", "postgres"]);
+        pg.pg_ctl("start");
+        Some(pg)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("pgdata").display().to_string()
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Runs a PostgreSQL program, as the `postgres` user when we are root
+    /// (the server refuses to run as root).
+    fn ctl(&self, args: &[&str]) {
+        let program = self.bin.join(args[0]).display().to_string();
+        let root = unsafe { libc::geteuid() } == 0;
+        let mut cmd = if root {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--", &program]);
+            c
+        } else {
+            std::process::Command::new(&program)
+        };
+        let out = cmd.args(&args[1..]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn pg_ctl(&self, action: &str) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("pg.log").display().to_string();
+        let data = self.data();
+        let mut args = vec!["pg_ctl", "-D", &data, "-w", "-l", &log, "-o", &opts, action];
+        if action != "start" {
+            args.extend(["-m", "fast"]);
+        }
+        self.ctl(&args);
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let data = self.data();
+        let program = self.bin.join("pg_ctl").display().to_string();
+        let root = unsafe { libc::geteuid() } == 0;
+        let _ = if root {
+            std::process::Command::new("runuser")
+                .args([
+                    "-u",
+                    "postgres",
+                    "--",
+                    &program,
+                    "-D",
+                    &data,
+                    "-m",
+                    "immediate",
+                    "stop",
+                ])
+                .output()
+        } else {
+            std::process::Command::new(&program)
+                .args(["-D", &data, "-m", "immediate", "stop"])
+                .output()
+        };
+    }
+}
+
+/// PostgreSQL restarts while 500 runs are in flight: every run reaches a
+/// final state, and none succeeds twice.
+#[test]
+fn a_postgresql_restart_loses_no_run() {
+    const FILES: usize = 500;
+    let Some(pg) = OwnPostgres::start() else {
+        return;
+    };
+    let sleepy = COPY.replace(
+        "    - name: copy\n      action: file.copy",
+        "    - name: wait\n      run: 'sleep 0.02'\n    - name: copy\n      action: file.copy",
+    );
+    let agent = Agent::start_on(Backend::Postgres(pg.url()), &[("copy.yaml", &sleepy)], &[]);
+    fs::create_dir_all(agent.path("/burst")).unwrap();
+    for i in 0..FILES {
+        fs::write(agent.path(&format!("/burst/f{i:04}.txt")), format!("{i}")).unwrap();
+    }
+    agent.wait_until("some runs to succeed", || {
+        agent
+            .runs()
+            .iter()
+            .filter(|r| r.status == "succeeded")
+            .count()
+            >= 50
+    });
+    pg.pg_ctl("restart");
+    agent.wait_until("every run to reach a final state", || {
+        let runs = agent.runs();
+        runs.len() >= FILES && runs.iter().all(|r| r.status == "succeeded")
+    });
+    let mut paths: Vec<String> = agent.runs().into_iter().map(|r| r.path).collect();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), FILES, "one run per file");
+    assert_eq!(agent.runs().len(), FILES, "no file ran twice");
+    for i in 0..FILES {
+        assert!(agent.path(&format!("/copied/f{i:04}.txt")).exists());
+    }
+    assert!(
+        agent.log_text().contains("the database is unreachable"),
+        "the restart was noticed"
+    );
+}
