@@ -248,3 +248,94 @@ fn a_postgresql_restart_loses_no_run() {
         "the restart was noticed"
     );
 }
+
+/// Per-file order with 10% random failures (retried) and random durations:
+/// per path, runs start in event order and never overlap; different paths
+/// run side by side.
+fn per_file_order(backend: Backend) {
+    const PATHS: usize = 8;
+    const VERSIONS: usize = 6;
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("order.log");
+    let workflow = format!(
+        r#"
+apiVersion: nexus/v1
+kind: Workflow
+metadata: {{name: ordered}}
+spec:
+  on: [{{event: [file.created, file.updated], pattern: /o/*.txt, on_burst: queue}}]
+  concurrency: 4
+  retry: {{max_attempts: 5, backoff: 10ms, multiplier: 1}}
+  steps:
+    - name: work
+      run: |
+        n=$(od -An -N1 -tu1 /dev/urandom | tr -d ' ')
+        echo "begin {{{{event.path}}}} {{{{event.id}}}}" >> {log}
+        sleep 0.0$((n % 4))
+        echo "end {{{{event.path}}}} {{{{event.id}}}}" >> {log}
+        [ $((n % 10)) -ne 0 ]
+"#,
+        log = log.display()
+    );
+    let agent = Agent::start_on(backend, &[("o.yaml", &workflow)], &[]);
+    fs::create_dir_all(agent.path("/o")).unwrap();
+    for v in 0..VERSIONS {
+        for p in 0..PATHS {
+            fs::write(agent.path(&format!("/o/p{p}.txt")), format!("v{v}")).unwrap();
+        }
+        // Let each version's close reach the watcher as its own event.
+        agent.barrier();
+    }
+    let events: Vec<(String, String)> = agent.query(async |pool| {
+        use sqlx::Row;
+        sqlx::query("SELECT id, path FROM events WHERE path LIKE '/o/%' ORDER BY seq")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.get("id"), r.get("path")))
+            .collect()
+    });
+    assert!(events.len() >= PATHS * 2, "{events:?}");
+    agent.wait_runs("ordered", events.len());
+    let text = fs::read_to_string(&log).unwrap();
+    let mut open: BTreeMap<String, String> = BTreeMap::new();
+    let mut started: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut most_open = 0;
+    for line in text.lines() {
+        let mut parts = line.split(' ');
+        let (what, path, id) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        match what {
+            "begin" => {
+                assert!(
+                    !open.contains_key(path),
+                    "two runs of {path} at once: {line}\n{text}"
+                );
+                open.insert(path.to_owned(), id.to_owned());
+                most_open = most_open.max(open.len());
+                let ids = started.entry(path.to_owned()).or_default();
+                if ids.last().map(String::as_str) != Some(id) {
+                    ids.push(id.to_owned());
+                }
+            }
+            _ => assert_eq!(open.remove(path).as_deref(), Some(id), "{line}"),
+        }
+    }
+    for p in 0..PATHS {
+        let path = format!("/o/p{p}.txt");
+        let expected: Vec<String> = events
+            .iter()
+            .filter(|(_, ep)| *ep == path)
+            .map(|(id, _)| id.clone())
+            .collect();
+        assert_eq!(started[&path], expected, "start order of {path}");
+    }
+    assert!(most_open > 1, "different paths ran side by side");
+    let retried = agent.runs().iter().filter(|r| r.attempts > 1).count();
+    eprintln!("runs: {}, retried: {retried}", events.len());
+}
+on_both!(per_file_order_holds_under_random_failures, per_file_order);
