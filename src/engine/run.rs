@@ -344,6 +344,119 @@ mod tests {
         }
     }
 
+    /// Attempts at 0, after `backoff`, after `backoff × multiplier` more:
+    /// never early (the jitter is ±10%), and late only by scheduling; every
+    /// attempt recorded with its error. (A paused tokio clock cannot be used
+    /// here: it jumps to far timers while the step's child process runs.)
+    #[tokio::test]
+    async fn attempts_follow_the_backoff_on_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(None, dir.path()).await.unwrap();
+        let yaml = "apiVersion: nexus/v1\nkind: Workflow\nmetadata: {name: r}\nspec:\n  on: [{event: file.created, pattern: /x}]\n  retry: {max_attempts: 3, backoff: 300ms, multiplier: 3}\n  steps:\n    - {name: fail, run: 'echo no >&2; exit 1'}\n";
+        let loaded = crate::definitions::load_text(
+            std::path::Path::new("t.yaml"),
+            yaml.as_bytes(),
+            &Default::default(),
+        );
+        assert!(!loaded.diagnostics.has_errors(), "{}", loaded.diagnostics);
+        let workflow = Arc::new(loaded.set.workflows[0].clone());
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let rt = Runtime {
+            writer: Writer::start(store.clone()),
+            store: store.clone(),
+            data_dir: dir.path().to_path_buf(),
+            root: Arc::new(
+                cap_std::fs::Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority())
+                    .unwrap(),
+            ),
+            http: reqwest::Client::new(),
+            causes: Arc::new(Causes::default()),
+            actors: Arc::new(super::super::causes::Recent::default()),
+            output_cap: 1024,
+            shutdown: CancellationToken::new(),
+            changes: tokio::sync::broadcast::channel(64).0,
+        };
+        let event = Event {
+            id: "evt_1".into(),
+            kind: crate::events::EventType::Created,
+            path: "/x".into(),
+            old_path: None,
+            size: Some(0),
+            mtime_ms: Some(0),
+            observed_ms: now_ms(),
+            cause: None,
+            raw_abs: None,
+            actor: None,
+        };
+        let run = crate::store::NewRun {
+            id: "run_1".into(),
+            workflow: "r".into(),
+            event: event.clone(),
+            status: RunStatus::Queued,
+            reason: None,
+            queued_ms: now_ms(),
+        };
+        store
+            .commit_events(&[(event.clone(), None)], &[], &[run])
+            .await
+            .unwrap();
+        let mut rx = rt.changes.subscribe();
+        let t0 = tokio::time::Instant::now();
+        let watcher = tokio::spawn(async move {
+            let mut starts = Vec::new();
+            while let Ok(c) = rx.recv().await {
+                if c.status == "running" {
+                    starts.push(tokio::time::Instant::now() - t0);
+                }
+                if c.status == "failed" {
+                    break;
+                }
+            }
+            starts
+        });
+        let job = Job {
+            run_id: "run_1".into(),
+            workflow,
+            event,
+            secrets: Arc::new(Vec::new()),
+            first_attempt: 1,
+            not_before_ms: None,
+        };
+        execute(&rt, &job).await;
+        let starts = watcher.await.unwrap();
+        assert_eq!(starts.len(), 3, "{starts:?}");
+        // Upper bounds leave room for a loaded machine; lower bounds are exact.
+        let near = |got: Duration, want: f64| {
+            let s = got.as_secs_f64();
+            assert!(
+                (want * 0.9..=want * 1.1 + 0.8).contains(&s),
+                "{s} s, expected {want} s ±10%"
+            );
+        };
+        near(starts[1] - starts[0], 0.3);
+        near(starts[2] - starts[1], 0.9);
+        rt.writer.flush().await;
+        let attempts: Vec<(i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT attempt, status, error FROM attempts WHERE run_id = 'run_1' ORDER BY attempt",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(attempts.len(), 3);
+        assert!(
+            attempts
+                .iter()
+                .all(|(_, s, e)| s == "failed" && e.is_some()),
+            "{attempts:?}"
+        );
+        let status: (String, i64) =
+            sqlx::query_as("SELECT status, attempts FROM runs WHERE id = 'run_1'")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(status, ("failed".to_owned(), 3));
+    }
+
     #[test]
     fn conditions_are_falsy_only_when_empty_false_or_zero() {
         for t in ["", " false\n", "0"] {
