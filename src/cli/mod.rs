@@ -353,6 +353,13 @@ pub struct ServeArgs {
     /// it, nothing is dropped: the tree is rescanned instead.
     #[arg(long, default_value_t = crate::events::watcher::CHANNEL_CAPACITY)]
     pub event_buffer: usize,
+    /// This agent's name in run leases (default: the host name and the data dir).
+    #[arg(long, env = "NEXUS_NODE_ID")]
+    pub node_id: Option<String>,
+    /// How long a claim on a run holds unrenewed; past it, another agent on
+    /// the same PostgreSQL takes the run up.
+    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    pub lease: std::time::Duration,
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {

@@ -29,6 +29,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         event_buffer: args.event_buffer,
         database_url: args.database_url,
         retention: args.retention,
+        node_id: args.node_id,
+        lease: args.lease,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -56,7 +56,8 @@ struct State {
     running_keys: HashSet<Key>,
     running_per_workflow: HashMap<String, u32>,
     /// Run ids in flight, for an honest record at shutdown.
-    in_flight: HashSet<String>,
+    /// Runs executing now, with their fence.
+    in_flight: HashMap<String, i64>,
 }
 
 async fn dispatch_worker(
@@ -71,7 +72,7 @@ async fn dispatch_worker(
         order: VecDeque::new(),
         running_keys: HashSet::new(),
         running_per_workflow: HashMap::new(),
-        in_flight: HashSet::new(),
+        in_flight: HashMap::new(),
     };
     let mut tasks: JoinSet<String> = JoinSet::new();
     loop {
@@ -118,6 +119,7 @@ async fn enqueue(rt: &Runtime, state: &mut State, job: Job) {
             rt.writer
                 .send(Write::RunClosed {
                     run_id: old.run_id.clone(),
+                    fence: old.fence,
                     status: RunStatus::Skipped,
                     reason: reason.clone(),
                     at_ms: now_ms(),
@@ -170,7 +172,7 @@ fn start_ready(
         }
         state.running_keys.insert(key.clone());
         *state.running_per_workflow.entry(key.0.clone()).or_default() += 1;
-        state.in_flight.insert(job.run_id.clone());
+        state.in_flight.insert(job.run_id.clone(), job.fence);
         let (rt, tx) = (Arc::clone(rt), tx.clone());
         tasks.spawn(async move {
             execute(&rt, &job).await;
@@ -198,11 +200,12 @@ async fn drain(rt: &Runtime, mut state: State, mut tasks: JoinSet<String>, grace
                 state.in_flight.remove(&run_id);
             }
         }
-        for run_id in &state.in_flight {
+        for (run_id, fence) in &state.in_flight {
             tracing::warn!(run = %run_id, "run cancelled at shutdown after the grace period");
             rt.writer
                 .send(Write::RunClosed {
                     run_id: run_id.clone(),
+                    fence: *fence,
                     status: RunStatus::Cancelled,
                     reason: "shutdown".to_owned(),
                     at_ms: now_ms(),

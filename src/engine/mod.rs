@@ -48,6 +48,10 @@ pub struct ServeOptions {
     pub database_url: Option<String>,
     /// Finished runs older than this are deleted.
     pub retention: Duration,
+    /// This agent's name in run leases; by default the host and the data dir.
+    pub node_id: Option<String>,
+    /// How long a claim on a run holds without renewal.
+    pub lease: Duration,
 }
 
 /// Runs the agent until SIGINT or SIGTERM.
@@ -87,6 +91,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         causes: Arc::new(Causes::default()),
         actors: Arc::new(Recent::default()),
         output_cap: opts.output_cap,
+        node: opts
+            .node_id
+            .clone()
+            .unwrap_or_else(|| default_node_id(&data_dir)),
+        lease: opts.lease,
         shutdown: shutdown.clone(),
         changes: tokio::sync::broadcast::channel(1024).0,
     });
@@ -111,6 +120,13 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     };
     let server = tokio::spawn(crate::server::http_worker(listener, api, shutdown.clone()));
 
+    tracing::info!(node = %rt.node, "node");
+    let leases = tokio::spawn(lease_worker(
+        Arc::clone(&rt),
+        registry.live().clone(),
+        dispatcher.clone(),
+        shutdown.clone(),
+    ));
     let refresh = tokio::spawn(refresh_worker(Arc::clone(&registry), shutdown.clone()));
     let config_task = opts.config_dir.clone().map(|dir| {
         tokio::spawn(config_dir::config_worker(
@@ -140,6 +156,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let _ = checkpoints.await;
     let _ = retention.await;
     let _ = refresh.await;
+    let _ = leases.await;
     if let Err(e) = store.checkpoint(true).await {
         tracing::warn!(error = %e, "final checkpoint failed");
     }
@@ -208,6 +225,15 @@ async fn retention_worker(store: Store, retention: Duration, shutdown: Cancellat
             () = shutdown.cancelled() => return,
         }
     }
+}
+
+/// The host's name and the data dir: the same agent restarted is the same
+/// node, and takes its own unfinished runs back at once.
+fn default_node_id(data_dir: &std::path::Path) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned());
+    format!("{host}:{}", data_dir.display())
 }
 
 /// Once a second, picks up definition and pause changes other nodes made.
@@ -361,61 +387,19 @@ impl EventsWorker {
         }
     }
 
-    /// Hands over again the runs a previous agent left unfinished (killed,
-    /// crashed): queued ones as they were, running ones as a new attempt,
-    /// so every recorded event's runs reach a final state.
+    /// Claims the runs a previous agent of this node left unfinished
+    /// (killed, crashed), and those no node holds any more, and runs them.
     async fn resume(&self) {
-        let unfinished = match self.rt.store.unfinished_runs().await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read unfinished runs");
-                return;
-            }
-        };
-        if unfinished.is_empty() {
-            return;
+        let (node, until) = self.rt.lease_now();
+        match self
+            .rt
+            .store
+            .claim_unfinished(&node, until, now_ms(), true)
+            .await
+        {
+            Ok(runs) => take_up(&self.rt, &self.live, &self.dispatcher, runs).await,
+            Err(e) => tracing::error!(error = %e, "cannot read unfinished runs"),
         }
-        let live = self.live.current();
-        let secrets = Arc::clone(&live.secrets);
-        let mut jobs = Vec::new();
-        for run in unfinished {
-            let Some(workflow) = live.workflows.iter().find(|w| w.name == run.workflow) else {
-                let reason = "workflow removed before the run could finish";
-                self.rt
-                    .writer
-                    .send(Write::RunClosed {
-                        run_id: run.id.clone(),
-                        status: RunStatus::Cancelled,
-                        reason: reason.to_owned(),
-                        at_ms: now_ms(),
-                    })
-                    .await;
-                continue;
-            };
-            let mut first_attempt = run.attempts + 1;
-            if run.status == "running" {
-                if let Err(e) = self
-                    .rt
-                    .store
-                    .interrupt_attempt(&run.id, run.attempts, now_ms())
-                    .await
-                {
-                    tracing::error!(error = %e, "recording failed");
-                }
-            } else if run.status == "queued" {
-                first_attempt = 1;
-            }
-            tracing::info!(run = %run.id, workflow = %run.workflow, status = %run.status, "resuming an unfinished run");
-            jobs.push(Job {
-                run_id: run.id,
-                workflow: Arc::clone(workflow),
-                event: run.event,
-                secrets: Arc::clone(&secrets),
-                first_attempt,
-                not_before_ms: run.next_attempt_ms,
-            });
-        }
-        self.dispatcher.submit(jobs).await;
     }
 
     /// Records the events of `changes` with their runs, then hands the runs over.
@@ -480,6 +464,7 @@ impl EventsWorker {
                         secrets: Arc::clone(&secrets),
                         first_attempt: 1,
                         not_before_ms: None,
+                        fence: 1,
                     });
                     (RunStatus::Queued, None)
                 };
@@ -487,6 +472,7 @@ impl EventsWorker {
                     id: run_id,
                     workflow: workflow.name.clone(),
                     event: ev,
+                    lease: (!status.is_final()).then(|| self.rt.lease_now()),
                     status,
                     reason,
                     queued_ms: now_ms(),
@@ -551,6 +537,98 @@ fn decision_log(live: &live::Live, event: &Event, runs: &[NewRun]) -> Option<Str
         }
     }
     (!log.is_empty()).then(|| serde_json::Value::Array(log).to_string())
+}
+
+/// Hands claimed unfinished runs to the dispatcher: queued ones as they
+/// were, running ones as a new attempt (their interrupted attempt recorded
+/// as such), so every recorded event's runs reach a final state.
+async fn take_up(
+    rt: &Runtime,
+    live: &LiveHandle,
+    dispatcher: &Dispatcher,
+    runs: Vec<crate::store::UnfinishedRun>,
+) {
+    if runs.is_empty() {
+        return;
+    }
+    let live = live.current();
+    let secrets = Arc::clone(&live.secrets);
+    let mut jobs = Vec::new();
+    for run in runs {
+        let Some(workflow) = live.workflows.iter().find(|w| w.name == run.workflow) else {
+            rt.writer
+                .send(Write::RunClosed {
+                    run_id: run.id.clone(),
+                    fence: run.fence,
+                    status: RunStatus::Cancelled,
+                    reason: "workflow removed before the run could finish".to_owned(),
+                    at_ms: now_ms(),
+                })
+                .await;
+            continue;
+        };
+        let mut first_attempt = run.attempts + 1;
+        if run.status == "running" {
+            if let Err(e) = rt
+                .store
+                .interrupt_attempt(&run.id, run.attempts, now_ms())
+                .await
+            {
+                tracing::error!(error = %e, "recording failed");
+            }
+        } else if run.status == "queued" {
+            first_attempt = 1;
+        }
+        tracing::info!(run = %run.id, workflow = %run.workflow, status = %run.status, "resuming an unfinished run");
+        jobs.push(Job {
+            run_id: run.id,
+            workflow: Arc::clone(workflow),
+            event: run.event,
+            secrets: Arc::clone(&secrets),
+            first_attempt,
+            not_before_ms: run.next_attempt_ms,
+            fence: run.fence,
+        });
+    }
+    dispatcher.submit(jobs).await;
+}
+
+/// Keeps this node's leases alive (a third of the lease apart), and takes
+/// up runs whose node stopped renewing them (it died, or hangs).
+async fn lease_worker(
+    rt: Arc<Runtime>,
+    live: LiveHandle,
+    dispatcher: Dispatcher,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval((rt.lease / 3).max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let (node, until) = rt.lease_now();
+        if let Err(e) = rt.store.renew_leases(&node, until).await {
+            tracing::warn!(error = %e, "renewing run leases failed");
+            continue;
+        }
+        match rt
+            .store
+            .claim_unfinished(&node, until, now_ms(), false)
+            .await
+        {
+            Ok(runs) if !runs.is_empty() => {
+                tracing::warn!(
+                    runs = runs.len(),
+                    "taking up runs whose node stopped renewing their lease"
+                );
+                take_up(&rt, &live, &dispatcher, runs).await;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "looking for abandoned runs failed"),
+        }
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {

@@ -53,6 +53,10 @@ pub struct Runtime {
     pub root: Arc<cap_std::fs::Dir>,
     pub http: reqwest::Client,
     pub causes: Arc<Causes>,
+    /// This node's name in run leases.
+    pub node: String,
+    /// How long a claim on a run holds without renewal.
+    pub lease: Duration,
     /// API users' file writes awaiting their events.
     pub actors: Arc<super::causes::Recent<String>>,
     pub output_cap: usize,
@@ -62,6 +66,12 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// A lease for a run claimed now: this node, until when.
+    pub fn lease_now(&self) -> (String, i64) {
+        let ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+        (self.node.clone(), now_ms().saturating_add(ms))
+    }
+
     /// Announces a run's new state.
     pub fn changed(&self, change: RunChange) {
         crate::metrics::METRICS.run(&change.workflow, change.status, change.duration_ms);
@@ -83,6 +93,8 @@ pub struct Job {
     pub first_attempt: u32,
     /// Not before this time (a retry resumed after a restart), Unix ms.
     pub not_before_ms: Option<i64>,
+    /// The fencing counter of this node's claim on the run.
+    pub fence: i64,
 }
 
 /// Why an attempt failed, and whether another could succeed.
@@ -116,6 +128,7 @@ pub async fn execute(rt: &Runtime, job: &Job) {
         rt.writer
             .send(Write::AttemptStarted {
                 run_id: job.run_id.clone(),
+                fence: job.fence,
                 attempt,
                 at_ms: now_ms(),
             })
@@ -148,6 +161,7 @@ pub async fn execute(rt: &Runtime, job: &Job) {
                 rt.writer
                     .send(Write::AttemptFinished {
                         run_id: job.run_id.clone(),
+                        fence: job.fence,
                         end,
                     })
                     .await;
@@ -180,6 +194,7 @@ pub async fn execute(rt: &Runtime, job: &Job) {
         rt.writer
             .send(Write::AttemptFinished {
                 run_id: job.run_id.clone(),
+                fence: job.fence,
                 end,
             })
             .await;
@@ -373,6 +388,8 @@ mod tests {
             causes: Arc::new(Causes::default()),
             actors: Arc::new(super::super::causes::Recent::default()),
             output_cap: 1024,
+            node: "node-test".into(),
+            lease: Duration::from_secs(30),
             shutdown: CancellationToken::new(),
             changes: tokio::sync::broadcast::channel(64).0,
         };
@@ -395,6 +412,7 @@ mod tests {
             status: RunStatus::Queued,
             reason: None,
             queued_ms: now_ms(),
+            lease: Some(("node-test".into(), now_ms() + 30_000)),
         };
         store
             .commit_events(&[(event.clone(), None)], &[], &[run])
@@ -421,6 +439,7 @@ mod tests {
             secrets: Arc::new(Vec::new()),
             first_attempt: 1,
             not_before_ms: None,
+            fence: 1,
         };
         execute(&rt, &job).await;
         let starts = watcher.await.unwrap();

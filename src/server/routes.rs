@@ -497,6 +497,7 @@ pub async fn trigger(
         id: run_id.clone(),
         workflow: workflow.name.clone(),
         event: event.clone(),
+        lease: (!paused).then(|| api.rt.lease_now()),
         status,
         reason,
         queued_ms: now_ms(),
@@ -515,6 +516,7 @@ pub async fn trigger(
                 secrets: Arc::clone(&live.secrets),
                 first_attempt: 1,
                 not_before_ms: None,
+                fence: 1,
             }])
             .await;
     }

@@ -236,12 +236,70 @@ impl Store {
         Ok(())
     }
 
-    /// Runs that did not reach a final state: queued, retrying, or running
-    /// when the agent died. Oldest first.
-    pub async fn unfinished_runs(&self) -> Result<Vec<UnfinishedRun>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT r.id, r.workflow, r.status, r.attempts, r.next_attempt_ms, r.event_type, r.path, r.old_path,                     e.id AS event_id, e.size, e.mtime_ms, e.observed_ms, e.cause_run_id, e.chain_depth, e.actor              FROM runs r JOIN events e ON e.id = r.event_id              WHERE r.status IN ('queued', 'running', 'retrying') ORDER BY r.queued_ms, r.id",
+    /// Claims unfinished runs (queued, retrying, or running when their node
+    /// died) for `node` until `until_ms`: those nobody holds, those whose
+    /// lease ran out before `now_ms`, and with `own` those `node` held
+    /// before (itself, restarted). Each claim raises the run's fence.
+    /// PostgreSQL skips rows another node is claiming at the same moment.
+    /// Returns the claimed runs, oldest first.
+    pub async fn claim_unfinished(
+        &self,
+        node: &str,
+        until_ms: i64,
+        now_ms: i64,
+        own: bool,
+    ) -> Result<Vec<UnfinishedRun>, StoreError> {
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let own = if own { "OR owner = $1 " } else { "" };
+        let sql = format!(
+            "UPDATE runs SET owner = $1, lease_until_ms = $2, fence = fence + 1 WHERE id IN (\
+             SELECT id FROM runs WHERE status IN ('queued', 'running', 'retrying') \
+             AND (owner IS NULL {own}OR lease_until_ms < $3) ORDER BY queued_ms, id LIMIT 10000{lock}) \
+             RETURNING id"
+        );
+        let claimed = sqlx::query(&sql)
+            .bind(node)
+            .bind(until_ms)
+            .bind(now_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: std::collections::HashSet<String> =
+            claimed.iter().map(|r| r.get::<String, _>("id")).collect();
+        Ok(self
+            .unfinished_runs(node)
+            .await?
+            .into_iter()
+            .filter(|r| ids.contains(&r.id))
+            .collect())
+    }
+
+    /// Keeps `node`'s leases on its unfinished runs until `until_ms`.
+    pub async fn renew_leases(&self, node: &str, until_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE runs SET lease_until_ms = $1 WHERE owner = $2 AND status IN ('queued', 'running', 'retrying')",
         )
+        .bind(until_ms)
+        .bind(node)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// The unfinished runs `node` holds. Oldest first.
+    pub async fn unfinished_runs(&self, node: &str) -> Result<Vec<UnfinishedRun>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.id, r.fence, r.workflow, r.status, r.attempts, r.next_attempt_ms, r.event_type, r.path, r.old_path, \
+             e.id AS event_id, e.size, e.mtime_ms, e.observed_ms, e.cause_run_id, e.chain_depth, e.actor \
+             FROM runs r JOIN events e ON e.id = r.event_id \
+             WHERE r.status IN ('queued', 'running', 'retrying') AND r.owner = $1 ORDER BY r.queued_ms, r.id",
+        )
+        .bind(node)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -252,6 +310,7 @@ impl Store {
                 let depth: i64 = r.get("chain_depth");
                 UnfinishedRun {
                     id: r.get("id"),
+                    fence: r.get("fence"),
                     workflow: r.get("workflow"),
                     status: r.get("status"),
                     attempts: u32::try_from(r.get::<i64, _>("attempts")).unwrap_or(0),

@@ -47,6 +47,9 @@ pub struct NewRun {
     pub status: RunStatus,
     pub reason: Option<String>,
     pub queued_ms: i64,
+    /// The node that will run it and until when it holds the lease (an
+    /// unfinished run); it starts with fence 1.
+    pub lease: Option<(String, i64)>,
 }
 
 /// How an attempt ended.
@@ -66,6 +69,8 @@ pub struct AttemptEnd {
 #[derive(Debug, Clone)]
 pub struct UnfinishedRun {
     pub id: String,
+    /// The fencing counter of this node's claim.
+    pub fence: i64,
     pub workflow: String,
     pub status: String,
     pub attempts: u32,
@@ -97,8 +102,8 @@ pub(super) async fn insert_run(
 ) -> Result<(), StoreError> {
     let finished = r.status.is_final().then_some(r.queued_ms);
     sqlx::query(
-        "INSERT INTO runs (id, workflow, event_id, event_type, path, old_path, status, reason, chain_depth, queued_ms, finished_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        "INSERT INTO runs (id, workflow, event_id, event_type, path, old_path, status, reason, chain_depth, queued_ms, finished_ms, owner, lease_until_ms, fence) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(&r.id)
     .bind(&r.workflow)
@@ -111,6 +116,9 @@ pub(super) async fn insert_run(
     .bind(i64::from(r.event.chain_depth()))
     .bind(r.queued_ms)
     .bind(finished)
+    .bind(r.lease.as_ref().map(|(owner, _)| owner.as_str()))
+    .bind(r.lease.as_ref().map(|(_, until)| *until))
+    .bind(if r.lease.is_some() { 1i64 } else { 0 })
     .execute(&mut **tx)
     .await?;
     Ok(())

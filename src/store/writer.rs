@@ -26,6 +26,7 @@ const GIVE_UP: Duration = Duration::from_secs(60);
 pub enum Write {
     AttemptStarted {
         run_id: String,
+        fence: i64,
         attempt: u32,
         at_ms: i64,
     },
@@ -33,15 +34,30 @@ pub enum Write {
     /// Ends an attempt and moves the run to `end.next` (`retrying` or final).
     AttemptFinished {
         run_id: String,
+        fence: i64,
         end: AttemptEnd,
     },
     /// Ends a run that never started an attempt (`skipped`, `cancelled`).
     RunClosed {
         run_id: String,
+        fence: i64,
         status: RunStatus,
         reason: String,
         at_ms: i64,
     },
+}
+
+/// Changes to a run are recorded only while the claim that made them is
+/// the run's latest (`fence`); a node that lost the run records nothing.
+fn lost_lease(run_id: &str, done: &sqlx::any::AnyQueryResult) -> bool {
+    if done.rows_affected() == 0 {
+        tracing::warn!(
+            run = run_id,
+            "this node lost the run's lease to another node: the change is not recorded"
+        );
+        return true;
+    }
+    false
 }
 
 // Nearly every message is a `Write`: boxing it would only add an allocation.
@@ -179,15 +195,20 @@ async fn write_one(tx: &mut Transaction<'_, Any>, w: &Write) -> Result<(), Store
     match w {
         Write::AttemptStarted {
             run_id,
+            fence,
             attempt,
             at_ms,
         } => {
-            sqlx::query("UPDATE runs SET status = 'running', attempts = $1, started_ms = COALESCE(started_ms, $2) WHERE id = $3")
+            let done = sqlx::query("UPDATE runs SET status = 'running', attempts = $1, started_ms = COALESCE(started_ms, $2) WHERE id = $3 AND fence = $4")
                 .bind(i64::from(*attempt))
                 .bind(at_ms)
                 .bind(run_id)
+                .bind(fence)
                 .execute(&mut **tx)
                 .await?;
+            if lost_lease(run_id, &done) {
+                return Ok(());
+            }
             sqlx::query("INSERT INTO attempts (run_id, attempt, status, started_ms) VALUES ($1, $2, 'running', $3) \
                          ON CONFLICT (run_id, attempt) DO UPDATE SET status = 'running', error = NULL, finished_ms = NULL, started_ms = excluded.started_ms")
                 .bind(run_id)
@@ -197,7 +218,16 @@ async fn write_one(tx: &mut Transaction<'_, Any>, w: &Write) -> Result<(), Store
                 .await?;
         }
         Write::Step(s) => records::insert_step(tx, s).await?,
-        Write::AttemptFinished { run_id, end } => {
+        Write::AttemptFinished { run_id, fence, end } => {
+            let owned = sqlx::query("SELECT 1 AS x FROM runs WHERE id = $1 AND fence = $2")
+                .bind(run_id)
+                .bind(fence)
+                .fetch_optional(&mut **tx)
+                .await?;
+            if owned.is_none() {
+                tracing::warn!(run = %run_id, "this node lost the run's lease to another node: the attempt's end is not recorded");
+                return Ok(());
+            }
             sqlx::query("UPDATE attempts SET status = $1, error = $2, finished_ms = $3 WHERE run_id = $4 AND attempt = $5")
                 .bind(if end.succeeded { "succeeded" } else { "failed" })
                 .bind(&end.error)
@@ -210,7 +240,7 @@ async fn write_one(tx: &mut Transaction<'_, Any>, w: &Write) -> Result<(), Store
             sqlx::query(
                 "UPDATE runs SET status = $1, error = $2, next_attempt_ms = $3, \
                  finished_ms = CASE WHEN $4 THEN $5 ELSE NULL END, \
-                 duration_ms = CASE WHEN $4 THEN $5 - COALESCE(started_ms, $5) ELSE NULL END WHERE id = $6",
+                 duration_ms = CASE WHEN $4 THEN $5 - COALESCE(started_ms, $5) ELSE NULL END WHERE id = $6 AND fence = $7",
             )
             .bind(end.next.as_str())
             .bind(&end.error)
@@ -218,22 +248,26 @@ async fn write_one(tx: &mut Transaction<'_, Any>, w: &Write) -> Result<(), Store
             .bind(final_state)
             .bind(end.at_ms)
             .bind(run_id)
+            .bind(fence)
             .execute(&mut **tx)
             .await?;
         }
         Write::RunClosed {
             run_id,
+            fence,
             status,
             reason,
             at_ms,
         } => {
-            sqlx::query("UPDATE runs SET status = $1, reason = $2, finished_ms = $3 WHERE id = $4")
+            let done = sqlx::query("UPDATE runs SET status = $1, reason = $2, finished_ms = $3 WHERE id = $4 AND fence = $5")
                 .bind(status.as_str())
                 .bind(reason)
                 .bind(at_ms)
                 .bind(run_id)
+                .bind(fence)
                 .execute(&mut **tx)
                 .await?;
+            lost_lease(run_id, &done);
         }
     }
     Ok(())

@@ -194,6 +194,11 @@ impl Agent {
         }
     }
 
+    /// The agent's process id.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("the agent runs").id() as i32
+    }
+
     /// Kills the agent with SIGKILL, as a crash or the OOM killer would.
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("the agent runs");

@@ -339,3 +339,88 @@ spec:
     eprintln!("runs: {}, retried: {retried}", events.len());
 }
 on_both!(per_file_order_holds_under_random_failures, per_file_order);
+
+/// A stale worker: agent A is stopped (SIGSTOP) past its lease while its
+/// run is running; agent B on the same PostgreSQL takes the run up and
+/// completes it; A, continued (SIGCONT), finishes its attempt but cannot
+/// record over B's result.
+#[test]
+fn a_stale_worker_cannot_record_over_the_run_another_completed() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let Backend::Postgres(url) = backend.clone() else {
+        unreachable!()
+    };
+    let workflow = r#"
+apiVersion: nexus/v1
+kind: Workflow
+metadata: {name: slow}
+spec:
+  on: [{event: file.created, pattern: /s/*.txt}]
+  steps:
+    - name: work
+      run: '[ "$NEXUS_ATTEMPT" -ge 2 ] || { sleep 4; exit 1; }'
+"#;
+    let lease = ["--lease", "1s"];
+    let a = Agent::start_on(
+        backend,
+        &[("slow.yaml", workflow)],
+        &[&lease[..], &["--node-id", "a"]].concat(),
+    );
+    a.write("/s/x.txt", "x");
+    a.wait_until("the run to be running", || {
+        a.runs().iter().any(|r| r.status == "running")
+    });
+    unsafe {
+        libc::kill(a.pid(), libc::SIGSTOP);
+    }
+    // B: the same data dir and definitions, another node.
+    let b_log = a.log.with_file_name("b.log");
+    let mut b = std::process::Command::new(env!("CARGO_BIN_EXE_nexusd"))
+        .args([
+            "serve",
+            "--data-dir",
+            a.data.to_str().unwrap(),
+            "--config-dir",
+            a.config.to_str().unwrap(),
+        ])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &url,
+            "--node-id",
+            "b",
+            "--lease",
+            "1s",
+        ])
+        .stderr(fs::File::create(&b_log).unwrap())
+        .spawn()
+        .unwrap();
+    a.wait_until("node b to complete the run", || {
+        a.runs()
+            .iter()
+            .any(|r| r.status == "succeeded" && r.attempts == 2)
+    });
+    unsafe {
+        libc::kill(a.pid(), libc::SIGCONT);
+    }
+    a.wait_until("node a to find its lease lost", || {
+        a.log_text().contains("lost the run's lease")
+    });
+    let runs = a.runs();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(
+        (runs[0].status.as_str(), runs[0].attempts),
+        ("succeeded", 2),
+        "{runs:?}"
+    );
+    assert!(
+        fs::read_to_string(&b_log)
+            .unwrap()
+            .contains("taking up runs whose node stopped renewing")
+    );
+    let _ = b.kill();
+    let _ = b.wait();
+}
