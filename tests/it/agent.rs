@@ -278,9 +278,9 @@ impl Agent {
         fs::write(p, content).unwrap();
     }
 
-    /// Polls `cond` every 10 ms until it holds; fails after 20 s with the log.
+    /// Polls `cond` every 10 ms until it holds; fails after 60 s with the log.
     pub fn wait_until(&self, what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while !cond() {
             assert!(
                 Instant::now() < deadline,

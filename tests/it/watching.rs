@@ -252,18 +252,18 @@ fn catch_up(backend: crate::agent::Backend) {
 
 #[test]
 fn an_overflowing_event_buffer_loses_nothing() {
-    let agent = Agent::start(&[("idle.yaml", NO_WORKFLOWS)], &["--event-buffer", "4"]);
+    let agent = Agent::start(&[("idle.yaml", NO_WORKFLOWS)], &["--event-buffer", "64"]);
     sh(
         &agent,
-        "mkdir burst && cd burst && for i in $(seq 1 2000); do echo $i > f$i; done",
+        "mkdir burst && cd burst && for i in $(seq 1 20000); do echo $i > f$i; done",
     );
-    wait_count(&agent, "file.created /burst/", 2000);
+    wait_count(&agent, "file.created /burst/", 20_000);
     agent.barrier();
     let got = seen(&agent);
     let mut unique = got.clone();
     unique.sort();
     unique.dedup();
-    assert_eq!((got.len(), unique.len()), (2000, 2000));
+    assert_eq!((got.len(), unique.len()), (20_000, 20_000));
     assert!(
         agent.log_text().contains("watch events were lost"),
         "the overflow path was taken"
