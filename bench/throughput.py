@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Throughput: FILES files created as fast as possible, one built-in step
-each, until every run is recorded `succeeded` (SQLite). Prints JSON with the
-runs per second and the agent's peak RSS.
+each, until every run is recorded `succeeded`, on SQLite or (with a server
+URL) on a fresh PostgreSQL database. Prints JSON with the runs per second and
+the agent's peak RSS.
 
-Usage: throughput.py NEXUSD_BIN WORK_DIR FILES
+Usage: throughput.py NEXUSD_BIN WORK_DIR FILES [postgres://user@host/db]
 """
 
 import json
@@ -27,7 +28,18 @@ spec:
 """
 
 
+def pg_succeeded(url):
+    out = subprocess.run(["psql", "-qtA", url, "-c", "SELECT COUNT(*) FROM runs WHERE status = 'succeeded'"],
+                         capture_output=True, text=True)
+    try:
+        return int(out.stdout.strip())
+    except ValueError:
+        return 0
+
+
 def succeeded(db):
+    if db.startswith("postgres"):
+        return pg_succeeded(db)
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
         try:
@@ -48,6 +60,13 @@ def peak_rss_kib(pid):
 
 def main():
     binary, work, files = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    server = sys.argv[4] if len(sys.argv) > 4 else None
+    url = None
+    if server:
+        name = f"nexus_bench_{os.getpid()}"
+        subprocess.run(["psql", "-q", server, "-c", f"DROP DATABASE IF EXISTS {name}"], check=True, capture_output=True)
+        subprocess.run(["psql", "-q", server, "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
+        url = server.rsplit("/", 1)[0] + "/" + name
     root = os.path.join(work, "throughput")
     shutil.rmtree(root, ignore_errors=True)
     data, config = os.path.join(root, "data"), os.path.join(root, "config")
@@ -55,14 +74,15 @@ def main():
     os.makedirs(config)
     with open(os.path.join(config, "w.yaml"), "w") as f:
         f.write(WORKFLOW)
-    db = os.path.join(data, ".nexus", "nexus.db")
+    db = url or os.path.join(data, ".nexus", "nexus.db")
+    extra = ["--database-url", url] if url else []
     proc = subprocess.Popen(
-        [binary, "serve", "--data-dir", data, "--config-dir", config, "--listen", "127.0.0.1:0"],
+        [binary, "serve", "--data-dir", data, "--config-dir", config, "--listen", "127.0.0.1:0", *extra],
         stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env={**os.environ, "NEXUS_LOG": "warn"},
     )
     try:
         deadline = time.monotonic() + 30
-        while not os.path.exists(db):
+        while not url and not os.path.exists(db):
             if time.monotonic() > deadline:
                 raise TimeoutError("agent start")
             time.sleep(0.01)
@@ -94,6 +114,9 @@ def main():
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
+        if url:
+            subprocess.run(["psql", "-q", server, "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], capture_output=True)
+    out["backend"] = "postgres" if url else "sqlite"
     print(json.dumps(out))
 
 

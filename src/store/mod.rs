@@ -171,7 +171,8 @@ impl Store {
 
     /// Records a batch of events, the index changes behind them and the runs
     /// they start, in one transaction: nothing acts on an event before it is
-    /// committed.
+    /// committed. Rows go in as multi-row statements (a round trip per few
+    /// hundred rows, not per row).
     pub async fn commit_events(
         &self,
         events: &[(Event, Option<String>)],
@@ -179,36 +180,57 @@ impl Store {
         runs: &[NewRun],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for (e, decisions) in events {
-            sqlx::query(
-                "INSERT INTO events (id, type, path, old_path, size, mtime_ms, observed_ms, cause_run_id, chain_depth, actor, decisions) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .bind(&e.id)
-            .bind(e.kind.as_str())
-            .bind(&e.path)
-            .bind(&e.old_path)
-            .bind(e.size.map(|s| s as i64))
-            .bind(e.mtime_ms)
-            .bind(e.observed_ms)
-            .bind(e.cause.as_ref().map(|c| c.run_id.as_str()))
-            .bind(i64::from(e.chain_depth()))
-            .bind(&e.actor)
-            .bind(decisions)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO events (id, type, path, old_path, size, mtime_ms, observed_ms, cause_run_id, chain_depth, actor, decisions) VALUES {}",
+                values(11, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for (e, decisions) in chunk {
+                q = q
+                    .bind(&e.id)
+                    .bind(e.kind.as_str())
+                    .bind(&e.path)
+                    .bind(&e.old_path)
+                    .bind(e.size.map(|s| s as i64))
+                    .bind(e.mtime_ms)
+                    .bind(e.observed_ms)
+                    .bind(e.cause.as_ref().map(|c| c.run_id.as_str()))
+                    .bind(i64::from(e.chain_depth()))
+                    .bind(&e.actor)
+                    .bind(decisions);
+            }
+            q.execute(&mut *tx).await?;
         }
+        // The last change of each path is its state; one statement may not
+        // touch a row twice.
+        let mut last: std::collections::HashMap<&str, &IndexOp> = std::collections::HashMap::new();
         for op in index {
+            let path = match op {
+                IndexOp::Put(p, _) | IndexOp::Remove(p) => p.as_str(),
+            };
+            last.insert(path, op);
+        }
+        let mut puts: Vec<(&str, &FileMeta)> = Vec::new();
+        let mut removes: Vec<&str> = Vec::new();
+        for (path, op) in last {
             match op {
-                IndexOp::Put(path, m) => {
-                    sqlx::query(
-                        "INSERT INTO file_index (path, ino, dev, size, mtime_ns, mode, uid, gid, xattrs, hash) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                         ON CONFLICT (path) DO UPDATE SET ino = excluded.ino, dev = excluded.dev, size = excluded.size, \
-                         mtime_ns = excluded.mtime_ns, mode = excluded.mode, uid = excluded.uid, gid = excluded.gid, \
-                         xattrs = excluded.xattrs, hash = excluded.hash",
-                    )
-                    .bind(path)
+                IndexOp::Put(_, m) => puts.push((path, m)),
+                IndexOp::Remove(_) => removes.push(path),
+            }
+        }
+        for chunk in puts.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO file_index (path, ino, dev, size, mtime_ns, mode, uid, gid, xattrs, hash) VALUES {} \
+                 ON CONFLICT (path) DO UPDATE SET ino = excluded.ino, dev = excluded.dev, size = excluded.size, \
+                 mtime_ns = excluded.mtime_ns, mode = excluded.mode, uid = excluded.uid, gid = excluded.gid, \
+                 xattrs = excluded.xattrs, hash = excluded.hash",
+                values(10, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for (path, m) in chunk {
+                q = q
+                    .bind(*path)
                     .bind(m.ino as i64)
                     .bind(m.dev as i64)
                     .bind(m.size as i64)
@@ -217,20 +239,21 @@ impl Store {
                     .bind(i64::from(m.uid))
                     .bind(i64::from(m.gid))
                     .bind(m.xattrs)
-                    .bind(m.hash)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                IndexOp::Remove(path) => {
-                    sqlx::query("DELETE FROM file_index WHERE path = $1")
-                        .bind(path)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                    .bind(m.hash);
             }
+            q.execute(&mut *tx).await?;
         }
-        for r in runs {
-            records::insert_run(&mut tx, r).await?;
+        for chunk in removes.chunks(ROWS_PER_STATEMENT) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!("DELETE FROM file_index WHERE path IN ({})", marks.join(", "));
+            let mut q = sqlx::query(&sql);
+            for path in chunk {
+                q = q.bind(*path);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for chunk in runs.chunks(ROWS_PER_STATEMENT) {
+            records::insert_runs(&mut tx, chunk).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -408,6 +431,30 @@ impl Store {
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
+}
+
+/// Rows per multi-row statement: well under both backends' limits on
+/// bound parameters (SQLite 32,766, PostgreSQL 65,535).
+pub(crate) const ROWS_PER_STATEMENT: usize = 500;
+
+/// `($1, $2), ($3, $4), ...`: `rows` tuples of `cols` placeholders.
+pub(crate) fn values(cols: usize, rows: usize) -> String {
+    let mut out = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(r * cols + c + 1).to_string());
+        }
+        out.push(')');
+    }
+    out
 }
 
 /// A database URL without its password, for messages.

@@ -96,31 +96,34 @@ pub struct StepRecord {
     pub error: Option<String>,
 }
 
-pub(super) async fn insert_run(
+pub(super) async fn insert_runs(
     tx: &mut Transaction<'_, Any>,
-    r: &NewRun,
+    runs: &[NewRun],
 ) -> Result<(), StoreError> {
-    let finished = r.status.is_final().then_some(r.queued_ms);
-    sqlx::query(
-        "INSERT INTO runs (id, workflow, event_id, event_type, path, old_path, status, reason, chain_depth, queued_ms, finished_ms, owner, lease_until_ms, fence) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-    )
-    .bind(&r.id)
-    .bind(&r.workflow)
-    .bind(&r.event.id)
-    .bind(r.event.kind.as_str())
-    .bind(&r.event.path)
-    .bind(&r.event.old_path)
-    .bind(r.status.as_str())
-    .bind(&r.reason)
-    .bind(i64::from(r.event.chain_depth()))
-    .bind(r.queued_ms)
-    .bind(finished)
-    .bind(r.lease.as_ref().map(|(owner, _)| owner.as_str()))
-    .bind(r.lease.as_ref().map(|(_, until)| *until))
-    .bind(if r.lease.is_some() { 1i64 } else { 0 })
-    .execute(&mut **tx)
-    .await?;
+    let sql = format!(
+        "INSERT INTO runs (id, workflow, event_id, event_type, path, old_path, status, reason, chain_depth, queued_ms, finished_ms, owner, lease_until_ms, fence) VALUES {}",
+        super::values(14, runs.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for r in runs {
+        let finished = r.status.is_final().then_some(r.queued_ms);
+        q = q
+            .bind(&r.id)
+            .bind(&r.workflow)
+            .bind(&r.event.id)
+            .bind(r.event.kind.as_str())
+            .bind(&r.event.path)
+            .bind(&r.event.old_path)
+            .bind(r.status.as_str())
+            .bind(&r.reason)
+            .bind(i64::from(r.event.chain_depth()))
+            .bind(r.queued_ms)
+            .bind(finished)
+            .bind(r.lease.as_ref().map(|(owner, _)| owner.as_str()))
+            .bind(r.lease.as_ref().map(|(_, until)| *until))
+            .bind(if r.lease.is_some() { 1i64 } else { 0 });
+    }
+    q.execute(&mut **tx).await?;
     Ok(())
 }
 
