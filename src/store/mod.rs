@@ -179,8 +179,9 @@ impl Store {
         index: &[IndexOp],
         runs: &[NewRun],
     ) -> Result<(), StoreError> {
+        let rows = self.rows_per_statement();
         let mut tx = self.pool.begin().await?;
-        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        for chunk in events.chunks(rows) {
             let sql = format!(
                 "INSERT INTO events (id, type, path, old_path, size, mtime_ms, observed_ms, cause_run_id, chain_depth, actor, decisions) VALUES {}",
                 values(11, chunk.len())
@@ -219,7 +220,7 @@ impl Store {
                 IndexOp::Remove(_) => removes.push(path),
             }
         }
-        for chunk in puts.chunks(ROWS_PER_STATEMENT) {
+        for chunk in puts.chunks(rows) {
             let sql = format!(
                 "INSERT INTO file_index (path, ino, dev, size, mtime_ns, mode, uid, gid, xattrs, hash) VALUES {} \
                  ON CONFLICT (path) DO UPDATE SET ino = excluded.ino, dev = excluded.dev, size = excluded.size, \
@@ -243,7 +244,7 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        for chunk in removes.chunks(ROWS_PER_STATEMENT) {
+        for chunk in removes.chunks(rows) {
             let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!("DELETE FROM file_index WHERE path IN ({})", marks.join(", "));
             let mut q = sqlx::query(&sql);
@@ -252,7 +253,7 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        for chunk in runs.chunks(ROWS_PER_STATEMENT) {
+        for chunk in runs.chunks(rows) {
             records::insert_runs(&mut tx, chunk).await?;
         }
         tx.commit().await?;
@@ -433,9 +434,19 @@ impl Store {
     }
 }
 
-/// Rows per multi-row statement: well under both backends' limits on
-/// bound parameters (SQLite 32,766, PostgreSQL 65,535).
-pub(crate) const ROWS_PER_STATEMENT: usize = 500;
+impl Store {
+    /// Rows per multi-row statement. PostgreSQL: many (each statement is a
+    /// round trip; well under its 65,535 parameters). SQLite: a few dozen,
+    /// because binding a numbered parameter looks its name up among all of
+    /// the statement's (quadratic in the row count), and a statement is a
+    /// function call there, not a round trip.
+    pub(crate) fn rows_per_statement(&self) -> usize {
+        match self.backend {
+            Backend::Postgres => 500,
+            Backend::Sqlite => 32,
+        }
+    }
+}
 
 /// `($1, $2), ($3, $4), ...`: `rows` tuples of `cols` placeholders.
 pub(crate) fn values(cols: usize, rows: usize) -> String {
