@@ -9,7 +9,6 @@ Usage: throughput.py NEXUSD_BIN WORK_DIR FILES [postgres://user@host/db]
 
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -67,8 +66,11 @@ def main():
         subprocess.run(["psql", "-q", server, "-c", f"DROP DATABASE IF EXISTS {name}"], check=True, capture_output=True)
         subprocess.run(["psql", "-q", server, "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
         url = server.rsplit("/", 1)[0] + "/" + name
-    root = os.path.join(work, "throughput")
-    shutil.rmtree(root, ignore_errors=True)
+    # A directory of its own, never a recreated one: ext4 skips inodes
+    # deleted in the last minutes when it allocates, which would slow the
+    # file writer (not nexusd) by an order of magnitude. run.sh removes
+    # these directories at the end.
+    root = os.path.join(work, f"throughput-{'pg' if server else 'sqlite'}-{os.getpid()}")
     data, config = os.path.join(root, "data"), os.path.join(root, "config")
     os.makedirs(os.path.join(data, "in"))
     os.makedirs(config)

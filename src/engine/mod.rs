@@ -136,8 +136,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         ))
     });
 
-    let (watch, hints) =
-        watcher::watch(&data_dir, opts.event_buffer).context("watching the data dir")?;
+    let (watch, hints) = watcher::watch(&data_dir, opts.event_buffer, ignore.clone())
+        .context("watching the data dir")?;
     let index = store.load_index().await?;
     let reconciler = Reconciler::new(data_dir.clone(), index, ignore, Timing::default());
     let events = EventsWorker {

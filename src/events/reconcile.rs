@@ -462,8 +462,8 @@ impl Reconciler {
             self.dir_rescans.push((vp.to_owned(), now + after));
         }
         let mut found = Vec::new();
-        walk(&self.root, &self.abs(vp), &mut found);
-        for (abs, _) in found {
+        walk_names(&self.root, &self.abs(vp), &mut found);
+        for abs in found {
             let Some(path) = self.virtual_path(&abs) else {
                 continue;
             };
@@ -480,8 +480,8 @@ impl Reconciler {
     /// Pends the files under `vp` that are neither indexed nor pending.
     fn walk_new_files(&mut self, vp: &str, now: Instant) {
         let mut found = Vec::new();
-        walk(&self.root, &self.abs(vp), &mut found);
-        for (abs, _) in found {
+        walk_names(&self.root, &self.abs(vp), &mut found);
+        for abs in found {
             if let Some(path) = self.virtual_path(&abs)
                 && !self.index.contains_key(&path)
                 && !self.pending.contains_key(&path)
@@ -620,8 +620,30 @@ impl<'a> LazyHash<'a> {
     }
 }
 
-/// Every regular file under `dir`, without following symlinks, skipping
-/// nexusd's own state directory.
+/// The paths of the regular files under `dir`, from directory entries
+/// alone (no `stat`), without following symlinks or entering nexusd's
+/// state directory: enough to find what the index lacks.
+fn walk_names(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            if dir == root && entry.file_name() == ".nexus" {
+                continue;
+            }
+            walk_names(root, &entry.path(), out);
+        } else if kind.is_file() {
+            out.push(entry.path());
+        }
+    }
+}
+
+/// Every regular file under `dir` with its metadata, without following
+/// symlinks, skipping nexusd's own state directory.
 fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, FileMeta)>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;

@@ -14,11 +14,12 @@ use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{Notify, mpsc};
 
+use super::ignore::Ignore;
 use super::reconcile::Hint;
 
 /// Default capacity of the hint channel between notify's thread and the
 /// reconciler (`--event-buffer`).
-pub const CHANNEL_CAPACITY: usize = 16_384;
+pub const CHANNEL_CAPACITY: usize = 131_072;
 
 /// A running watch; dropping it stops notify.
 pub struct Watch {
@@ -29,8 +30,15 @@ pub struct Watch {
     pub lost_wake: Arc<Notify>,
 }
 
-/// Starts watching `root` recursively, without following symlinks.
-pub fn watch(root: &Path, capacity: usize) -> notify::Result<(Watch, mpsc::Receiver<Hint>)> {
+/// Starts watching `root` recursively, without following symlinks. Data
+/// notifications on files whose names `ignore` matches (an atomic write's
+/// temporary file, say) never take a place in the buffer; directory and
+/// rename notifications always do.
+pub fn watch(
+    root: &Path,
+    capacity: usize,
+    ignore: Ignore,
+) -> notify::Result<(Watch, mpsc::Receiver<Hint>)> {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let lost = Arc::new(AtomicBool::new(false));
     let lost_wake = Arc::new(Notify::new());
@@ -38,6 +46,7 @@ pub fn watch(root: &Path, capacity: usize) -> notify::Result<(Watch, mpsc::Recei
     let handler = move |res: notify::Result<Event>| {
         let hints = match res {
             Ok(event) if event.need_rescan() => vec![Hint::Rescan],
+            Ok(event) if ignorable(&event, &ignore) => return,
             Ok(event) => hints_of(event),
             Err(_) => vec![Hint::Rescan],
         };
@@ -66,6 +75,24 @@ pub fn watch(root: &Path, capacity: usize) -> notify::Result<(Watch, mpsc::Recei
         },
         rx,
     ))
+}
+
+/// A data notification (create, write, close, attributes, removal) of a
+/// file, not a directory, whose name is ignored.
+fn ignorable(event: &Event, ignore: &Ignore) -> bool {
+    use notify::event::{CreateKind, RemoveKind};
+    let data = matches!(
+        event.kind,
+        EventKind::Create(CreateKind::File)
+            | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Metadata(_))
+            | EventKind::Access(_)
+            | EventKind::Remove(RemoveKind::File)
+    );
+    data && event.paths.len() == 1
+        && event.paths[0]
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| ignore.is_ignored(n))
 }
 
 fn hints_of(event: Event) -> Vec<Hint> {

@@ -246,7 +246,10 @@ impl Store {
         }
         for chunk in removes.chunks(rows) {
             let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!("DELETE FROM file_index WHERE path IN ({})", marks.join(", "));
+            let sql = format!(
+                "DELETE FROM file_index WHERE path IN ({})",
+                marks.join(", ")
+            );
             let mut q = sqlx::query(&sql);
             for path in chunk {
                 q = q.bind(*path);

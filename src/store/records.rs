@@ -127,30 +127,36 @@ pub(super) async fn insert_runs(
     Ok(())
 }
 
-pub(super) async fn insert_step(
+/// Records steps (one row per run, attempt and step; a later record of the
+/// same step replaces the earlier).
+pub(super) async fn insert_steps(
     tx: &mut Transaction<'_, Any>,
-    s: &StepRecord,
+    steps: &[&StepRecord],
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    let sql = format!(
         "INSERT INTO steps (run_id, attempt, idx, name, status, exit_code, started_ms, finished_ms, stdout, stderr, output, error) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         VALUES {} \
          ON CONFLICT (run_id, attempt, idx) DO UPDATE SET name = excluded.name, status = excluded.status, \
          exit_code = excluded.exit_code, started_ms = excluded.started_ms, finished_ms = excluded.finished_ms, \
          stdout = excluded.stdout, stderr = excluded.stderr, output = excluded.output, error = excluded.error",
-    )
-    .bind(&s.run_id)
-    .bind(i64::from(s.attempt))
-    .bind(s.idx as i64)
-    .bind(&s.name)
-    .bind(&s.status)
-    .bind(s.exit_code.map(i64::from))
-    .bind(s.started_ms)
-    .bind(s.finished_ms)
-    .bind(&s.stdout)
-    .bind(&s.stderr)
-    .bind(&s.output)
-    .bind(&s.error)
-    .execute(&mut **tx)
-    .await?;
+        super::values(12, steps.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for s in steps {
+        q = q
+            .bind(&s.run_id)
+            .bind(i64::from(s.attempt))
+            .bind(s.idx as i64)
+            .bind(&s.name)
+            .bind(&s.status)
+            .bind(s.exit_code.map(i64::from))
+            .bind(s.started_ms)
+            .bind(s.finished_ms)
+            .bind(&s.stdout)
+            .bind(&s.stderr)
+            .bind(&s.output)
+            .bind(&s.error);
+    }
+    q.execute(&mut **tx).await?;
     Ok(())
 }

@@ -8,6 +8,8 @@
 
 use std::time::Duration;
 
+use std::collections::HashSet;
+
 use sqlx::{Any, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
@@ -45,19 +47,6 @@ pub enum Write {
         reason: String,
         at_ms: i64,
     },
-}
-
-/// Changes to a run are recorded only while the claim that made them is
-/// the run's latest (`fence`); a node that lost the run records nothing.
-fn lost_lease(run_id: &str, done: &sqlx::any::AnyQueryResult) -> bool {
-    if done.rows_affected() == 0 {
-        tracing::warn!(
-            run = run_id,
-            "this node lost the run's lease to another node: the change is not recorded"
-        );
-        return true;
-    }
-    false
 }
 
 // Nearly every message is a `Write`: boxing it would only add an allocation.
@@ -180,95 +169,286 @@ fn is_transient(e: &sqlx::Error) -> bool {
 }
 
 impl Store {
-    /// Records changes in one transaction, in order.
+    /// Records changes in one transaction, in order: cut into segments in
+    /// which each run has at most one attempt start and nothing after its
+    /// attempt's end, and each segment written as a few multi-row
+    /// statements (starts, steps, ends, closes), so a batch costs a handful
+    /// of round trips, not several per run.
     pub async fn write(&self, writes: &[Write]) -> Result<(), StoreError> {
+        let rows = self.rows_per_statement();
         let mut tx = self.pool.begin().await?;
-        for w in writes {
-            write_one(&mut tx, w).await?;
+        for segment in segments(writes) {
+            write_segment(&mut tx, segment, rows).await?;
         }
         tx.commit().await?;
         Ok(())
     }
 }
 
-async fn write_one(tx: &mut Transaction<'_, Any>, w: &Write) -> Result<(), StoreError> {
+fn run_of(w: &Write) -> &str {
     match w {
-        Write::AttemptStarted {
-            run_id,
-            fence,
-            attempt,
-            at_ms,
-        } => {
-            let done = sqlx::query("UPDATE runs SET status = 'running', attempts = $1, started_ms = COALESCE(started_ms, $2) WHERE id = $3 AND fence = $4")
-                .bind(i64::from(*attempt))
-                .bind(at_ms)
-                .bind(run_id)
-                .bind(fence)
-                .execute(&mut **tx)
-                .await?;
-            if lost_lease(run_id, &done) {
-                return Ok(());
-            }
-            sqlx::query("INSERT INTO attempts (run_id, attempt, status, started_ms) VALUES ($1, $2, 'running', $3) \
-                         ON CONFLICT (run_id, attempt) DO UPDATE SET status = 'running', error = NULL, finished_ms = NULL, started_ms = excluded.started_ms")
-                .bind(run_id)
-                .bind(i64::from(*attempt))
-                .bind(at_ms)
-                .execute(&mut **tx)
-                .await?;
+        Write::AttemptStarted { run_id, .. }
+        | Write::AttemptFinished { run_id, .. }
+        | Write::RunClosed { run_id, .. } => run_id,
+        Write::Step(s) => &s.run_id,
+    }
+}
+
+/// Cuts `writes` where the order between statements of different kinds
+/// would matter: a run starting a second attempt, or changing after its
+/// attempt ended or it closed.
+fn segments(writes: &[Write]) -> Vec<&[Write]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut started: HashSet<&str> = HashSet::new();
+    let mut ended: HashSet<&str> = HashSet::new();
+    for (i, w) in writes.iter().enumerate() {
+        let run = run_of(w);
+        let cut = ended.contains(run)
+            || (matches!(w, Write::AttemptStarted { .. }) && started.contains(run));
+        if cut {
+            out.push(&writes[start..i]);
+            start = i;
+            started.clear();
+            ended.clear();
         }
-        Write::Step(s) => records::insert_step(tx, s).await?,
-        Write::AttemptFinished { run_id, fence, end } => {
-            let owned = sqlx::query("SELECT 1 AS x FROM runs WHERE id = $1 AND fence = $2")
-                .bind(run_id)
-                .bind(fence)
-                .fetch_optional(&mut **tx)
-                .await?;
-            if owned.is_none() {
-                tracing::warn!(run = %run_id, "this node lost the run's lease to another node: the attempt's end is not recorded");
-                return Ok(());
+        match w {
+            Write::AttemptStarted { .. } => {
+                started.insert(run);
             }
-            sqlx::query("UPDATE attempts SET status = $1, error = $2, finished_ms = $3 WHERE run_id = $4 AND attempt = $5")
-                .bind(if end.succeeded { "succeeded" } else { "failed" })
-                .bind(&end.error)
-                .bind(end.at_ms)
-                .bind(run_id)
-                .bind(i64::from(end.attempt))
-                .execute(&mut **tx)
-                .await?;
-            let final_state = end.next.is_final();
-            sqlx::query(
-                "UPDATE runs SET status = $1, error = $2, next_attempt_ms = $3, \
-                 finished_ms = CASE WHEN $4 THEN $5 ELSE NULL END, \
-                 duration_ms = CASE WHEN $4 THEN $5 - COALESCE(started_ms, $5) ELSE NULL END WHERE id = $6 AND fence = $7",
-            )
-            .bind(end.next.as_str())
-            .bind(&end.error)
-            .bind(end.next_attempt_ms)
-            .bind(final_state)
-            .bind(end.at_ms)
-            .bind(run_id)
-            .bind(fence)
-            .execute(&mut **tx)
-            .await?;
+            Write::AttemptFinished { .. } | Write::RunClosed { .. } => {
+                ended.insert(run);
+            }
+            Write::Step(_) => {}
         }
-        Write::RunClosed {
-            run_id,
-            fence,
-            status,
-            reason,
-            at_ms,
-        } => {
-            let done = sqlx::query("UPDATE runs SET status = $1, reason = $2, finished_ms = $3 WHERE id = $4 AND fence = $5")
-                .bind(status.as_str())
-                .bind(reason)
-                .bind(at_ms)
-                .bind(run_id)
-                .bind(fence)
-                .execute(&mut **tx)
-                .await?;
-            lost_lease(run_id, &done);
+    }
+    if start < writes.len() {
+        out.push(&writes[start..]);
+    }
+    out
+}
+
+async fn write_segment(
+    tx: &mut Transaction<'_, Any>,
+    seg: &[Write],
+    rows: usize,
+) -> Result<(), StoreError> {
+    let mut started = Vec::new();
+    let mut steps: Vec<&StepRecord> = Vec::new();
+    let mut finished = Vec::new();
+    let mut closed = Vec::new();
+    for w in seg {
+        match w {
+            Write::AttemptStarted { .. } => started.push(w),
+            Write::Step(s) => {
+                // A later record of the same step replaces the earlier.
+                steps.retain(|o| (&o.run_id, o.attempt, o.idx) != (&s.run_id, s.attempt, s.idx));
+                steps.push(s);
+            }
+            Write::AttemptFinished { .. } => finished.push(w),
+            Write::RunClosed { .. } => closed.push(w),
+        }
+    }
+    for chunk in started.chunks(rows) {
+        let sql = format!(
+            "WITH v (id, fence, attempts, at_ms) AS (VALUES {}) \
+             UPDATE runs SET status = 'running', attempts = v.attempts, started_ms = COALESCE(runs.started_ms, v.at_ms) \
+             FROM v WHERE runs.id = v.id AND runs.fence = v.fence RETURNING runs.id",
+            super::values(4, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for w in chunk {
+            if let Write::AttemptStarted {
+                run_id,
+                fence,
+                attempt,
+                at_ms,
+            } = w
+            {
+                q = q
+                    .bind(run_id)
+                    .bind(fence)
+                    .bind(i64::from(*attempt))
+                    .bind(at_ms);
+            }
+        }
+        let accepted = accepted_ids(q.fetch_all(&mut **tx).await?);
+        let kept: Vec<&&Write> = chunk
+            .iter()
+            .filter(|w| accepted_or_warn(&accepted, run_of(w)))
+            .collect();
+        if kept.is_empty() {
+            continue;
+        }
+        let sql = format!(
+            "INSERT INTO attempts (run_id, attempt, status, started_ms) VALUES {} \
+             ON CONFLICT (run_id, attempt) DO UPDATE SET status = 'running', error = NULL, finished_ms = NULL, started_ms = excluded.started_ms",
+            super::values(4, kept.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for w in kept {
+            if let Write::AttemptStarted {
+                run_id,
+                attempt,
+                at_ms,
+                ..
+            } = w
+            {
+                q = q
+                    .bind(run_id)
+                    .bind(i64::from(*attempt))
+                    .bind("running")
+                    .bind(at_ms);
+            }
+        }
+        q.execute(&mut **tx).await?;
+    }
+    for chunk in steps.chunks(rows) {
+        records::insert_steps(tx, chunk).await?;
+    }
+    for chunk in finished.chunks(rows) {
+        let sql = format!(
+            "WITH v (id, fence, status, error, next_ms, fin, at_ms) AS (VALUES {}) \
+             UPDATE runs SET status = v.status, error = v.error, next_attempt_ms = v.next_ms, \
+             finished_ms = CASE WHEN v.fin THEN v.at_ms ELSE NULL END, \
+             duration_ms = CASE WHEN v.fin THEN v.at_ms - COALESCE(runs.started_ms, v.at_ms) ELSE NULL END \
+             FROM v WHERE runs.id = v.id AND runs.fence = v.fence RETURNING runs.id",
+            super::values(7, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for w in chunk {
+            if let Write::AttemptFinished { run_id, fence, end } = w {
+                q = q
+                    .bind(run_id)
+                    .bind(fence)
+                    .bind(end.next.as_str())
+                    .bind(&end.error)
+                    .bind(end.next_attempt_ms)
+                    .bind(end.next.is_final())
+                    .bind(end.at_ms);
+            }
+        }
+        let accepted = accepted_ids(q.fetch_all(&mut **tx).await?);
+        let kept: Vec<&&Write> = chunk
+            .iter()
+            .filter(|w| accepted_or_warn(&accepted, run_of(w)))
+            .collect();
+        if kept.is_empty() {
+            continue;
+        }
+        let sql = format!(
+            "WITH v (run_id, attempt, status, error, at_ms) AS (VALUES {}) \
+             UPDATE attempts SET status = v.status, error = v.error, finished_ms = v.at_ms \
+             FROM v WHERE attempts.run_id = v.run_id AND attempts.attempt = v.attempt",
+            super::values(5, kept.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for w in kept {
+            if let Write::AttemptFinished { run_id, end, .. } = w {
+                q = q
+                    .bind(run_id)
+                    .bind(i64::from(end.attempt))
+                    .bind(if end.succeeded { "succeeded" } else { "failed" })
+                    .bind(&end.error)
+                    .bind(end.at_ms);
+            }
+        }
+        q.execute(&mut **tx).await?;
+    }
+    for chunk in closed.chunks(rows) {
+        let sql = format!(
+            "WITH v (id, fence, status, reason, at_ms) AS (VALUES {}) \
+             UPDATE runs SET status = v.status, reason = v.reason, finished_ms = v.at_ms \
+             FROM v WHERE runs.id = v.id AND runs.fence = v.fence RETURNING runs.id",
+            super::values(5, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for w in chunk {
+            if let Write::RunClosed {
+                run_id,
+                fence,
+                status,
+                reason,
+                at_ms,
+            } = w
+            {
+                q = q
+                    .bind(run_id)
+                    .bind(fence)
+                    .bind(status.as_str())
+                    .bind(reason)
+                    .bind(at_ms);
+            }
+        }
+        let accepted = accepted_ids(q.fetch_all(&mut **tx).await?);
+        for w in chunk {
+            accepted_or_warn(&accepted, run_of(w));
         }
     }
     Ok(())
+}
+
+fn accepted_ids(rows: Vec<sqlx::any::AnyRow>) -> HashSet<String> {
+    use sqlx::Row;
+    rows.iter().map(|r| r.get::<String, _>(0)).collect()
+}
+
+/// Changes to a run are recorded only while the claim that made them is the
+/// run's latest (its fence); a node that lost the run records nothing.
+fn accepted_or_warn(accepted: &HashSet<String>, run_id: &str) -> bool {
+    if accepted.contains(run_id) {
+        return true;
+    }
+    tracing::warn!(
+        run = run_id,
+        "this node lost the run's lease to another node: the change is not recorded"
+    );
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started(run: &str, attempt: u32) -> Write {
+        Write::AttemptStarted {
+            run_id: run.into(),
+            fence: 1,
+            attempt,
+            at_ms: 0,
+        }
+    }
+
+    fn finished(run: &str, attempt: u32) -> Write {
+        Write::AttemptFinished {
+            run_id: run.into(),
+            fence: 1,
+            end: AttemptEnd {
+                attempt,
+                succeeded: false,
+                error: None,
+                next: RunStatus::Retrying,
+                at_ms: 0,
+                next_attempt_ms: None,
+            },
+        }
+    }
+
+    #[test]
+    fn segments_cut_where_one_run_would_change_twice() {
+        let writes = vec![
+            started("a", 1),
+            started("b", 1),
+            finished("a", 1),
+            finished("b", 1),
+            started("a", 2),
+            started("c", 1),
+            finished("c", 1),
+        ];
+        let lens: Vec<usize> = segments(&writes).iter().map(|s| s.len()).collect();
+        assert_eq!(lens, [4, 3]);
+        let twice = vec![started("a", 1), started("a", 2)];
+        let lens: Vec<usize> = segments(&twice).iter().map(|s| s.len()).collect();
+        assert_eq!(lens, [1, 1]);
+    }
 }
