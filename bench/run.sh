@@ -19,12 +19,17 @@ need() {
 }
 need hyperfine hyperfine
 need inotifywait inotify-tools
+need psql postgresql-client
+
+PG_URL=${NEXUS_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
+pg_setting() { psql -qtA "$PG_URL" -c "SHOW $1" 2>/dev/null || echo "?"; }
 
 machine() {
   echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores"
   echo "- Kernel: $(uname -r)"
   echo "- Memory: $(free -h | awk '/Mem:/ {print $2}')"
-  echo "- Disk: $(df -h /work 2>/dev/null | awk 'NR==2 {print $1" "$2}')"
+  echo "- Disk: $(df -h "$WORK" 2>/dev/null | awk 'NR==2 {print $1" "$2}') ($(df -T "$WORK" | awk 'NR==2 {print $2}'))"
+  echo "- PostgreSQL: $(psql -qtA "$PG_URL" -c 'SHOW server_version' 2>/dev/null || echo 'not reachable'), local socket over TCP; fsync $(pg_setting fsync), synchronous_commit $(pg_setting synchronous_commit), shared_buffers $(pg_setting shared_buffers), wal_level $(pg_setting wal_level)"
   echo "- Date: $(date -u +%Y-%m-%dT%H:%MZ)"
 }
 
@@ -91,7 +96,21 @@ python3 bench/latency.py "$BIN" "$PWD/$WORK/latency" "$LAT_FILES" "$LAT_ROUNDS" 
 # until every run is recorded succeeded; peak RSS meanwhile.
 TP_FILES=${QUICK:+2000}
 TP_FILES=${TP_FILES:-10000}
-python3 bench/throughput.py "$BIN" "$PWD/$WORK/throughput" "$TP_FILES" > "$WORK/throughput.json"
+python3 bench/throughput.py "$BIN" "$PWD/$WORK" "$TP_FILES" > "$WORK/throughput.json"
+if psql -qtA "$PG_URL" -c 'SELECT 1' >/dev/null 2>&1; then
+  python3 bench/throughput.py "$BIN" "$PWD/$WORK" "$TP_FILES" "$PG_URL" > "$WORK/throughput-pg.json"
+else
+  echo "bench: PostgreSQL at $PG_URL is not reachable; its throughput is not measured"
+  echo '{"runs_per_s": 0, "files": 0, "total_s": 0, "peak_rss_kib": 0, "backend": "postgres", "skipped": true}' > "$WORK/throughput-pg.json"
+fi
+
+# Scenario 3: 5,000 runs of `run: 'true'` against xargs -P2 sh -c true,
+# alternating.
+SH_FILES=${QUICK:+1000}
+SH_FILES=${SH_FILES:-5000}
+SH_ROUNDS=${QUICK:+1}
+SH_ROUNDS=${SH_ROUNDS:-3}
+python3 bench/shell.py "$BIN" "$PWD/$WORK" "$SH_FILES" "$SH_ROUNDS" > "$WORK/shell.json"
 
 # Scenario 7b and the API read: apply the 1,000 definitions over HTTP with
 # `nexusd apply -f`; `workflows history --limit 100` reads with 100,000 runs.
@@ -120,12 +139,22 @@ print(f"| latency close → copy done, p50 ({n['n']} files) | {n['p50_ms']} ms |
 print(f"| latency close → copy done, p99 | {n['p99_ms']} ms | floor {f['p99_ms']} ms | ≤ 10 ms | {yes(n['p99_ms'] <= 10)} |")
 print(f"| idle RSS, examples loaded | {rss:.1f} MB | | ≤ 15 MB | {yes(rss <= 15)} |")
 PY
-  python3 - "$WORK/throughput.json" <<'PY'
+  python3 - "$WORK/throughput.json" "$WORK/throughput-pg.json" <<'PY'
 import json, sys
-t = json.load(open(sys.argv[1]))
-ok = "yes" if t["runs_per_s"] >= 5000 else f"no ({t['runs_per_s'] / 5000:.0%} of it)"
-print(f"| throughput, {t['files']} files, one built-in step each (SQLite) | {t['runs_per_s']} runs/s | all recorded in {t['total_s']} s | ≥ 5,000 runs/s | {ok} |")
-print(f"| peak RSS during that burst | {t['peak_rss_kib'] / 1024:.1f} MB | | | |")
+for path, name, target in ((sys.argv[1], "SQLite", 5000), (sys.argv[2], "PostgreSQL", 3000)):
+    t = json.load(open(path))
+    if t.get("skipped"):
+        print(f"| throughput ({name}) | not measured: no server | | ≥ {target:,} runs/s | |")
+        continue
+    ok = "yes" if t["runs_per_s"] >= target else f"no ({t['runs_per_s'] / target:.0%} of it)"
+    print(f"| throughput, {t['files']:,} files, one built-in step each ({name}) | {t['runs_per_s']} runs/s | all recorded in {t['total_s']} s; files written in {t['write_s']} s | ≥ {target:,} runs/s | {ok} |")
+    print(f"| peak RSS during that burst ({name}) | {t['peak_rss_kib'] / 1024:.1f} MB | | | |")
+PY
+  python3 - "$WORK/shell.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+ok = "yes" if s["ratio"] >= 0.8 else f"no ({s['ratio'] / 0.8:.0%} of it)"
+print(f"| shell steps, {s['files']:,} runs of `run: 'true'`, median of {s['rounds']} | {s['nexusd_runs_per_s']} runs/s ({s['nexusd_s']} s) | `xargs -P2 sh -c true`: {s['xargs_per_s']}/s ({s['xargs_s']} s), ratio {s['ratio']} | ≥ 0.8× xargs | {ok} |")
 PY
   python3 - "$WORK/api.json" <<'PY'
 import json, sys
@@ -136,9 +165,9 @@ print(f"| API read `workflows history --limit 100`, {a['history_runs']:,} runs r
 PY
 } > bench/results/latest.md
 
-python3 - "$median" "$mean" "$stddev" "$meets" "$WORK/latency.json" "$WORK/throughput.json" "$WORK/api.json" > bench/results/latest.json <<'PY'
+python3 - "$median" "$mean" "$stddev" "$meets" "$WORK/latency.json" "$WORK/throughput.json" "$WORK/api.json" "$WORK/throughput-pg.json" "$WORK/shell.json" > bench/results/latest.json <<'PY'
 import json, sys
-median, mean, stddev, meets, lat, tp, api = sys.argv[1:]
+median, mean, stddev, meets, lat, tp, api, tp_pg, sh = sys.argv[1:]
 d = json.load(open(lat))
 for k in ("nexusd", "floor"):
     d[k].pop("samples_ms", None)
@@ -148,8 +177,13 @@ print(json.dumps({"scenarios": [
   {"name": "latency_close_to_copy_sqlite", "nexusd": d["nexusd"], "floor": d["floor"]},
   {"name": "idle_rss", "kib": d["idle_rss_kib"], "target_kib": 15 * 1024},
   {"name": "throughput_sqlite", **json.load(open(tp)), "target_runs_per_s": 5000},
+  {"name": "throughput_postgres", **json.load(open(tp_pg)), "target_runs_per_s": 3000},
+  {"name": "shell_true_vs_xargs", **json.load(open(sh)), "target_ratio": 0.8},
   {"name": "api_apply_and_history", **json.load(open(api)), "apply_target_s": 0.5, "history_p99_target_ms": 20},
 ]}, indent=2))
 PY
+
+# Fresh directories per throughput run (see throughput.py); gone now.
+rm -rf "$WORK"/throughput-* "$WORK"/shell-*
 
 cat bench/results/latest.md

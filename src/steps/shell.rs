@@ -1,11 +1,14 @@
 //! `run` steps: `sh -c` (or bash) in the data dir, placeholders passed as
 //! environment variables, the environment scrubbed, output captured with a
 //! cap, the child in its own process group so a timeout kills everything it
-//! started, and `PR_SET_PDEATHSIG` so children die with the agent.
+//! started, and `PR_SET_PDEATHSIG` so children die with the agent. The
+//! shell is named by its absolute path and the death signal set by
+//! util-linux's `setpriv` where installed, so the standard library starts
+//! it with `posix_spawn` instead of forking the whole agent for each step.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -43,14 +46,26 @@ pub async fn execute(
         .data_dir
         .join(".nexus/tmp")
         .join(format!("{}-{}-{}.out", ctx.run_id, ctx.attempt, step.name));
-    if let Some(dir) = output_file.parent() {
+    // The file is the script's to create (`>> $NEXUS_OUTPUT`): creating and
+    // deleting one per step would cost an inode each, for nothing.
+    if let Some(dir) = output_file.parent()
+        && !dir.is_dir()
+    {
         let _ = std::fs::create_dir_all(dir);
     }
-    let _ = std::fs::write(&output_file, b"");
-    let mut cmd = Command::new(match run.shell {
-        Shell::Sh => "sh",
-        Shell::Bash => "bash",
-    });
+    // The step dies with the agent (parent-death signal), so a crashed
+    // agent leaves no step running: set by `setpriv` where there is one,
+    // which keeps the spawn a `posix_spawn`; else in the child after a fork.
+    let deathsig_helper = setpriv();
+    let mut cmd = match deathsig_helper {
+        Some(helper) => {
+            let mut c = Command::new(helper);
+            c.args(["--pdeathsig", "KILL", "--"])
+                .arg(shell_program(run.shell));
+            c
+        }
+        None => Command::new(shell_program(run.shell)),
+    };
     cmd.arg("-c")
         .arg(&run.script)
         .current_dir(&ctx.data_dir)
@@ -81,17 +96,58 @@ pub async fn execute(
         .env("NEXUS_OUTPUT", &output_file)
         .envs(vars)
         .envs(env_extra);
-    // SAFETY: prctl is async-signal-safe and touches only the child.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
+    if deathsig_helper.is_none() {
+        // SAFETY: prctl is async-signal-safe and touches only the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
     }
     let outcome = spawn_and_wait(ctx, cmd, timeout).await;
-    let file_outputs = std::fs::read_to_string(&output_file).unwrap_or_default();
-    let _ = std::fs::remove_file(&output_file);
+    let file_outputs = match std::fs::read_to_string(&output_file) {
+        Ok(text) => {
+            let _ = std::fs::remove_file(&output_file);
+            text
+        }
+        Err(_) => String::new(),
+    };
     finish(ctx, outcome, &file_outputs)
+}
+
+/// The shell's absolute path, found on `PATH` once: a program named by a
+/// path lets the standard library start it with `posix_spawn` (a `vfork`),
+/// where a bare name with a cleared environment makes it `fork` the whole
+/// agent, page tables and all, for every step.
+fn shell_program(shell: Shell) -> &'static Path {
+    static SH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    static BASH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let (cell, name) = match shell {
+        Shell::Sh => (&SH, "sh"),
+        Shell::Bash => (&BASH, "bash"),
+    };
+    cell.get_or_init(|| {
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from(name))
+    })
+}
+
+/// util-linux's `setpriv`, if installed: it sets the parent-death signal
+/// and execs the shell.
+fn setpriv() -> Option<&'static Path> {
+    static SETPRIV: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    SETPRIV
+        .get_or_init(|| {
+            let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("setpriv"))
+                .find(|p| p.is_file())
+        })
+        .as_deref()
 }
 
 /// The placeholders' values. For a name that is not UTF-8, the placeholders

@@ -424,3 +424,28 @@ spec:
     let _ = b.kill();
     let _ = b.wait();
 }
+
+/// A step's process dies with the agent: after `kill -9` nothing it started
+/// keeps running.
+#[test]
+fn steps_die_with_a_killed_agent() {
+    let pid_dir = tempfile::tempdir().unwrap();
+    let pid_file = pid_dir.path().join("pid");
+    let workflow = format!(
+        "apiVersion: nexus/v1\nkind: Workflow\nmetadata: {{name: long}}\nspec:\n  on: [{{event: file.created, pattern: /l/*.txt}}]\n  steps:\n    - name: wait\n      run: 'echo $$ > {}; exec sleep 60'\n",
+        pid_file.display()
+    );
+    let mut agent = Agent::start(&[("long.yaml", &workflow)], &[]);
+    agent.write("/l/a.txt", "a");
+    agent.wait_until("the step to start", || {
+        fs::read_to_string(&pid_file).is_ok_and(|p| !p.trim().is_empty())
+    });
+    let pid = fs::read_to_string(&pid_file).unwrap().trim().to_owned();
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    assert!(proc_dir.exists());
+    agent.kill9();
+    // A zombie has no command line left; a live sleep does.
+    agent.wait_until("the step's process to die", || {
+        fs::read(proc_dir.join("cmdline")).map_or(true, |c| c.is_empty())
+    });
+}
