@@ -17,7 +17,8 @@ type Key = (String, String);
 
 enum Msg {
     Submit(Vec<Job>),
-    Done(Key, String),
+    /// A run ended: its key, the old path's key a move held, its id.
+    Done(Key, Option<Key>, String),
 }
 
 /// A handle to submit runs.
@@ -50,7 +51,13 @@ pub fn start(
 }
 
 struct State {
-    waiting: HashMap<Key, VecDeque<Job>>,
+    waiting: HashMap<Key, VecDeque<(u64, Job)>>,
+    /// Arrival numbers, so a move can wait for what came before it on its
+    /// old path.
+    next_seq: u64,
+    /// Waiting moves by the key of the path they left: later runs there
+    /// wait for them.
+    moves_from: HashMap<Key, std::collections::BTreeSet<u64>>,
     /// Keys with waiting runs, oldest first.
     order: VecDeque<Key>,
     running_keys: HashSet<Key>,
@@ -69,6 +76,8 @@ async fn dispatch_worker(
 ) {
     let mut state = State {
         waiting: HashMap::new(),
+        next_seq: 0,
+        moves_from: HashMap::new(),
         order: VecDeque::new(),
         running_keys: HashSet::new(),
         running_per_workflow: HashMap::new(),
@@ -83,8 +92,11 @@ async fn dispatch_worker(
                         enqueue(&rt, &mut state, job).await;
                     }
                 }
-                Some(Msg::Done(key, run_id)) => {
+                Some(Msg::Done(key, old_key, run_id)) => {
                     state.running_keys.remove(&key);
+                    if let Some(old) = old_key {
+                        state.running_keys.remove(&old);
+                    }
                     state.in_flight.remove(&run_id);
                     if let Some(n) = state.running_per_workflow.get_mut(&key.0) {
                         *n = n.saturating_sub(1);
@@ -110,7 +122,16 @@ async fn enqueue(rt: &Runtime, state: &mut State, job: Job) {
     }
     let queue = state.waiting.entry(key).or_default();
     if job.workflow.coalesces() {
-        for old in queue.drain(..) {
+        let superseded: Vec<(u64, Job)> = queue.drain(..).collect();
+        for (seq, old) in superseded {
+            if let Some(from) = old_key(&old)
+                && let Some(seqs) = state.moves_from.get_mut(&from)
+            {
+                seqs.remove(&seq);
+                if seqs.is_empty() {
+                    state.moves_from.remove(&from);
+                }
+            }
             let reason = format!(
                 "superseded by run {} (a newer event on the same path)",
                 job.run_id
@@ -135,7 +156,24 @@ async fn enqueue(rt: &Runtime, state: &mut State, job: Job) {
             rt.changed(change);
         }
     }
-    queue.push_back(job);
+    state.next_seq += 1;
+    if let Some(old) = old_key(&job) {
+        state
+            .moves_from
+            .entry(old)
+            .or_default()
+            .insert(state.next_seq);
+    }
+    queue.push_back((state.next_seq, job));
+}
+
+/// The other key a move holds: its workflow and the path it left.
+fn old_key(job: &Job) -> Option<Key> {
+    job.event
+        .old_path
+        .as_ref()
+        .filter(|old| **old != job.event.path)
+        .map(|old| (job.workflow.name.clone(), old.clone()))
 }
 
 fn start_ready(
@@ -148,19 +186,38 @@ fn start_ready(
     let mut i = 0;
     while i < state.order.len() && state.in_flight.len() < workers {
         let key = state.order[i].clone();
-        let limit = state
-            .waiting
-            .get(&key)
-            .and_then(|q| q.front())
-            .map(|j| j.workflow.concurrency.unwrap_or(u32::MAX));
-        let busy = state.running_keys.contains(&key)
+        let front = state.waiting.get(&key).and_then(|q| q.front());
+        let limit = front.map(|(_, j)| j.workflow.concurrency.unwrap_or(u32::MAX));
+        // A move holds its old path too: it waits for that path's running
+        // run and for runs queued there before it.
+        let old_busy = front.is_some_and(|(seq, j)| {
+            old_key(j).is_some_and(|old| {
+                state.running_keys.contains(&old)
+                    || state
+                        .waiting
+                        .get(&old)
+                        .and_then(|q| q.front())
+                        .is_some_and(|(s, _)| s < seq)
+            })
+        });
+        // ... and runs on its old path queued after it wait for it.
+        let behind_a_move = front.is_some_and(|(seq, _)| {
+            state
+                .moves_from
+                .get(&key)
+                .and_then(|seqs| seqs.first())
+                .is_some_and(|first| first < seq)
+        });
+        let busy = old_busy
+            || behind_a_move
+            || state.running_keys.contains(&key)
             || limit
                 .is_some_and(|l| state.running_per_workflow.get(&key.0).copied().unwrap_or(0) >= l);
         if busy {
             i += 1;
             continue;
         }
-        let Some(job) = state.waiting.get_mut(&key).and_then(VecDeque::pop_front) else {
+        let Some((seq, job)) = state.waiting.get_mut(&key).and_then(VecDeque::pop_front) else {
             state.order.remove(i);
             continue;
         };
@@ -171,12 +228,22 @@ fn start_ready(
             i += 1;
         }
         state.running_keys.insert(key.clone());
+        let old = old_key(&job);
+        if let Some(old) = &old {
+            state.running_keys.insert(old.clone());
+            if let Some(seqs) = state.moves_from.get_mut(old) {
+                seqs.remove(&seq);
+                if seqs.is_empty() {
+                    state.moves_from.remove(old);
+                }
+            }
+        }
         *state.running_per_workflow.entry(key.0.clone()).or_default() += 1;
         state.in_flight.insert(job.run_id.clone(), job.fence);
         let (rt, tx) = (Arc::clone(rt), tx.clone());
         tasks.spawn(async move {
             execute(&rt, &job).await;
-            let _ = tx.send(Msg::Done(key, job.run_id.clone())).await;
+            let _ = tx.send(Msg::Done(key, old, job.run_id.clone())).await;
             job.run_id
         });
     }

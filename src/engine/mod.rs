@@ -303,8 +303,7 @@ impl EventsWorker {
         let mut changes: Vec<Change> = Vec::new();
         let mut version = self.live.current();
         rec.set_settle_rules(version.settle_rules());
-        rec.scan_all(Instant::now(), &mut changes);
-        let caught_up = changes.len();
+        let caught_up = rec.scan_all(Instant::now(), &mut changes);
         self.record_gap(
             "start: changes made while nexusd was not running",
             caught_up,
@@ -352,9 +351,7 @@ impl EventsWorker {
                     "watch events were lost (queue overflow or watcher error): rescanning the data dir"
                 );
                 let scan_started = Instant::now();
-                let before = changes.len();
-                rec.scan_all(scan_started, &mut changes);
-                let found = changes.len() - before;
+                let found = rec.scan_all(scan_started, &mut changes);
                 self.record_gap("overflow: watch events were lost", found, scan_started)
                     .await;
             }

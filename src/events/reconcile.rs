@@ -195,7 +195,9 @@ impl Reconciler {
 
     fn apply(&mut self, hint: Hint, now: Instant, out: &mut Vec<Change>) {
         match hint {
-            Hint::Rescan => self.scan_all_inner(now, out),
+            Hint::Rescan => {
+                self.scan_all_inner(now, out);
+            }
             Hint::Created(p) | Hint::Modified(p) | Hint::Attrib(p) => {
                 let Some(vp) = self.virtual_path(&p) else {
                     return;
@@ -493,14 +495,18 @@ impl Reconciler {
 
     /// Compares the whole tree with the index: at start (changes made while
     /// nexusd was down) and after lost events. Vanished and appeared files
-    /// with the same inode, size and mtime are paired as moves.
-    pub fn scan_all(&mut self, now: Instant, out: &mut Vec<Change>) {
+    /// with the same inode, size and mtime are paired as moves. Returns how
+    /// many changes it found: those in `out`, and new files written moments
+    /// ago, held until quiet (they come out of [`Reconciler::tick`]).
+    pub fn scan_all(&mut self, now: Instant, out: &mut Vec<Change>) -> usize {
         let start = out.len();
-        self.scan_all_inner(now, out);
+        let held = self.scan_all_inner(now, out);
         self.fill_raw(&mut out[start..]);
+        out.len() - start + held
     }
 
-    fn scan_all_inner(&mut self, now: Instant, out: &mut Vec<Change>) {
+    fn scan_all_inner(&mut self, now: Instant, out: &mut Vec<Change>) -> usize {
+        let mut held = 0;
         let mut found = Vec::new();
         walk(&self.root, &self.root.clone(), &mut found);
         let mut seen: BTreeMap<String, FileMeta> = BTreeMap::new();
@@ -554,6 +560,7 @@ impl Reconciler {
             if meta.mtime_ns >= recent {
                 // Possibly still being written: let the settle path decide.
                 self.touch(path, now);
+                held += 1;
             } else {
                 let abs = self.abs(&path);
                 let meta = LazyHash::new(&abs).fill(meta);
@@ -576,6 +583,7 @@ impl Reconciler {
                 out.push(Change::new(kind, path, None, Some(after)));
             }
         }
+        held
     }
 }
 

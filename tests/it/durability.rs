@@ -449,3 +449,85 @@ fn steps_die_with_a_killed_agent() {
         fs::read(proc_dir.join("cmdline")).map_or(true, |c| c.is_empty())
     });
 }
+
+/// Three agents started at once on an empty PostgreSQL database: the
+/// migrations run once, and all three come up.
+#[test]
+fn agents_starting_at_once_on_an_empty_database_migrate_it_once() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let agents: Vec<Agent> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..3)
+            .map(|i| {
+                let backend = backend.clone();
+                scope.spawn(move || Agent::start_on(backend, &[], &["--node-id", &format!("n{i}")]))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let versions: Vec<i64> = agents[0].query(async |pool| {
+        use sqlx::Row;
+        sqlx::query("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get("version"))
+            .collect()
+    });
+    let mut unique = versions.clone();
+    unique.dedup();
+    assert_eq!(versions, unique, "each migration recorded once");
+    assert_eq!(versions.first(), Some(&1));
+    assert_eq!(
+        versions.len(),
+        fs::read_dir(crate::support::repo().join("migrations/postgres"))
+            .unwrap()
+            .count()
+    );
+}
+
+/// A move holds both its paths: its run waits for the run still working on
+/// the path it left, and later runs on that path wait for it.
+#[test]
+fn a_move_waits_for_the_run_on_the_path_it_left() {
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("order.log");
+    let workflow = format!(
+        r#"
+apiVersion: nexus/v1
+kind: Workflow
+metadata: {{name: mv}}
+spec:
+  on: [{{event: [file.created, file.moved], pattern: /mv/*.txt, on_burst: queue}}]
+  concurrency: 8
+  steps:
+    - name: work
+      run: |
+        echo "begin {{{{event.type}}}} {{{{event.path}}}}" >> {log}
+        if [ "{{{{event.type}}}}" = file.created ]; then sleep 0.5; fi
+        echo "end {{{{event.type}}}} {{{{event.path}}}}" >> {log}
+"#,
+        log = log.display()
+    );
+    let agent = Agent::start(&[("mv.yaml", &workflow)], &[]);
+    agent.write("/mv/a.txt", "a");
+    agent.wait_until("the created run to begin", || {
+        fs::read_to_string(&log).is_ok_and(|t| t.contains("begin file.created /mv/a.txt"))
+    });
+    fs::rename(agent.path("/mv/a.txt"), agent.path("/mv/b.txt")).unwrap();
+    agent.wait_runs("mv", 2);
+    let text = fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "begin file.created /mv/a.txt",
+            "end file.created /mv/a.txt",
+            "begin file.moved /mv/b.txt",
+            "end file.moved /mv/b.txt",
+        ],
+        "{text}"
+    );
+}
