@@ -91,6 +91,7 @@ LAT_FILES=${LAT_FILES:-1000}
 LAT_ROUNDS=${QUICK:+2}
 LAT_ROUNDS=${LAT_ROUNDS:-4}
 python3 bench/latency.py "$BIN" "$PWD/$WORK/latency" "$LAT_FILES" "$LAT_ROUNDS" > "$WORK/latency.json"
+python3 bench/chart.py "$WORK/latency.json" bench/results/latency.svg
 
 # Scenario 2 (SQLite) and 4c: a burst of files, one built-in step each,
 # until every run is recorded succeeded; peak RSS meanwhile.
@@ -184,6 +185,6 @@ print(json.dumps({"scenarios": [
 PY
 
 # Fresh directories per throughput run (see throughput.py); gone now.
-rm -rf "$WORK"/throughput-* "$WORK"/shell-*
+rm -rf "$WORK"/throughput-sqlite-* "$WORK"/throughput-pg-* "$WORK"/shell-*
 
 cat bench/results/latest.md
