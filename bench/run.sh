@@ -113,6 +113,12 @@ SH_ROUNDS=${QUICK:+1}
 SH_ROUNDS=${SH_ROUNDS:-3}
 python3 bench/shell.py "$BIN" "$PWD/$WORK" "$SH_FILES" "$SH_ROUNDS" > "$WORK/shell.json"
 
+# Scenarios 4b and 5: 100,000 files in 10,000 directories: RSS while
+# watching them, a restart with them unchanged, 1,000 changed while stopped.
+SC_DIRS=${QUICK:+1000}
+SC_DIRS=${SC_DIRS:-10000}
+python3 bench/scale.py "$BIN" "$PWD/$WORK" "$SC_DIRS" 10 1000 > "$WORK/scale.json"
+
 # Scenario 7b and the API read: apply the 1,000 definitions over HTTP with
 # `nexusd apply -f`; `workflows history --limit 100` reads with 100,000 runs.
 API_ROUNDS=${QUICK:+2}
@@ -151,6 +157,15 @@ for path, name, target in ((sys.argv[1], "SQLite", 5000), (sys.argv[2], "Postgre
     print(f"| throughput, {t['files']:,} files, one built-in step each ({name}) | {t['runs_per_s']} runs/s | all recorded in {t['total_s']} s; files written in {t['write_s']} s | ≥ {target:,} runs/s | {ok} |")
     print(f"| peak RSS during that burst ({name}) | {t['peak_rss_kib'] / 1024:.1f} MB | | | |")
 PY
+  python3 - "$WORK/scale.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+rss = c["watching_rss_kib"] / 1024
+yes = lambda ok: "yes" if ok else "no"
+print(f"| RSS watching {c['files']:,} files in {c['dirs']:,} directories, idle | {rss:.1f} MB | | ≤ 60 MB | {yes(rss <= 60)} |")
+print(f"| start with {c['files']:,} indexed files unchanged, to ready | {c['restart_unchanged_s']} s | first start (indexing them all) {c['first_start_s']} s | ≤ 1 s | {yes(c['restart_unchanged_s'] <= 1)} |")
+print(f"| start with {c['changed']:,} of them changed while stopped, to all runs recorded | {c['catch_up_changed_s']} s | | | |")
+PY
   python3 - "$WORK/shell.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
@@ -166,9 +181,9 @@ print(f"| API read `workflows history --limit 100`, {a['history_runs']:,} runs r
 PY
 } > bench/results/latest.md
 
-python3 - "$median" "$mean" "$stddev" "$meets" "$WORK/latency.json" "$WORK/throughput.json" "$WORK/api.json" "$WORK/throughput-pg.json" "$WORK/shell.json" > bench/results/latest.json <<'PY'
+python3 - "$median" "$mean" "$stddev" "$meets" "$WORK/latency.json" "$WORK/throughput.json" "$WORK/api.json" "$WORK/throughput-pg.json" "$WORK/shell.json" "$WORK/scale.json" > bench/results/latest.json <<'PY'
 import json, sys
-median, mean, stddev, meets, lat, tp, api, tp_pg, sh = sys.argv[1:]
+median, mean, stddev, meets, lat, tp, api, tp_pg, sh, sc = sys.argv[1:]
 d = json.load(open(lat))
 for k in ("nexusd", "floor"):
     d[k].pop("samples_ms", None)
@@ -180,11 +195,12 @@ print(json.dumps({"scenarios": [
   {"name": "throughput_sqlite", **json.load(open(tp)), "target_runs_per_s": 5000},
   {"name": "throughput_postgres", **json.load(open(tp_pg)), "target_runs_per_s": 3000},
   {"name": "shell_true_vs_xargs", **json.load(open(sh)), "target_ratio": 0.8},
+  {"name": "scale_100k_files", **json.load(open(sc)), "rss_target_kib": 60 * 1024, "restart_target_s": 1.0},
   {"name": "api_apply_and_history", **json.load(open(api)), "apply_target_s": 0.5, "history_p99_target_ms": 20},
 ]}, indent=2))
 PY
 
 # Fresh directories per throughput run (see throughput.py); gone now.
-rm -rf "$WORK"/throughput-sqlite-* "$WORK"/throughput-pg-* "$WORK"/shell-*
+rm -rf "$WORK"/throughput-sqlite-* "$WORK"/throughput-pg-* "$WORK"/shell-* "$WORK"/scale-*
 
 cat bench/results/latest.md

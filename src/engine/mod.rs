@@ -136,9 +136,26 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         ))
     });
 
-    let (watch, hints) = watcher::watch(&data_dir, opts.event_buffer, ignore.clone())
-        .context("watching the data dir")?;
+    // The index loads while the watches go in (one per directory): both are
+    // needed before the comparison of the tree with the index, neither
+    // needs the other.
+    let watching = {
+        let (dir, buffer, ignore) = (data_dir.clone(), opts.event_buffer, ignore.clone());
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            watcher::watch(&dir, buffer, ignore).map(|w| (w, started.elapsed()))
+        })
+    };
+    let index_started = Instant::now();
     let index = store.load_index().await?;
+    let index_ms = index_started.elapsed().as_millis() as u64;
+    let ((watch, hints), watch_time) = watching.await?.context("watching the data dir")?;
+    tracing::info!(
+        files = index.len(),
+        index_ms,
+        watch_ms = watch_time.as_millis() as u64,
+        "index loaded, data dir watched"
+    );
     let reconciler = Reconciler::new(data_dir.clone(), index, ignore, Timing::default());
     let events = EventsWorker {
         rt: Arc::clone(&rt),
@@ -227,6 +244,17 @@ async fn retention_worker(store: Store, retention: Duration, shutdown: Cancellat
     }
 }
 
+/// Gives the allocator's free pages back to the system after a whole-tree
+/// walk: its buffers (one arena per walking thread) are gone, and an idle
+/// agent should not keep their size resident.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The host's name and the data dir: the same agent restarted is the same
 /// node, and takes its own unfinished runs back at once.
 fn default_node_id(data_dir: &std::path::Path) -> String {
@@ -312,6 +340,7 @@ impl EventsWorker {
         .await;
         self.resume().await;
         self.process(std::mem::take(&mut changes)).await;
+        release_free_memory();
         tracing::info!(
             files = rec.index_len(),
             changes = caught_up,
@@ -352,6 +381,7 @@ impl EventsWorker {
                 );
                 let scan_started = Instant::now();
                 let found = rec.scan_all(scan_started, &mut changes);
+                release_free_memory();
                 self.record_gap("overflow: watch events were lost", found, scan_started)
                     .await;
             }

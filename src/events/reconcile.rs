@@ -507,8 +507,7 @@ impl Reconciler {
 
     fn scan_all_inner(&mut self, now: Instant, out: &mut Vec<Change>) -> usize {
         let mut held = 0;
-        let mut found = Vec::new();
-        walk(&self.root, &self.root.clone(), &mut found);
+        let found = walk_parallel(&self.root);
         let mut seen: BTreeMap<String, FileMeta> = BTreeMap::new();
         for (abs, meta) in found {
             if let Some(path) = self.virtual_path(&abs) {
@@ -648,6 +647,60 @@ fn walk_names(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(entry.path());
         }
     }
+}
+
+/// [`walk`] of the whole tree, its top-level directories shared out among
+/// the cores (a walk is a `stat` and an `llistxattr` per file).
+fn walk_parallel(root: &Path) -> Vec<(PathBuf, FileMeta)> {
+    let mut found = Vec::new();
+    let mut dirs = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let path = entry.path();
+            if kind.is_dir() {
+                if entry.file_name() != ".nexus" {
+                    dirs.push(path);
+                }
+            } else if let (true, Ok(m)) = (kind.is_file(), entry.metadata()) {
+                let meta = FileMeta::read(&path, &m);
+                found.push((path, meta));
+            }
+        }
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(dirs.len());
+    if threads <= 1 {
+        for dir in dirs {
+            walk(root, &dir, &mut found);
+        }
+        return found;
+    }
+    let queue = std::sync::Mutex::new(dirs.into_iter());
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let next = queue.lock().map(|mut q| q.next()).unwrap_or(None);
+                        let Some(dir) = next else { break };
+                        walk(root, &dir, &mut mine);
+                    }
+                    mine
+                })
+            })
+            .collect();
+        for h in handles {
+            if let Ok(mine) = h.join() {
+                found.extend(mine);
+            }
+        }
+    });
+    found
 }
 
 /// Every regular file under `dir` with its metadata, without following

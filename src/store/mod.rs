@@ -145,14 +145,16 @@ impl Store {
     }
 
     /// The whole file index.
+    /// Rows are read as a stream: a large index never sits in memory twice
+    /// (as rows and as the map), which would also leave the heap fragmented.
     pub async fn load_index(&self) -> Result<BTreeMap<String, FileMeta>, StoreError> {
-        let rows = sqlx::query(
+        use futures_util::TryStreamExt;
+        let mut rows = sqlx::query(
             "SELECT path, ino, dev, size, mtime_ns, mode, uid, gid, xattrs, hash FROM file_index",
         )
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch(&self.pool);
         let mut index = BTreeMap::new();
-        for row in rows {
+        while let Some(row) = rows.try_next().await? {
             let meta = FileMeta {
                 ino: row.get::<i64, _>("ino") as u64,
                 dev: row.get::<i64, _>("dev") as u64,
