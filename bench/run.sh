@@ -113,6 +113,21 @@ SH_ROUNDS=${QUICK:+1}
 SH_ROUNDS=${SH_ROUNDS:-3}
 python3 bench/shell.py "$BIN" "$PWD/$WORK" "$SH_FILES" "$SH_ROUNDS" > "$WORK/shell.json"
 
+# Scenario 6: matching one event against 1,000 workflows (criterion).
+cargo bench --quiet --bench matching -- ${QUICK:+--warm-up-time 1 --measurement-time 2} 2>/dev/null \
+  | python3 -c '
+import json, re, sys
+out, name = {}, None
+for line in sys.stdin:
+    if line.startswith("one event"):
+        name = line.strip()
+    m = re.search(r"time:\s+\[\S+ \S+ (\S+) (\S+) \S+ \S+\]", line)
+    if m and name:
+        value, unit = float(m.group(1)), m.group(2)
+        out[name] = value * {"ps": 1e-3, "ns": 1, "µs": 1e3, "us": 1e3, "ms": 1e6}[unit]
+        name = None
+print(json.dumps({"median_ns": out}))' > "$WORK/matching.json"
+
 # Scenarios 4b and 5: 100,000 files in 10,000 directories: RSS while
 # watching them, a restart with them unchanged, 1,000 changed while stopped.
 SC_DIRS=${QUICK:+1000}
@@ -157,6 +172,13 @@ for path, name, target in ((sys.argv[1], "SQLite", 5000), (sys.argv[2], "Postgre
     print(f"| throughput, {t['files']:,} files, one built-in step each ({name}) | {t['runs_per_s']} runs/s | all recorded in {t['total_s']} s; files written in {t['write_s']} s | ≥ {target:,} runs/s | {ok} |")
     print(f"| peak RSS during that burst ({name}) | {t['peak_rss_kib'] / 1024:.1f} MB | | | |")
 PY
+  python3 - "$WORK/matching.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))["median_ns"]
+for name, ns in m.items():
+    ok = "yes" if ns <= 2000 else "no"
+    print(f"| matching: {name} (criterion) | {ns:.0f} ns | | ≤ 2 µs | {ok} |")
+PY
   python3 - "$WORK/scale.json" <<'PY'
 import json, sys
 c = json.load(open(sys.argv[1]))
@@ -181,9 +203,9 @@ print(f"| API read `workflows history --limit 100`, {a['history_runs']:,} runs r
 PY
 } > bench/results/latest.md
 
-python3 - "$median" "$mean" "$stddev" "$meets" "$WORK/latency.json" "$WORK/throughput.json" "$WORK/api.json" "$WORK/throughput-pg.json" "$WORK/shell.json" "$WORK/scale.json" > bench/results/latest.json <<'PY'
+python3 - "$median" "$mean" "$stddev" "$meets" "$WORK/latency.json" "$WORK/throughput.json" "$WORK/api.json" "$WORK/throughput-pg.json" "$WORK/shell.json" "$WORK/scale.json" "$WORK/matching.json" > bench/results/latest.json <<'PY'
 import json, sys
-median, mean, stddev, meets, lat, tp, api, tp_pg, sh, sc = sys.argv[1:]
+median, mean, stddev, meets, lat, tp, api, tp_pg, sh, sc, mt = sys.argv[1:]
 d = json.load(open(lat))
 for k in ("nexusd", "floor"):
     d[k].pop("samples_ms", None)
@@ -196,6 +218,7 @@ print(json.dumps({"scenarios": [
   {"name": "throughput_postgres", **json.load(open(tp_pg)), "target_runs_per_s": 3000},
   {"name": "shell_true_vs_xargs", **json.load(open(sh)), "target_ratio": 0.8},
   {"name": "scale_100k_files", **json.load(open(sc)), "rss_target_kib": 60 * 1024, "restart_target_s": 1.0},
+  {"name": "matching_1000_workflows", **json.load(open(mt)), "target_ns": 2000},
   {"name": "api_apply_and_history", **json.load(open(api)), "apply_target_s": 0.5, "history_p99_target_ms": 20},
 ]}, indent=2))
 PY

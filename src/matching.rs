@@ -5,6 +5,7 @@
 //! an event costs one match however many workflows there are; the per-trigger
 //! event types and ignore patterns are checked only for the candidates.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use globset::{Glob, GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
@@ -129,23 +130,52 @@ impl Decision {
     }
 }
 
-/// Every trigger of a definition set, compiled for matching.
+/// Every trigger of a definition set, compiled for matching. Patterns that
+/// start with literal directories (`/inbox/2024/*.txt`) are filed under
+/// that directory, so an event looks only at the patterns of its own
+/// ancestors; the rest (`**/*.json`) go into one `GlobSet`.
 #[derive(Debug, Clone)]
 pub struct Matcher {
+    /// The patterns without a literal leading directory.
     set: GlobSet,
-    /// For each glob in `set`: (workflow index, trigger index, pattern index).
+    /// For each glob in `set`, its index in `owners`.
+    set_owners: Vec<usize>,
+    /// Patterns by their literal leading directory (`/inbox/2024`).
+    by_dir: HashMap<String, Vec<usize>>,
+    /// Every pattern: (workflow index, trigger index, pattern index).
     owners: Vec<(usize, usize, usize)>,
     workflows: usize,
+}
+
+/// The literal directory a rooted pattern starts with: its leading segments
+/// without glob syntax, the last segment excluded. `None` when the first
+/// segment already has wildcards.
+fn literal_dir(rooted: &str) -> Option<String> {
+    let segments: Vec<&str> = rooted.split('/').skip(1).collect();
+    let literal = |s: &&&str| !s.contains(['*', '?', '[', ']', '{', '}', '\\']);
+    let count = segments[..segments.len().saturating_sub(1)]
+        .iter()
+        .take_while(literal)
+        .count();
+    (count > 0).then(|| format!("/{}", segments[..count].join("/")))
 }
 
 impl Matcher {
     pub fn new(defs: &DefinitionSet) -> Matcher {
         let mut builder = GlobSetBuilder::new();
         let mut owners = Vec::new();
+        let mut set_owners = Vec::new();
+        let mut by_dir: HashMap<String, Vec<usize>> = HashMap::new();
         for (w, workflow) in defs.workflows.iter().enumerate() {
             for (t, trigger) in workflow.triggers.iter().enumerate() {
                 for (p, pattern) in trigger.patterns.iter().enumerate() {
-                    builder.add(pattern.glob.clone());
+                    match literal_dir(&pattern.rooted) {
+                        Some(dir) => by_dir.entry(dir).or_default().push(owners.len()),
+                        None => {
+                            builder.add(pattern.glob.clone());
+                            set_owners.push(owners.len());
+                        }
+                    }
                     owners.push((w, t, p));
                 }
             }
@@ -154,15 +184,47 @@ impl Matcher {
         let set = builder.build().unwrap_or_else(|_| GlobSet::empty());
         Matcher {
             set,
+            set_owners,
+            by_dir,
             owners,
             workflows: defs.workflows.len(),
         }
     }
 
+    /// The patterns (indexes in `owners`) that match `path`, in order.
+    fn hits(&self, defs: &DefinitionSet, path: &str) -> Vec<usize> {
+        let mut out: Vec<usize> = if self.set_owners.is_empty() {
+            Vec::new()
+        } else {
+            self.set
+                .matches(path)
+                .into_iter()
+                .map(|i| self.set_owners[i])
+                .collect()
+        };
+        if !self.by_dir.is_empty() {
+            // Every ancestor directory of the path: /a, /a/b, ...
+            let mut end = 0;
+            while let Some(next) = path[end + 1..].find('/') {
+                end += next + 1;
+                if let Some(candidates) = self.by_dir.get(&path[..end]) {
+                    for &i in candidates {
+                        let (w, t, p) = self.owners[i];
+                        if defs.workflows[w].triggers[t].patterns[p].is_match(path) {
+                            out.push(i);
+                        }
+                    }
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
     /// The indexes of the workflows this event starts, each once.
     pub fn matching(&self, defs: &DefinitionSet, event: EventType, path: &str) -> Vec<usize> {
         let mut hits = Vec::new();
-        for i in self.set.matches(path) {
+        for i in self.hits(defs, path) {
             let (w, t, _) = self.owners[i];
             let trigger = &defs.workflows[w].triggers[t];
             if !hits.contains(&w)
@@ -180,7 +242,7 @@ impl Matcher {
     /// ignores do not, with the union of those triggers' event types.
     pub fn candidates(&self, defs: &DefinitionSet, path: &str) -> Vec<(usize, EventSet)> {
         let mut out: Vec<(usize, EventSet)> = Vec::new();
-        for i in self.set.matches(path) {
+        for i in self.hits(defs, path) {
             let (w, t, _) = self.owners[i];
             let trigger = &defs.workflows[w].triggers[t];
             if trigger.ignore.iter().any(|p| p.is_match(path)) {
@@ -206,7 +268,7 @@ impl Matcher {
         path: &str,
     ) -> Vec<(usize, Decision)> {
         let mut out: Vec<(usize, Decision)> = Vec::new();
-        for i in self.set.matches(path) {
+        for i in self.hits(defs, path) {
             let (w, t, p) = self.owners[i];
             let decision = decide(&defs.workflows[w], t, p, event, path);
             match out.iter_mut().find(|(o, _)| *o == w) {
@@ -221,7 +283,7 @@ impl Matcher {
 
     pub fn explain(&self, defs: &DefinitionSet, event: EventType, path: &str) -> Vec<Decision> {
         let mut decisions = vec![None; self.workflows];
-        for i in self.set.matches(path) {
+        for i in self.hits(defs, path) {
             let (w, t, p) = self.owners[i];
             let decision = decide(&defs.workflows[w], t, p, event, path);
             let better = match (&decisions[w], &decision) {
@@ -269,6 +331,69 @@ fn rank(d: &Decision) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_are_filed_under_their_literal_directory() {
+        assert_eq!(
+            literal_dir("/inbox/2024/*.txt").as_deref(),
+            Some("/inbox/2024")
+        );
+        assert_eq!(literal_dir("/a/b.txt").as_deref(), Some("/a"));
+        assert_eq!(literal_dir("/w/c/**/*.txt").as_deref(), Some("/w/c"));
+        assert_eq!(literal_dir("/**/*.json"), None);
+        assert_eq!(literal_dir("/*.txt"), None);
+        assert_eq!(literal_dir("/a[b]/c.txt"), None);
+    }
+
+    #[test]
+    fn the_directory_index_finds_what_a_full_scan_finds() {
+        let yaml = |name: &str, pattern: &str| {
+            format!(
+                "---\napiVersion: nexus/v1\nkind: Workflow\nmetadata: {{name: {name}}}\nspec:\n  on: [{{event: file.created, pattern: \"{pattern}\"}}]\n  steps: [{{name: s, action: log, with: {{message: x}}}}]\n"
+            )
+        };
+        let patterns = [
+            "/a/*.txt",
+            "/a/b/**/*.txt",
+            "**/*.txt",
+            "/a/b/c.txt",
+            "/x/*",
+            "/a/{b,c}/*.md",
+            "/*.txt",
+        ];
+        let text: String = patterns
+            .iter()
+            .enumerate()
+            .map(|(i, p)| yaml(&format!("w{i}"), p))
+            .collect();
+        let loaded = crate::definitions::load_text(
+            std::path::Path::new("t.yaml"),
+            text.as_bytes(),
+            &Default::default(),
+        );
+        assert!(!loaded.diagnostics.has_errors(), "{}", loaded.diagnostics);
+        let set = loaded.set;
+        let m = Matcher::new(&set);
+        for path in [
+            "/a/x.txt",
+            "/a/b/c.txt",
+            "/a/b/d/e.txt",
+            "/a/c/r.md",
+            "/x/y",
+            "/top.txt",
+            "/q/r.txt",
+            "/a",
+        ] {
+            let brute: Vec<usize> = set
+                .workflows
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| w.triggers[0].patterns[0].is_match(path))
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(m.matching(&set, EventType::Created, path), brute, "{path}");
+        }
+    }
 
     #[test]
     fn globs_follow_the_spec_table() {
