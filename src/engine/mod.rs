@@ -417,15 +417,25 @@ impl EventsWorker {
     /// Claims the runs a previous agent of this node left unfinished
     /// (killed, crashed), and those no node holds any more, and runs them.
     async fn resume(&self) {
-        let (node, until) = self.rt.lease_now();
-        match self
-            .rt
-            .store
-            .claim_unfinished(&node, until, now_ms(), true)
-            .await
-        {
-            Ok(runs) => take_up(&self.rt, &self.live, &self.dispatcher, runs).await,
-            Err(e) => tracing::error!(error = %e, "cannot read unfinished runs"),
+        // Until it succeeds: this node's lease renewals would keep runs it
+        // failed to claim from every other node.
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let (node, until) = self.rt.lease_now();
+            match self
+                .rt
+                .store
+                .claim_unfinished(&node, until, now_ms(), true)
+                .await
+            {
+                Ok(runs) => return take_up(&self.rt, &self.live, &self.dispatcher, runs).await,
+                Err(e) => tracing::error!(error = %e, "cannot claim unfinished runs; trying again"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.rt.shutdown.cancelled() => return,
+            }
+            wait = (wait * 2).min(Duration::from_secs(5));
         }
     }
 

@@ -278,9 +278,14 @@ impl Store {
         now_ms: i64,
         own: bool,
     ) -> Result<Vec<UnfinishedRun>, StoreError> {
-        let lock = match self.backend {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
+        // Another node's claim in progress is skipped; at start (`own`) the
+        // rows a killed predecessor's last transaction still locks are
+        // waited for (its backend aborts that transaction on the closed
+        // connection), not skipped: nothing else would claim them.
+        let lock = match (self.backend, own) {
+            (Backend::Postgres, false) => " FOR UPDATE SKIP LOCKED",
+            (Backend::Postgres, true) => " FOR UPDATE",
+            (Backend::Sqlite, _) => "",
         };
         let own = if own { "OR owner = $1 " } else { "" };
         let sql = format!(
