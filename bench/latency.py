@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+from common import status_kib
+
 libc = ctypes.CDLL("libc.so.6", use_errno=True)
 IN_CLOSE_WRITE = 0x08
 IN_MOVED_TO = 0x80
@@ -142,14 +144,6 @@ def stop(proc):
     proc.wait(timeout=30)
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def percentile(values, p):
     s = sorted(values)
     k = max(0, min(len(s) - 1, int(round(p / 100.0 * (len(s) - 1)))))
@@ -164,7 +158,7 @@ def idle_rss(binary, work, examples):
     )
     wait_path(os.path.join(data, ".nexus", "nexus.db"))
     time.sleep(2)  # idle means: started and left alone
-    kib = rss_kib(proc.pid)
+    kib = status_kib(proc.pid, "VmRSS")
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
     return kib

@@ -14,10 +14,11 @@ Usage: scale.py NEXUSD_BIN WORK_DIR DIRS FILES_PER_DIR CHANGED
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
+
+from common import succeeded, status_kib
 
 WORKFLOW = """apiVersion: nexus/v1
 kind: Workflow
@@ -29,25 +30,6 @@ spec:
       action: log
       with: {message: "{{event.path}}"}
 """
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def succeeded(db):
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute("SELECT COUNT(*) FROM runs WHERE status = 'succeeded'").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
 
 
 class Agent:
@@ -95,7 +77,7 @@ def main():
     agent.stop()
     restart = agent.start()
     time.sleep(1)  # idle: what it holds to watch them
-    rss = rss_kib(agent.proc.pid)
+    rss = status_kib(agent.proc.pid, "VmRSS")
     agent.stop()
     for k in range(changed):
         d = k % dirs

@@ -10,11 +10,12 @@ Usage: shell.py NEXUSD_BIN WORK_DIR FILES ROUNDS
 import json
 import os
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
 import time
+
+from common import succeeded
 
 WORKFLOW = """apiVersion: nexus/v1
 kind: Workflow
@@ -26,17 +27,6 @@ spec:
     - name: nothing
       run: 'true'
 """
-
-
-def succeeded(db):
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute("SELECT COUNT(*) FROM runs WHERE status = 'succeeded'").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
 
 
 def nexusd_round(binary, root, files):

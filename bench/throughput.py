@@ -10,10 +10,11 @@ Usage: throughput.py NEXUSD_BIN WORK_DIR FILES [postgres://user@host/db]
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
+
+from common import succeeded, status_kib
 
 WORKFLOW = """apiVersion: nexus/v1
 kind: Workflow
@@ -27,6 +28,11 @@ spec:
 """
 
 
+def recorded(db):
+    """Runs recorded `succeeded`, in the PostgreSQL URL or SQLite file `db`."""
+    return pg_succeeded(db) if db.startswith("postgres") else succeeded(db)
+
+
 def pg_succeeded(url):
     out = subprocess.run(["psql", "-qtA", url, "-c", "SELECT COUNT(*) FROM runs WHERE status = 'succeeded'"],
                          capture_output=True, text=True)
@@ -34,27 +40,6 @@ def pg_succeeded(url):
         return int(out.stdout.strip())
     except ValueError:
         return 0
-
-
-def succeeded(db):
-    if db.startswith("postgres"):
-        return pg_succeeded(db)
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute("SELECT COUNT(*) FROM runs WHERE status = 'succeeded'").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
-
-
-def peak_rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
 
 
 def main():
@@ -101,9 +86,9 @@ def main():
                 f.write("x")
         written = time.monotonic()
         deadline = time.monotonic() + 600
-        while succeeded(db) < files + 1:  # the probe's run too
+        while recorded(db) < files + 1:  # the probe's run too
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{succeeded(db) - 1} of {files} runs succeeded")
+                raise TimeoutError(f"{recorded(db) - 1} of {files} runs succeeded")
             time.sleep(0.05)
         done = time.monotonic()
         out = {
@@ -111,7 +96,7 @@ def main():
             "write_s": round(written - start, 3),
             "total_s": round(done - start, 3),
             "runs_per_s": round(files / (done - start), 1),
-            "peak_rss_kib": peak_rss_kib(proc.pid),
+            "peak_rss_kib": status_kib(proc.pid, "VmHWM"),
         }
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use self::causes::{Causes, Recent};
 use self::dispatch::Dispatcher;
 use self::live::LiveHandle;
-use self::registry::{Action, ApplyError, Registry, documents_of};
+use self::registry::{Action, Registry, documents_of};
 use self::run::{Job, RunChange, Runtime};
 use crate::definitions::{Limits, load_config_dir};
 use crate::events::ignore::Ignore;
@@ -215,10 +215,6 @@ async fn apply_config_dir_at_start(
                 tracing::info!("{line}");
             }
             Ok(())
-        }
-        Err(ApplyError::Invalid(d)) => {
-            eprint!("{d}");
-            anyhow::bail!("the definitions in `{}` are invalid", dir.display())
         }
         Err(e) => Err(anyhow::anyhow!("applying `{}`: {e}", dir.display())),
     }

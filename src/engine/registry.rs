@@ -63,9 +63,6 @@ impl std::fmt::Display for Applied {
 /// Why an apply was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    /// The documents themselves are invalid (file, line, column).
-    #[error("the definitions are invalid")]
-    Invalid(Diagnostics),
     /// Valid alone, but not together with what is live, or not runnable here.
     #[error("{0}")]
     Rejected(String),
@@ -174,13 +171,7 @@ impl Registry {
         opts: &ApplyOptions,
     ) -> Result<Vec<Applied>, ApplyError> {
         let _guard = self.lock.lock().await;
-        let current: BTreeMap<String, StoredDefinition> = self
-            .store
-            .definitions()
-            .await?
-            .into_iter()
-            .map(|d| (d.name.clone(), d))
-            .collect();
+        let current = self.stored_by_name().await?;
         let now = now_ms();
         let mut report = Vec::new();
         let mut writes = Vec::new();
@@ -255,13 +246,7 @@ impl Registry {
     /// Removes one definition; `Ok(None)` when there is no such one.
     pub async fn delete(&self, name: &str, who: &str) -> Result<Option<Applied>, ApplyError> {
         let _guard = self.lock.lock().await;
-        let mut next: BTreeMap<String, StoredDefinition> = self
-            .store
-            .definitions()
-            .await?
-            .into_iter()
-            .map(|d| (d.name.clone(), d))
-            .collect();
+        let mut next = self.stored_by_name().await?;
         let Some(old) = next.remove(name) else {
             return Ok(None);
         };
@@ -280,6 +265,17 @@ impl Registry {
             name: old.name,
             action: Action::Deleted,
         }))
+    }
+
+    /// The stored definitions by name.
+    async fn stored_by_name(&self) -> Result<BTreeMap<String, StoredDefinition>, StoreError> {
+        Ok(self
+            .store
+            .definitions()
+            .await?
+            .into_iter()
+            .map(|d| (d.name.clone(), d))
+            .collect())
     }
 
     /// Checks the next set whole, then records the writes and swaps it in.

@@ -45,6 +45,29 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("file task failed: {e}")))
 }
 
+/// A write's path, checked, with the data dir to write in; the event the
+/// write will cause is attributed to the caller.
+fn for_writing(
+    api: &Api,
+    caller: &Caller,
+    uri: &Uri,
+    captured: &str,
+) -> Result<(Vpath, Arc<Dir>), ApiError> {
+    let path = checked(uri, captured)?;
+    api.rt.actors.register(&path.virt, caller.user.clone());
+    Ok((path, Arc::clone(&api.rt.root)))
+}
+
+/// A refused path is the caller's mistake (400); anything else a conflict
+/// with the tree as it is.
+fn refused_or_conflict(message: String) -> ApiError {
+    if message.contains("outside the data dir") {
+        ApiError::bad_request(message)
+    } else {
+        ApiError::conflict(message)
+    }
+}
+
 /// An I/O failure as the caller should see it.
 fn file_error(root: &Dir, what: &str, path: &Vpath, e: &std::io::Error) -> ApiError {
     let message = io_error(root, what, path, e);
@@ -163,26 +186,18 @@ pub async fn write(
     P(captured): P<String>,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
-    let path = checked(&uri, &captured)?;
-    let root = Arc::clone(&api.rt.root);
-    api.rt.actors.register(&path.virt, caller.user.clone());
+    let (path, root) = for_writing(&api, &caller, &uri, &captured)?;
     let len = body.len();
     blocking(move || {
-        let existed = root.metadata(&path.rel).is_ok_and(|m| m.is_file());
-        if root.metadata(&path.rel).is_ok_and(|m| m.is_dir()) {
+        let before = root.metadata(&path.rel).ok();
+        if before.as_ref().is_some_and(|m| m.is_dir()) {
             return Err(ApiError::conflict(format!(
                 "`{}` is a directory",
                 path.virt
             )));
         }
-        atomic_write(&root, &path, &body).map_err(|message| {
-            if message.contains("outside the data dir") {
-                ApiError::bad_request(message)
-            } else {
-                ApiError::conflict(message)
-            }
-        })?;
-        let status = if existed {
+        atomic_write(&root, &path, &body).map_err(refused_or_conflict)?;
+        let status = if before.is_some() {
             StatusCode::OK
         } else {
             StatusCode::CREATED
@@ -205,12 +220,10 @@ pub async fn append(
             "POST on a file appends: use `/v1/files/PATH:append`",
         ));
     };
-    let path = checked(&uri, target)?;
-    let root = Arc::clone(&api.rt.root);
-    api.rt.actors.register(&path.virt, caller.user.clone());
+    let (path, root) = for_writing(&api, &caller, &uri, target)?;
     let len = body.len();
     blocking(move || {
-        make_parent(&root, &path).map_err(ApiError::conflict)?;
+        make_parent(&root, &path).map_err(refused_or_conflict)?;
         root.open_with(&path.rel, OpenOptions::new().append(true).create(true))
             .and_then(|mut f| f.write_all(&body))
             .map_err(|e| file_error(&root, "append to", &path, &e))?;
@@ -225,9 +238,7 @@ pub async fn remove(
     uri: Uri,
     P(captured): P<String>,
 ) -> Result<Response, ApiError> {
-    let path = checked(&uri, &captured)?;
-    let root = Arc::clone(&api.rt.root);
-    api.rt.actors.register(&path.virt, caller.user.clone());
+    let (path, root) = for_writing(&api, &caller, &uri, &captured)?;
     blocking(move || {
         root.remove_file(&path.rel)
             .map_err(|e| file_error(&root, "delete", &path, &e))?;

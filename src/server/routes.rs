@@ -78,10 +78,6 @@ fn source_of(source: Option<String>) -> Result<String, ApiError> {
 
 fn apply_error(e: ApplyError) -> ApiError {
     match e {
-        ApplyError::Invalid(d) => {
-            let first = d.errors().next().map(|d| d.to_string()).unwrap_or_default();
-            ApiError::invalid(format!("the definitions are invalid: {first}"))
-        }
         ApplyError::Rejected(message) => ApiError::invalid(message),
         ApplyError::Store(e) => ApiError::store(e),
     }

@@ -127,27 +127,22 @@ fn shell_program(shell: Shell) -> &'static Path {
         Shell::Sh => (&SH, "sh"),
         Shell::Bash => (&BASH, "bash"),
     };
-    cell.get_or_init(|| {
-        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-            .unwrap_or_else(|| PathBuf::from(name))
-    })
+    cell.get_or_init(|| on_path(name).unwrap_or_else(|| PathBuf::from(name)))
 }
 
 /// util-linux's `setpriv`, if installed: it sets the parent-death signal
 /// and execs the shell.
 fn setpriv() -> Option<&'static Path> {
     static SETPRIV: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    SETPRIV
-        .get_or_init(|| {
-            let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("setpriv"))
-                .find(|p| p.is_file())
-        })
-        .as_deref()
+    SETPRIV.get_or_init(|| on_path("setpriv")).as_deref()
+}
+
+/// The first file called `name` in a directory of the agent's `PATH`.
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
 }
 
 /// The placeholders' values. For a name that is not UTF-8, the placeholders

@@ -39,6 +39,31 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
 }
 
+impl StoreError {
+    /// True when trying again later may succeed: the database is down,
+    /// restarting, unreachable or busy.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Sql(e) => is_transient(e),
+            _ => false,
+        }
+    }
+}
+
+fn is_transient(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed
+    ) || e
+        .as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c.starts_with("08") || c == "57P01" || c == "57P03" || c == "5")
+}
+
 /// Which database the store uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::{Any, Transaction};
 use tokio::sync::{mpsc, oneshot};
@@ -143,31 +143,6 @@ async fn commit(store: &Store, batch: &[Write]) {
     }
 }
 
-impl StoreError {
-    /// True when trying again later may succeed: the database is down,
-    /// restarting, unreachable or busy.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            StoreError::Sql(e) => is_transient(e),
-            _ => false,
-        }
-    }
-}
-
-fn is_transient(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
-        sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::WorkerCrashed
-    ) || e
-        .as_database_error()
-        .and_then(|d| d.code())
-        .is_some_and(|c| c.starts_with("08") || c == "57P01" || c == "57P03" || c == "5")
-}
-
 impl Store {
     /// Records changes in one transaction, in order: cut into segments in
     /// which each run has at most one attempt start and nothing after its
@@ -228,6 +203,28 @@ fn segments(writes: &[Write]) -> Vec<&[Write]> {
     out
 }
 
+/// One run's attempt start, end or close, as a segment writes them.
+struct Started<'a> {
+    run_id: &'a str,
+    fence: i64,
+    attempt: u32,
+    at_ms: i64,
+}
+
+struct Finished<'a> {
+    run_id: &'a str,
+    fence: i64,
+    end: &'a AttemptEnd,
+}
+
+struct Closed<'a> {
+    run_id: &'a str,
+    fence: i64,
+    status: RunStatus,
+    reason: &'a str,
+    at_ms: i64,
+}
+
 async fn write_segment(
     tx: &mut Transaction<'_, Any>,
     seg: &[Write],
@@ -235,18 +232,48 @@ async fn write_segment(
 ) -> Result<(), StoreError> {
     let mut started = Vec::new();
     let mut steps: Vec<&StepRecord> = Vec::new();
+    // A later record of the same step replaces the earlier.
+    let mut step_at: HashMap<(&str, u32, usize), usize> = HashMap::new();
     let mut finished = Vec::new();
     let mut closed = Vec::new();
     for w in seg {
         match w {
-            Write::AttemptStarted { .. } => started.push(w),
-            Write::Step(s) => {
-                // A later record of the same step replaces the earlier.
-                steps.retain(|o| (&o.run_id, o.attempt, o.idx) != (&s.run_id, s.attempt, s.idx));
-                steps.push(s);
-            }
-            Write::AttemptFinished { .. } => finished.push(w),
-            Write::RunClosed { .. } => closed.push(w),
+            Write::AttemptStarted {
+                run_id,
+                fence,
+                attempt,
+                at_ms,
+            } => started.push(Started {
+                run_id,
+                fence: *fence,
+                attempt: *attempt,
+                at_ms: *at_ms,
+            }),
+            Write::Step(s) => match step_at.entry((&s.run_id, s.attempt, s.idx)) {
+                std::collections::hash_map::Entry::Occupied(e) => steps[*e.get()] = s,
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(steps.len());
+                    steps.push(s);
+                }
+            },
+            Write::AttemptFinished { run_id, fence, end } => finished.push(Finished {
+                run_id,
+                fence: *fence,
+                end,
+            }),
+            Write::RunClosed {
+                run_id,
+                fence,
+                status,
+                reason,
+                at_ms,
+            } => closed.push(Closed {
+                run_id,
+                fence: *fence,
+                status: *status,
+                reason,
+                at_ms: *at_ms,
+            }),
         }
     }
     for chunk in started.chunks(rows) {
@@ -258,25 +285,13 @@ async fn write_segment(
         );
         let mut q = sqlx::query(&sql);
         for w in chunk {
-            if let Write::AttemptStarted {
-                run_id,
-                fence,
-                attempt,
-                at_ms,
-            } = w
-            {
-                q = q
-                    .bind(run_id)
-                    .bind(fence)
-                    .bind(i64::from(*attempt))
-                    .bind(at_ms);
-            }
+            q = q
+                .bind(w.run_id)
+                .bind(w.fence)
+                .bind(i64::from(w.attempt))
+                .bind(w.at_ms);
         }
-        let accepted = accepted_ids(q.fetch_all(&mut **tx).await?);
-        let kept: Vec<&&Write> = chunk
-            .iter()
-            .filter(|w| accepted_or_warn(&accepted, run_of(w)))
-            .collect();
+        let kept = still_held(q.fetch_all(&mut **tx).await?, chunk, |w| w.run_id);
         if kept.is_empty() {
             continue;
         }
@@ -287,19 +302,11 @@ async fn write_segment(
         );
         let mut q = sqlx::query(&sql);
         for w in kept {
-            if let Write::AttemptStarted {
-                run_id,
-                attempt,
-                at_ms,
-                ..
-            } = w
-            {
-                q = q
-                    .bind(run_id)
-                    .bind(i64::from(*attempt))
-                    .bind("running")
-                    .bind(at_ms);
-            }
+            q = q
+                .bind(w.run_id)
+                .bind(i64::from(w.attempt))
+                .bind("running")
+                .bind(w.at_ms);
         }
         q.execute(&mut **tx).await?;
     }
@@ -317,22 +324,16 @@ async fn write_segment(
         );
         let mut q = sqlx::query(&sql);
         for w in chunk {
-            if let Write::AttemptFinished { run_id, fence, end } = w {
-                q = q
-                    .bind(run_id)
-                    .bind(fence)
-                    .bind(end.next.as_str())
-                    .bind(&end.error)
-                    .bind(end.next_attempt_ms)
-                    .bind(end.next.is_final())
-                    .bind(end.at_ms);
-            }
+            q = q
+                .bind(w.run_id)
+                .bind(w.fence)
+                .bind(w.end.next.as_str())
+                .bind(&w.end.error)
+                .bind(w.end.next_attempt_ms)
+                .bind(w.end.next.is_final())
+                .bind(w.end.at_ms);
         }
-        let accepted = accepted_ids(q.fetch_all(&mut **tx).await?);
-        let kept: Vec<&&Write> = chunk
-            .iter()
-            .filter(|w| accepted_or_warn(&accepted, run_of(w)))
-            .collect();
+        let kept = still_held(q.fetch_all(&mut **tx).await?, chunk, |w| w.run_id);
         if kept.is_empty() {
             continue;
         }
@@ -344,14 +345,16 @@ async fn write_segment(
         );
         let mut q = sqlx::query(&sql);
         for w in kept {
-            if let Write::AttemptFinished { run_id, end, .. } = w {
-                q = q
-                    .bind(run_id)
-                    .bind(i64::from(end.attempt))
-                    .bind(if end.succeeded { "succeeded" } else { "failed" })
-                    .bind(&end.error)
-                    .bind(end.at_ms);
-            }
+            q = q
+                .bind(w.run_id)
+                .bind(i64::from(w.end.attempt))
+                .bind(if w.end.succeeded {
+                    "succeeded"
+                } else {
+                    "failed"
+                })
+                .bind(&w.end.error)
+                .bind(w.end.at_ms);
         }
         q.execute(&mut **tx).await?;
     }
@@ -364,46 +367,43 @@ async fn write_segment(
         );
         let mut q = sqlx::query(&sql);
         for w in chunk {
-            if let Write::RunClosed {
-                run_id,
-                fence,
-                status,
-                reason,
-                at_ms,
-            } = w
-            {
-                q = q
-                    .bind(run_id)
-                    .bind(fence)
-                    .bind(status.as_str())
-                    .bind(reason)
-                    .bind(at_ms);
-            }
+            q = q
+                .bind(w.run_id)
+                .bind(w.fence)
+                .bind(w.status.as_str())
+                .bind(w.reason)
+                .bind(w.at_ms);
         }
-        let accepted = accepted_ids(q.fetch_all(&mut **tx).await?);
-        for w in chunk {
-            accepted_or_warn(&accepted, run_of(w));
-        }
+        still_held(q.fetch_all(&mut **tx).await?, chunk, |w| w.run_id);
     }
     Ok(())
 }
 
-fn accepted_ids(rows: Vec<sqlx::any::AnyRow>) -> HashSet<String> {
+/// The changes of `chunk` whose run the fenced update just touched (its
+/// `RETURNING` ids): changes to a run are recorded only while the claim that
+/// made them is the run's latest; a node that lost the run records nothing,
+/// and says so.
+fn still_held<T>(
+    returned: Vec<sqlx::any::AnyRow>,
+    chunk: &[T],
+    run_of: impl Fn(&T) -> &str,
+) -> Vec<&T> {
     use sqlx::Row;
-    rows.iter().map(|r| r.get::<String, _>(0)).collect()
-}
-
-/// Changes to a run are recorded only while the claim that made them is the
-/// run's latest (its fence); a node that lost the run records nothing.
-fn accepted_or_warn(accepted: &HashSet<String>, run_id: &str) -> bool {
-    if accepted.contains(run_id) {
-        return true;
-    }
-    tracing::warn!(
-        run = run_id,
-        "this node lost the run's lease to another node: the change is not recorded"
-    );
-    false
+    let accepted: HashSet<String> = returned.iter().map(|r| r.get::<String, _>(0)).collect();
+    chunk
+        .iter()
+        .filter(|w| {
+            let run_id = run_of(w);
+            let held = accepted.contains(run_id);
+            if !held {
+                tracing::warn!(
+                    run = run_id,
+                    "this node lost the run's lease to another node: the change is not recorded"
+                );
+            }
+            held
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -144,17 +144,22 @@ impl OwnPostgres {
 
     /// Runs a PostgreSQL program, as the `postgres` user when we are root
     /// (the server refuses to run as root).
-    fn ctl(&self, args: &[&str]) {
-        let program = self.bin.join(args[0]).display().to_string();
-        let root = unsafe { libc::geteuid() } == 0;
-        let mut cmd = if root {
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let program = self.bin.join(args[0]);
+        let mut cmd = if unsafe { libc::geteuid() } == 0 {
             let mut c = std::process::Command::new("runuser");
-            c.args(["-u", "postgres", "--", &program]);
+            c.args(["-u", "postgres", "--"]).arg(program);
             c
         } else {
-            std::process::Command::new(&program)
+            std::process::Command::new(program)
         };
-        let out = cmd.args(&args[1..]).output().unwrap();
+        cmd.args(&args[1..]);
+        cmd
+    }
+
+    /// Runs a PostgreSQL program and asserts that it succeeded.
+    fn ctl(&self, args: &[&str]) {
+        let out = self.command(args).output().unwrap();
         assert!(
             out.status.success(),
             "{args:?}: {}",
@@ -181,27 +186,9 @@ impl OwnPostgres {
 impl Drop for OwnPostgres {
     fn drop(&mut self) {
         let data = self.data();
-        let program = self.bin.join("pg_ctl").display().to_string();
-        let root = unsafe { libc::geteuid() } == 0;
-        let _ = if root {
-            std::process::Command::new("runuser")
-                .args([
-                    "-u",
-                    "postgres",
-                    "--",
-                    &program,
-                    "-D",
-                    &data,
-                    "-m",
-                    "immediate",
-                    "stop",
-                ])
-                .output()
-        } else {
-            std::process::Command::new(&program)
-                .args(["-D", &data, "-m", "immediate", "stop"])
-                .output()
-        };
+        let _ = self
+            .command(&["pg_ctl", "-D", &data, "-m", "immediate", "stop"])
+            .output();
     }
 }
 
