@@ -4,6 +4,7 @@
 pub mod builtin;
 pub mod capture;
 pub mod shell;
+pub mod spawn;
 pub mod webhook;
 
 use std::path::PathBuf;

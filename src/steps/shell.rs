@@ -1,21 +1,18 @@
 //! `run` steps: `sh -c` (or bash) in the data dir, placeholders passed as
 //! environment variables, the environment scrubbed, output captured with a
 //! cap, the child in its own process group so a timeout kills everything it
-//! started, and `PR_SET_PDEATHSIG` so children die with the agent. The
-//! shell is named by its absolute path and the death signal set by
-//! util-linux's `setpriv` where installed, so the standard library starts
-//! it with `posix_spawn` instead of forking the whole agent for each step.
+//! started, and `PR_SET_PDEATHSIG` so children die with the agent (both set
+//! by `spawn`, which starts the shell without forking the agent).
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use tokio::process::Command;
 
 use super::capture::{read_tail, with_cut_note};
+use super::spawn;
 use super::{StepContext, StepOutcome, StepStatus};
 use crate::definitions::model::{RunStep, Shell, Step};
 use crate::events::abs_path;
@@ -53,59 +50,48 @@ pub async fn execute(
     {
         let _ = std::fs::create_dir_all(dir);
     }
-    // The step dies with the agent (parent-death signal), so a crashed
-    // agent leaves no step running: set by `setpriv` where there is one,
-    // which keeps the spawn a `posix_spawn`; else in the child after a fork.
-    let deathsig_helper = setpriv();
-    let mut cmd = match deathsig_helper {
-        Some(helper) => {
-            let mut c = Command::new(helper);
-            c.args(["--pdeathsig", "KILL", "--"])
-                .arg(shell_program(run.shell));
-            c
-        }
-        None => Command::new(shell_program(run.shell)),
-    };
-    cmd.arg("-c")
-        .arg(&run.script)
-        .current_dir(&ctx.data_dir)
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    for key in INHERITED {
-        if let Some(v) = std::env::var_os(key) {
-            cmd.env(key, v);
-        }
-    }
     let e = &ctx.event;
-    cmd.env("NEXUS_EVENT_TYPE", e.kind.as_str())
-        .env("NEXUS_EVENT_PATH", &e.path)
-        .env(
-            "NEXUS_FILE",
-            e.raw_abs
-                .clone()
-                .unwrap_or_else(|| abs_path(&ctx.data_dir, &e.path)),
-        )
-        .env("NEXUS_OLD_PATH", e.old_path.as_deref().unwrap_or(""))
-        .env("NEXUS_RUN_ID", &ctx.run_id)
-        .env("NEXUS_ATTEMPT", ctx.attempt.to_string())
-        .env("NEXUS_WORKFLOW", &ctx.workflow)
-        .env("NEXUS_OUTPUT", &output_file)
-        .envs(vars)
-        .envs(env_extra);
-    if deathsig_helper.is_none() {
-        // SAFETY: prctl is async-signal-safe and touches only the child.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+    let file = e
+        .raw_abs
+        .clone()
+        .unwrap_or_else(|| abs_path(&ctx.data_dir, &e.path));
+    let attempt = ctx.attempt.to_string();
+    let mut env: BTreeMap<OsString, OsString> = INHERITED
+        .iter()
+        .filter_map(|key| Some(((*key).into(), std::env::var_os(key)?)))
+        .collect();
+    let fixed: [(&str, &OsStr); 8] = [
+        ("NEXUS_EVENT_TYPE", e.kind.as_str().as_ref()),
+        ("NEXUS_EVENT_PATH", e.path.as_ref()),
+        ("NEXUS_FILE", file.as_os_str()),
+        (
+            "NEXUS_OLD_PATH",
+            e.old_path.as_deref().unwrap_or("").as_ref(),
+        ),
+        ("NEXUS_RUN_ID", ctx.run_id.as_ref()),
+        ("NEXUS_ATTEMPT", attempt.as_ref()),
+        ("NEXUS_WORKFLOW", ctx.workflow.as_ref()),
+        ("NEXUS_OUTPUT", output_file.as_os_str()),
+    ];
+    for (k, v) in fixed {
+        env.insert(k.into(), v.to_owned());
     }
-    let outcome = spawn_and_wait(ctx, cmd, timeout).await;
+    for (k, v) in vars {
+        env.insert(k.into(), v);
+    }
+    for (k, v) in env_extra {
+        env.insert(k.into(), v.into());
+    }
+    let spec = spawn::Spec {
+        program: shell_program(run.shell),
+        args: vec!["-c".as_ref(), run.script.as_ref()],
+        env: env
+            .iter()
+            .map(|(k, v)| (k.as_os_str(), v.as_os_str()))
+            .collect(),
+        cwd: &ctx.data_dir,
+    };
+    let outcome = spawn_and_wait(ctx, &spec, timeout).await;
     let file_outputs = match std::fs::read_to_string(&output_file) {
         Ok(text) => {
             let _ = std::fs::remove_file(&output_file);
@@ -116,10 +102,8 @@ pub async fn execute(
     finish(ctx, outcome, &file_outputs)
 }
 
-/// The shell's absolute path, found on `PATH` once: a program named by a
-/// path lets the standard library start it with `posix_spawn` (a `vfork`),
-/// where a bare name with a cleared environment makes it `fork` the whole
-/// agent, page tables and all, for every step.
+/// The shell's absolute path, found on `PATH` once (`execve` takes a
+/// path, not a name to look up).
 fn shell_program(shell: Shell) -> &'static Path {
     static SH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     static BASH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -128,13 +112,6 @@ fn shell_program(shell: Shell) -> &'static Path {
         Shell::Bash => (&BASH, "bash"),
     };
     cell.get_or_init(|| on_path(name).unwrap_or_else(|| PathBuf::from(name)))
-}
-
-/// util-linux's `setpriv`, if installed: it sets the parent-death signal
-/// and execs the shell.
-fn setpriv() -> Option<&'static Path> {
-    static SETPRIV: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    SETPRIV.get_or_init(|| on_path("setpriv")).as_deref()
 }
 
 /// The first file called `name` in a directory of the agent's `PATH`.
@@ -180,22 +157,26 @@ struct Raw {
     timed_out: bool,
 }
 
-async fn spawn_and_wait(ctx: &StepContext, mut cmd: Command, timeout: Option<Duration>) -> Raw {
-    let mut child = match cmd.spawn() {
+async fn spawn_and_wait(
+    ctx: &StepContext,
+    spec: &spawn::Spec<'_>,
+    timeout: Option<Duration>,
+) -> Raw {
+    let mut child = match spawn::spawn(spec) {
         Ok(c) => c,
         Err(e) => {
             return Raw {
                 exit_code: None,
                 stdout: String::new(),
                 stderr: String::new(),
-                error: Some(format!("cannot start the shell: {e}")),
+                error: Some(format!(
+                    "cannot start the shell `{}`: {e}",
+                    spec.program.display()
+                )),
                 timed_out: false,
             };
         }
     };
-    let pgid = child.id().map(|id| id as i32);
-    // If this future is dropped (shutdown past its grace), the group dies too.
-    let _guard = GroupGuard(pgid);
     let cap = ctx.output_cap;
     let out = child.stdout.take().map(|s| tokio::spawn(read_tail(s, cap)));
     let err = child.stderr.take().map(|s| tokio::spawn(read_tail(s, cap)));
@@ -203,16 +184,17 @@ async fn spawn_and_wait(ctx: &StepContext, mut cmd: Command, timeout: Option<Dur
         Some(limit) => tokio::time::timeout(limit, child.wait()).await.ok(),
         None => Some(child.wait().await),
     };
-    let (status, timed_out) = match waited {
-        Some(status) => (status.ok(), false),
+    let (exit_code, timed_out) = match waited {
+        Some(status) => (status.ok().flatten(), false),
         None => {
-            kill_group(pgid);
-            (child.wait().await.ok(), true)
+            child.kill_group();
+            (child.wait().await.ok().flatten(), true)
         }
     };
     // Whatever the command left running in its group goes with it, so the
-    // pipes close and nothing outlives the step.
-    kill_group(pgid);
+    // pipes close and nothing outlives the step. (If this future is dropped
+    // instead, at shutdown past its grace, dropping the child does the same.)
+    child.kill_group();
     let collect = |h: Option<tokio::task::JoinHandle<(Vec<u8>, u64)>>| async move {
         match h {
             Some(h) => h
@@ -224,7 +206,6 @@ async fn spawn_and_wait(ctx: &StepContext, mut cmd: Command, timeout: Option<Dur
     };
     let stdout = collect(out).await;
     let stderr = collect(err).await;
-    let exit_code = status.and_then(|s| s.code());
     let error = if timed_out {
         Some(format!(
             "timed out after {}",
@@ -243,24 +224,6 @@ async fn spawn_and_wait(ctx: &StepContext, mut cmd: Command, timeout: Option<Dur
         stderr,
         error,
         timed_out,
-    }
-}
-
-/// Kills the step's process group when dropped.
-struct GroupGuard(Option<i32>);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        kill_group(self.0);
-    }
-}
-
-fn kill_group(pgid: Option<i32>) {
-    if let Some(pgid) = pgid.filter(|p| *p > 0) {
-        // SAFETY: killpg only sends a signal; the group is our child's own.
-        unsafe {
-            libc::killpg(pgid, libc::SIGKILL);
-        }
     }
 }
 
