@@ -360,10 +360,23 @@ pub struct ServeArgs {
     /// the same PostgreSQL takes the run up.
     #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
     pub lease: std::time::Duration,
+    /// How often to look for other agents' applies, pauses and released
+    /// runs when no notification came (PostgreSQL's LISTEN/NOTIFY wakes an
+    /// agent at once; this is the fallback).
+    #[arg(long, default_value = "5s", value_parser = parse_positive_duration)]
+    pub poll_interval: std::time::Duration,
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
     crate::definitions::duration::parse_duration(s)
+}
+
+/// A duration above zero.
+fn parse_positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    match parse_duration_arg(s)? {
+        d if d.is_zero() => Err("must be more than zero".to_owned()),
+        d => Ok(d),
+    }
 }
 
 /// A duration, days (`30d`) included.

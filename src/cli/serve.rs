@@ -31,6 +31,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         retention: args.retention,
         node_id: args.node_id,
         lease: args.lease,
+        poll_interval: args.poll_interval,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

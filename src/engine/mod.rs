@@ -52,6 +52,9 @@ pub struct ServeOptions {
     pub node_id: Option<String>,
     /// How long a claim on a run holds without renewal.
     pub lease: Duration,
+    /// How often to look for other agents' changes when no notification
+    /// came (PostgreSQL's LISTEN/NOTIFY wakes agents at once).
+    pub poll_interval: Duration,
 }
 
 /// Runs the agent until SIGINT or SIGTERM.
@@ -121,13 +124,20 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let server = tokio::spawn(crate::server::http_worker(listener, api, shutdown.clone()));
 
     tracing::info!(node = %rt.node, "node");
+    let wakeups = store.listen(shutdown.clone());
     let leases = tokio::spawn(lease_worker(
         Arc::clone(&rt),
         registry.live().clone(),
         dispatcher.clone(),
+        wakeups.clone(),
+        opts.poll_interval,
+    ));
+    let refresh = tokio::spawn(refresh_worker(
+        Arc::clone(&registry),
+        wakeups,
+        opts.poll_interval,
         shutdown.clone(),
     ));
-    let refresh = tokio::spawn(refresh_worker(Arc::clone(&registry), shutdown.clone()));
     let config_task = opts.config_dir.clone().map(|dir| {
         tokio::spawn(config_dir::config_worker(
             dir,
@@ -174,6 +184,15 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let _ = retention.await;
     let _ = refresh.await;
     let _ = leases.await;
+    // Whatever this node leaves unfinished, another node may take up now
+    // rather than when the lease runs out.
+    match store.release_leases(&rt.node).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(runs = n, "unfinished runs released to other nodes"),
+        Err(e) => {
+            tracing::warn!(error = %e, "releasing the unfinished runs failed; they wait for their lease to run out")
+        }
+    }
     if let Err(e) = store.checkpoint(true).await {
         tracing::warn!(error = %e, "final checkpoint failed");
     }
@@ -260,17 +279,24 @@ fn default_node_id(data_dir: &std::path::Path) -> String {
     format!("{host}:{}", data_dir.display())
 }
 
-/// Once a second, picks up definition and pause changes other nodes made.
-async fn refresh_worker(registry: Arc<Registry>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+/// Picks up definition and pause changes other nodes made: when one of
+/// them says so, and every `poll` in case a notification was lost.
+async fn refresh_worker(
+    registry: Arc<Registry>,
+    wakeups: crate::store::Wakeups,
+    poll: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => {
-                if let Err(e) = registry.refresh().await {
-                    tracing::warn!(error = %e, "checking the store for definition changes failed");
-                }
-            }
+            _ = tick.tick() => {}
+            () = wakeups.definitions.notified() => {}
             () = shutdown.cancelled() => return,
+        }
+        if let Err(e) = registry.refresh().await {
+            tracing::warn!(error = %e, "checking the store for definition changes failed");
         }
     }
 }
@@ -627,22 +653,29 @@ async fn take_up(
 }
 
 /// Keeps this node's leases alive (a third of the lease apart), and takes
-/// up runs whose node stopped renewing them (it died, or hangs).
+/// up runs whose node stopped renewing them (it died, or hangs) or
+/// released them (it stopped): looked for at each renewal, every `poll`,
+/// and at once when a stopping node says so.
 async fn lease_worker(
     rt: Arc<Runtime>,
     live: LiveHandle,
     dispatcher: Dispatcher,
-    shutdown: CancellationToken,
+    wakeups: crate::store::Wakeups,
+    poll: Duration,
 ) {
-    let mut tick = tokio::time::interval((rt.lease / 3).max(Duration::from_millis(100)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut renew = tokio::time::interval((rt.lease / 3).max(Duration::from_millis(100)));
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut look = tokio::time::interval(poll);
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = shutdown.cancelled() => return,
-        }
+        let renewing = tokio::select! {
+            _ = renew.tick() => true,
+            _ = look.tick() => false,
+            () = wakeups.runs.notified() => false,
+            () = rt.shutdown.cancelled() => return,
+        };
         let (node, until) = rt.lease_now();
-        if let Err(e) = rt.store.renew_leases(&node, until).await {
+        if renewing && let Err(e) = rt.store.renew_leases(&node, until).await {
             tracing::warn!(error = %e, "renewing run leases failed");
             continue;
         }

@@ -109,6 +109,7 @@ impl Store {
         for w in writes {
             write_one(&mut tx, w).await?;
         }
+        super::notify::notify_in(self.backend, &mut *tx, super::notify::DEFINITIONS).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -163,6 +164,7 @@ impl Store {
         who: &str,
         at_ms: i64,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let done = if paused {
             sqlx::query(
                 "INSERT INTO paused (name, paused_by, paused_ms) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
@@ -170,15 +172,20 @@ impl Store {
             .bind(name)
             .bind(who)
             .bind(at_ms)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
         } else {
             sqlx::query("DELETE FROM paused WHERE name = $1")
                 .bind(name)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?
         };
-        Ok(done.rows_affected() == 1)
+        let changed = done.rows_affected() == 1;
+        if changed {
+            super::notify::notify_in(self.backend, &mut *tx, super::notify::DEFINITIONS).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
     }
 }
 

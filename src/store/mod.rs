@@ -7,6 +7,7 @@
 //! compare them alike. A state change and its record share one transaction.
 
 mod definitions;
+mod notify;
 mod reads;
 mod records;
 mod users;
@@ -14,12 +15,14 @@ mod writer;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Executor, Row};
 
 pub use definitions::{DefinitionWrite, Revision, StoredDefinition};
+pub use notify::Wakeups;
 pub use reads::{EventFilter, RunFilter, timestamp};
 pub use records::{AttemptEnd, NewRun, RunStatus, StepRecord, UnfinishedRun};
 pub use users::{KeyOwner, User};
@@ -76,6 +79,8 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The PostgreSQL URL, for the listener's own connection.
+    url: Option<Arc<str>>,
 }
 
 /// An index change to persist with the events that caused it.
@@ -130,6 +135,7 @@ impl Store {
         Ok(Store {
             pool,
             backend: Backend::Sqlite,
+            url: None,
         })
     }
 
@@ -147,6 +153,7 @@ impl Store {
         Ok(Store {
             pool,
             backend: Backend::Postgres,
+            url: Some(url.into()),
         })
     }
 
@@ -347,6 +354,23 @@ impl Store {
         .bind(node)
         .execute(&self.pool)
         .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Gives up `node`'s leases on its unfinished runs, at a clean stop, and
+    /// tells the other agents (PostgreSQL), which take them up at once.
+    pub async fn release_leases(&self, node: &str) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE runs SET lease_until_ms = 0 WHERE owner = $1 AND status IN ('queued', 'running', 'retrying')",
+        )
+        .bind(node)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() > 0 {
+            notify::notify_in(self.backend, &mut *tx, notify::RUNS).await?;
+        }
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 

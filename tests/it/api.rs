@@ -1070,14 +1070,15 @@ fn errors_scenario(backend: Backend) {
 on_both!(errors_and_users, errors_scenario);
 
 /// Two agents on one PostgreSQL: what is applied or paused through one
-/// is live on the other within its refresh.
+/// is live on the other at once, woken by a notification (its poll is an
+/// hour away).
 #[test]
 fn a_second_node_picks_up_applies_and_pauses() {
     let Some(backend) = Backend::postgres() else {
         return;
     };
     let one = Agent::start_on(backend.clone(), &[], &[]);
-    let two = Agent::start_on(backend, &[], &[]);
+    let two = Agent::start_on(backend, &[], &["--poll-interval", "1h"]);
     let key = one.user_key("root", "admin");
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("a.yaml"), WORKFLOW_A).unwrap();

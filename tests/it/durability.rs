@@ -327,6 +327,112 @@ spec:
 }
 on_both!(per_file_order_holds_under_random_failures, per_file_order);
 
+/// Another agent on `a`'s data dir, definitions and PostgreSQL (`url`),
+/// started after `a`'s files were recorded; returns once it is ready.
+fn second_node(a: &Agent, url: &str, extra: &[&str]) -> (std::process::Child, std::path::PathBuf) {
+    let log = a.log.with_file_name("b.log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_nexusd"))
+        .args([
+            "serve",
+            "--data-dir",
+            a.data.to_str().unwrap(),
+            "--config-dir",
+            a.config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            url,
+        ])
+        .args(extra)
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    a.wait_until("the second node to be ready", || {
+        fs::read_to_string(&log).is_ok_and(|l| l.contains(" ready "))
+    });
+    (child, log)
+}
+
+/// A node that stops cleanly hands its unfinished runs over: it releases
+/// their leases and says so (NOTIFY), and another node takes them up at
+/// once, not when the lease would have run out. Leases and polls of an
+/// hour here: only the notification can move the run within the test.
+#[test]
+fn a_stopping_node_hands_its_unfinished_runs_over_at_once() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let Backend::Postgres(url) = backend.clone() else {
+        unreachable!()
+    };
+    let workflow = r#"
+apiVersion: nexus/v1
+kind: Workflow
+metadata: {name: handover}
+spec:
+  on: [{event: file.created, pattern: /h/*.txt}]
+  retry: {max_attempts: 3, backoff: 10s}
+  steps:
+    - name: work
+      run: '[ "$NEXUS_ATTEMPT" -ge 2 ] || exit 1'
+"#;
+    let slow = ["--lease", "1h", "--poll-interval", "1h"];
+    let mut a = Agent::start_on(
+        backend,
+        &[("handover.yaml", workflow)],
+        &[&slow[..], &["--node-id", "a"]].concat(),
+    );
+    a.write("/h/x.txt", "x");
+    a.wait_until("the first attempt to fail", || {
+        a.runs().iter().any(|r| r.status == "retrying")
+    });
+    let (mut b, b_log) = second_node(&a, &url, &[&slow[..], &["--node-id", "b"]].concat());
+    assert!(a.stop().success());
+    assert!(
+        a.log_text().contains("unfinished runs released"),
+        "{}",
+        a.log_text()
+    );
+    a.wait_until("node b to finish the run", || {
+        a.runs()
+            .iter()
+            .any(|r| r.status == "succeeded" && r.attempts == 2)
+    });
+    let b_text = fs::read_to_string(&b_log).unwrap();
+    assert!(b_text.contains("taking up runs"), "{b_text}");
+    let runs = a.runs();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let _ = b.kill();
+    let _ = b.wait();
+}
+
+/// Notifications survive a PostgreSQL restart: the listener reconnects
+/// and looks at everything once (what was sent meanwhile is lost), so a
+/// pause applied through one node right after the restart reaches the
+/// other, whose poll is an hour away.
+#[test]
+fn wake_ups_survive_a_postgresql_restart() {
+    let Some(pg) = OwnPostgres::start() else {
+        return;
+    };
+    let backend = Backend::Postgres(pg.url());
+    let one = Agent::start_on(backend.clone(), &[("copy.yaml", COPY)], &[]);
+    let two = Agent::start_on(backend, &[], &["--poll-interval", "1h"]);
+    let key = one.user_key("root", "admin");
+    pg.pg_ctl("restart");
+    one.wait_until("the pause to be recorded after the restart", || {
+        one.cli(&key, &["workflows", "pause", "copy"]).code == 0
+    });
+    let mut n = 0;
+    two.wait_until("node two to see the pause", || {
+        n += 1;
+        two.write(&format!("/burst/p{n}.txt"), "p");
+        two.runs()
+            .iter()
+            .any(|r| r.status == "skipped" && r.reason.as_deref() == Some("paused"))
+    });
+}
+
 /// A stale worker: agent A is stopped (SIGSTOP) past its lease while its
 /// run is running; agent B on the same PostgreSQL takes the run up and
 /// completes it; A, continued (SIGCONT), finishes its attempt but cannot
@@ -362,29 +468,7 @@ spec:
     unsafe {
         libc::kill(a.pid(), libc::SIGSTOP);
     }
-    // B: the same data dir and definitions, another node.
-    let b_log = a.log.with_file_name("b.log");
-    let mut b = std::process::Command::new(env!("CARGO_BIN_EXE_nexusd"))
-        .args([
-            "serve",
-            "--data-dir",
-            a.data.to_str().unwrap(),
-            "--config-dir",
-            a.config.to_str().unwrap(),
-        ])
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            &url,
-            "--node-id",
-            "b",
-            "--lease",
-            "1s",
-        ])
-        .stderr(fs::File::create(&b_log).unwrap())
-        .spawn()
-        .unwrap();
+    let (mut b, b_log) = second_node(&a, &url, &["--node-id", "b", "--lease", "1s"]);
     a.wait_until("node b to complete the run", || {
         a.runs()
             .iter()
