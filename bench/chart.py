@@ -53,7 +53,9 @@ def main():
         points = " ".join(f"{x_of(min(v, top)):.1f},{y_of((k + 1) / n):.1f}" for k, v in enumerate(samples) if v <= top)
         out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>')
         p50 = samples[n // 2]
-        label = {"nexusd": "nexusd (SQLite)", "floor": "inotifywait + cp (floor)"}.get(name, name)
+        label = {"nexusd": "nexusd (SQLite)", "nexusd-postgres": "nexusd (PostgreSQL)",
+                 "floor": "inotifywait + cp (floor)", "watchexec": "watchexec, defaults",
+                 "watchexec-debounce-1ms": "watchexec --debounce 1ms"}.get(name, name)
         out.append(f'<text x="{LEFT + 12}" y="{TOP + 18 + 16 * i}" fill="{colour}">{label}: p50 {p50:.2f} ms</text>')
     out.append("</svg>")
     with open(sys.argv[2], "w") as f:

@@ -22,3 +22,44 @@ def status_kib(pid, field):
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+_fresh_count = 0
+
+
+def fresh_fs(work, name):
+    """A directory on an ext4 filesystem made just now (an image file, loop
+    mounted), unmounted when the script ends. ext4 allocates around the
+    inodes freed in the last minutes, so a burst written where many files
+    were just deleted (by an earlier scenario) runs several times slower;
+    on a new filesystem every run starts alike. Where that cannot be done
+    (not root, no loop device), a new plain directory, said on stderr."""
+    import atexit
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    global _fresh_count
+    _fresh_count += 1
+    mnt = os.path.join(os.path.abspath(work), f"fs-{name}-{os.getpid()}-{_fresh_count}")
+    img = mnt + ".img"
+    os.makedirs(mnt)
+    try:
+        with open(img, "w") as f:
+            f.truncate(8 << 30)  # sparse: only what is written takes space
+        subprocess.run(["mkfs.ext4", "-q", "-F", img], check=True, capture_output=True)
+        subprocess.run(["mount", "-o", "loop", img, mnt], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        print(f"bench: no fresh filesystem for {name} ({e}); a plain directory instead", file=sys.stderr)
+        if os.path.exists(img):
+            os.remove(img)
+        return mnt
+
+    def gone():
+        subprocess.run(["umount", "-l", mnt], capture_output=True)
+        os.remove(img)
+        shutil.rmtree(mnt, ignore_errors=True)
+
+    atexit.register(gone)
+    return mnt

@@ -1,27 +1,31 @@
 #!/usr/bin/env python3
 """Latency from a file's close to a copy step's result, and idle memory.
 
-Usage: latency.py NEXUSD_BIN WORK_DIR FILES ROUNDS
+Usage: latency.py NEXUSD_BIN WORK_DIR FILES ROUNDS [POSTGRES_URL [WATCHEXEC_BIN]]
 
-For each system (nexusd on SQLite, and the floor: `inotifywait -m -e
-close_write` piped into a shell `cp`), alternating round by round so drift
-hits both, it writes FILES files one at a time into DATA/lat/ and measures,
-with an inotify watch of DATA/out/, the time from the writer's close to the
-copy appearing complete (IN_CLOSE_WRITE or IN_MOVED_TO). Prints JSON.
+For each system, alternating round by round (and rotating the order) so
+drift hits all alike, it writes FILES files one at a time into DATA/lat/
+and measures, with an inotify watch of DATA/out/, the time from the
+writer's close to the whole copy appearing (IN_CLOSE_WRITE or IN_MOVED_TO
+with all its bytes). The systems: nexusd on SQLite; nexusd on PostgreSQL
+(a fresh database per round, with POSTGRES_URL); the floor,
+`inotifywait -m -e close_write` piped into a shell `cp`; and the peer,
+watchexec running the same `cp` at its defaults and at `--debounce 1ms`
+(with WATCHEXEC_BIN; both with `--on-busy-update=queue`, or a copy started
+on the create event, before the bytes, would be all it does). Prints JSON.
 """
 
 import ctypes
 import json
 import os
 import select
-import shutil
 import signal
 import struct
 import subprocess
 import sys
 import time
 
-from common import status_kib
+from common import fresh_fs, status_kib
 
 libc = ctypes.CDLL("libc.so.6", use_errno=True)
 IN_CLOSE_WRITE = 0x08
@@ -50,7 +54,7 @@ class Inotify:
             raise OSError(ctypes.get_errno(), "inotify_add_watch")
 
     def wait_for(self, name, deadline):
-        """Blocks until `name` is reported complete; returns the time."""
+        """Blocks until `name` is reported closed or moved in; returns the time."""
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -81,28 +85,65 @@ def wait_path(path, timeout=30):
 
 
 def fresh(work, name):
-    root = os.path.join(work, name)
-    shutil.rmtree(root, ignore_errors=True)
+    root = fresh_fs(work, name)
     data = os.path.join(root, "data")
     os.makedirs(os.path.join(data, "lat"))
     os.makedirs(os.path.join(data, "out"))
     return root, data
 
 
-def start_nexusd(binary, work):
+def start_nexusd(binary, work, database_url=None):
     root, data = fresh(work, "nexusd")
     config = os.path.join(root, "config")
     os.makedirs(config)
     with open(os.path.join(config, "w.yaml"), "w") as f:
         f.write(WORKFLOW)
     log = open(os.path.join(root, "log"), "w")
-    proc = subprocess.Popen(
-        [binary, "serve", "--data-dir", data, "--config-dir", config, "--listen", "127.0.0.1:0"],
-        stderr=log, stdout=subprocess.DEVNULL, env={**os.environ, "NEXUS_LOG": "warn"},
-    )
-    wait_path(os.path.join(data, ".nexus", "nexus.db"))
-    # Ready: a probe file is copied.
-    measure_one(data, "probe.txt")
+    args = [binary, "serve", "--data-dir", data, "--config-dir", config, "--listen", "127.0.0.1:0"]
+    if database_url:
+        args += ["--database-url", database_url]
+    proc = subprocess.Popen(args, stderr=log, stdout=subprocess.DEVNULL,
+                            env={**os.environ, "NEXUS_LOG": "warn"})
+    ready(proc, data)
+    return proc, data
+
+
+def fresh_database(url):
+    """A new, empty database beside the one `url` names; its URL."""
+    base, _, _ = url.rpartition("/")
+    name = "nexusd_bench_latency"
+    for sql in (f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}"):
+        subprocess.run(["psql", "-qtA", url, "-c", "SET client_min_messages = warning", "-c", sql],
+                       check=True, stdout=subprocess.DEVNULL)
+    return f"{base}/{name}"
+
+
+def ready(proc, data):
+    """Waits until a probe file is copied (the system is up and watching)."""
+    deadline = time.monotonic() + 30
+    n = 0
+    while True:
+        n += 1
+        try:
+            measure_one(data, f"probe{n}.txt", timeout=0.5)
+            return
+        except TimeoutError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise
+
+
+def start_watchexec(binary, work, debounce):
+    root, data = fresh(work, "watchexec")
+    copy = 'while IFS= read -r e; do p=${e#*:}; [ -f "$p" ] && cp -- "$p" "out/${p##*/}"; done'
+    # `queue`: events during a run start another run after it, so a copy
+    # started on the create event (before the writer's bytes) is redone.
+    args = [binary, "--postpone", "--emit-events-to=stdio", "--on-busy-update=queue", "-w", "lat"]
+    if debounce:
+        args += ["--debounce", debounce]
+    # One argument: watchexec runs it through its default shell.
+    proc = subprocess.Popen(args + ["--", copy], cwd=data, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ready(proc, data)
     return proc, data
 
 
@@ -113,14 +154,7 @@ def start_floor(work):
         "while read -r f; do cp -- \"lat/$f\" \"out/$f\"; done"
     )
     proc = subprocess.Popen(["sh", "-c", script], cwd=data, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            measure_one(data, "probe.txt", timeout=0.5)
-            break
-        except TimeoutError:
-            if time.monotonic() > deadline:
-                raise
+    ready(proc, data)
     return proc, data
 
 
@@ -130,8 +164,12 @@ def measure_one(data, name, timeout=30):
         with open(os.path.join(data, "lat", name), "w") as f:
             f.write("x" * 100)
         closed = time.monotonic()
-        done = watch.wait_for(name, time.monotonic() + timeout)
-        return done - closed
+        deadline = closed + timeout
+        while True:
+            done = watch.wait_for(name, deadline)
+            # A copy made while the file was still empty does not count.
+            if os.path.getsize(os.path.join(data, "out", name)) == 100:
+                return done - closed
     finally:
         watch.close()
 
@@ -166,24 +204,30 @@ def idle_rss(binary, work, examples):
 
 def main():
     binary, work, files, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    pg_url = sys.argv[5] if len(sys.argv) > 5 and sys.argv[5] else None
+    watchexec = sys.argv[6] if len(sys.argv) > 6 and sys.argv[6] else None
     examples = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "workflows.example")
     per_round = max(1, files // rounds)
-    results = {"nexusd": [], "floor": []}
+    starts = {
+        "nexusd": lambda: start_nexusd(binary, work),
+        "floor": lambda: start_floor(work),
+    }
+    if pg_url:
+        starts["nexusd-postgres"] = lambda: start_nexusd(binary, work, fresh_database(pg_url))
+    if watchexec:
+        starts["watchexec"] = lambda: start_watchexec(watchexec, work, None)
+        starts["watchexec-debounce-1ms"] = lambda: start_watchexec(watchexec, work, "1ms")
+    systems = list(starts)
+    results = {name: [] for name in systems}
     for r in range(rounds):
-        for system in ("nexusd", "floor"):
-            if system == "nexusd":
-                proc, data = start_nexusd(binary, work)
-            else:
-                proc, data = start_floor(work)
+        order = systems[r % len(systems):] + systems[:r % len(systems)]
+        for system in order:
+            proc, data = starts[system]()
             try:
                 for i in range(per_round):
                     results[system].append(measure_one(data, f"r{r}-{i}.txt"))
             finally:
-                if system == "nexusd":
-                    proc.send_signal(signal.SIGTERM)
-                    proc.wait(timeout=30)
-                else:
-                    stop(proc)
+                stop(proc)
     out = {}
     for system, values in results.items():
         ms = [v * 1000 for v in values]

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from common import succeeded, status_kib
+from common import fresh_fs, succeeded, status_kib
 
 WORKFLOW = """apiVersion: nexus/v1
 kind: Workflow
@@ -59,7 +59,7 @@ class Agent:
 def main():
     binary, work = sys.argv[1], sys.argv[2]
     dirs, per_dir, changed = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-    root = os.path.join(work, f"scale-{os.getpid()}")
+    root = fresh_fs(work, "scale")
     data, config = os.path.join(root, "data"), os.path.join(root, "config")
     os.makedirs(config)
     with open(os.path.join(config, "w.yaml"), "w") as f:

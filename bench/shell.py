@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from common import succeeded
+from common import fresh_fs, succeeded
 
 WORKFLOW = """apiVersion: nexus/v1
 kind: Workflow
@@ -74,7 +74,7 @@ def main():
     binary, work, files, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     ours, floor = [], []
     for r in range(rounds):
-        ours.append(nexusd_round(binary, os.path.join(work, f"shell-{os.getpid()}-{r}"), files))
+        ours.append(nexusd_round(binary, fresh_fs(work, f"shell-{r}"), files))
         floor.append(xargs_round(files))
     n, f = statistics.median(ours), statistics.median(floor)
     print(json.dumps({

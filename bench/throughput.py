@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from common import succeeded, status_kib
+from common import fresh_fs, succeeded, status_kib
 
 WORKFLOW = """apiVersion: nexus/v1
 kind: Workflow
@@ -51,11 +51,7 @@ def main():
         subprocess.run(["psql", "-q", server, "-c", f"DROP DATABASE IF EXISTS {name}"], check=True, capture_output=True)
         subprocess.run(["psql", "-q", server, "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
         url = server.rsplit("/", 1)[0] + "/" + name
-    # A directory of its own, never a recreated one: ext4 skips inodes
-    # deleted in the last minutes when it allocates, which would slow the
-    # file writer (not nexusd) by an order of magnitude. run.sh removes
-    # these directories at the end.
-    root = os.path.join(work, f"throughput-{'pg' if server else 'sqlite'}-{os.getpid()}")
+    root = fresh_fs(work, f"throughput-{'pg' if server else 'sqlite'}")
     data, config = os.path.join(root, "data"), os.path.join(root, "config")
     os.makedirs(os.path.join(data, "in"))
     os.makedirs(config)

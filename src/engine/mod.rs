@@ -3,6 +3,7 @@
 //! functions supervised by [`serve`], all stopped by one cancellation token.
 
 pub mod causes;
+pub mod clock;
 pub mod config_dir;
 pub mod dispatch;
 pub mod live;
@@ -76,12 +77,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_worker(shutdown.clone()));
 
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .context("building the HTTP client")?;
     let root = cap_std::fs::Dir::open_ambient_dir(&data_dir, cap_std::ambient_authority())
         .with_context(|| format!("opening the data dir `{}`", data_dir.display()))?;
     let writer = Writer::start(store.clone());
@@ -90,7 +85,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         writer: writer.clone(),
         data_dir: data_dir.clone(),
         root: Arc::new(root),
-        http,
+        http: Default::default(),
         causes: Arc::new(Causes::default()),
         actors: Arc::new(Recent::default()),
         output_cap: opts.output_cap,
@@ -101,6 +96,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         lease: opts.lease,
         shutdown: shutdown.clone(),
         changes: tokio::sync::broadcast::channel(1024).0,
+        clock: Default::default(),
     });
     let checkpoints = tokio::spawn(checkpoint_worker(store.clone(), shutdown.clone()));
     let retention = tokio::spawn(retention_worker(

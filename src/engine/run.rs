@@ -51,7 +51,7 @@ pub struct Runtime {
     pub writer: Writer,
     pub data_dir: PathBuf,
     pub root: Arc<cap_std::fs::Dir>,
-    pub http: reqwest::Client,
+    pub http: crate::steps::webhook::LazyClient,
     pub causes: Arc<Causes>,
     /// This node's name in run leases.
     pub node: String,
@@ -63,6 +63,8 @@ pub struct Runtime {
     pub shutdown: CancellationToken,
     /// Run state changes, for live followers.
     pub changes: tokio::sync::broadcast::Sender<std::sync::Arc<RunChange>>,
+    /// The time attempts are recorded at and retries wait on.
+    pub clock: super::clock::Clock,
 }
 
 impl Runtime {
@@ -108,9 +110,13 @@ struct Failure {
 /// Executes a run to a final state (or to `retrying` at shutdown).
 pub async fn execute(rt: &Runtime, job: &Job) {
     let mut attempt = job.first_attempt.max(1);
-    if let Some(wait) = job.not_before_ms.map(|t| t - now_ms()).filter(|w| *w > 0) {
+    if let Some(wait) = job
+        .not_before_ms
+        .map(|t| t - rt.clock.now_ms())
+        .filter(|w| *w > 0)
+    {
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(wait.unsigned_abs())) => {}
+            () = rt.clock.sleep(Duration::from_millis(wait.unsigned_abs())) => {}
             () = rt.shutdown.cancelled() => return,
         }
     }
@@ -130,7 +136,7 @@ pub async fn execute(rt: &Runtime, job: &Job) {
                 run_id: job.run_id.clone(),
                 fence: job.fence,
                 attempt,
-                at_ms: now_ms(),
+                at_ms: rt.clock.now_ms(),
             })
             .await;
         change(RunStatus::Running, attempt, None);
@@ -155,7 +161,7 @@ pub async fn execute(rt: &Runtime, job: &Job) {
                     succeeded: true,
                     error: None,
                     next: RunStatus::Succeeded,
-                    at_ms: now_ms(),
+                    at_ms: rt.clock.now_ms(),
                     next_attempt_ms: None,
                 };
                 rt.writer
@@ -181,7 +187,7 @@ pub async fn execute(rt: &Runtime, job: &Job) {
         };
         let delay = retry_delay(policy, attempt, jitter(&job.run_id, attempt))
             .max(failure.retry_after.unwrap_or_default());
-        let at_ms = now_ms();
+        let at_ms = rt.clock.now_ms();
         let end = AttemptEnd {
             attempt,
             succeeded: false,
@@ -204,7 +210,7 @@ pub async fn execute(rt: &Runtime, job: &Job) {
             return;
         }
         tokio::select! {
-            () = tokio::time::sleep(delay) => {}
+            () = rt.clock.sleep(delay) => {}
             () = rt.shutdown.cancelled() => return,
         }
         attempt += 1;
@@ -255,7 +261,7 @@ async fn run_attempt(rt: &Runtime, job: &Job, attempt: u32) -> Result<(), Failur
         }),
     };
     for (idx, step) in job.workflow.steps.iter().enumerate() {
-        let started = now_ms();
+        let started = rt.clock.now_ms();
         let outcome = run_step(&ctx, step).await;
         record(rt, &ctx, idx, step, &outcome, started).await;
         ctx.data["steps"][step.name.as_str()] = outcome.template_fields();
@@ -327,7 +333,7 @@ async fn record(
         status: o.status.as_str().to_owned(),
         exit_code: o.exit_code,
         started_ms: Some(started),
-        finished_ms: Some(now_ms()),
+        finished_ms: Some(rt.clock.now_ms()),
         stdout: Some(o.stdout.clone()),
         stderr: Some(o.stderr.clone()),
         output: Some(ctx.redact(&o.output.to_string())),
@@ -338,6 +344,7 @@ async fn record(
 
 #[cfg(test)]
 mod tests {
+    use super::super::clock::Clock;
     use super::*;
 
     #[test]
@@ -359,12 +366,15 @@ mod tests {
         }
     }
 
-    /// Attempts at 0, after `backoff`, after `backoff × multiplier` more:
-    /// never early (the jitter is ±10%), and late only by scheduling; every
-    /// attempt recorded with its error. (A paused tokio clock cannot be used
-    /// here: it jumps to far timers while the step's child process runs.)
+    /// Attempts at 0, after `backoff`, after `backoff × multiplier` more,
+    /// each delay within its ±10% jitter, on a manual clock (it moves only
+    /// when the run waits, so the times recorded are exact); every attempt
+    /// recorded with its error. (That the wait survives a restart is
+    /// `a_retry_waits_out_its_backoff_across_a_restart`, on both backends.)
+    const T0: i64 = 1_700_000_000_000;
+
     #[tokio::test]
-    async fn attempts_follow_the_backoff_on_the_clock() {
+    async fn attempts_follow_the_backoff_on_an_injected_clock() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(None, dir.path()).await.unwrap();
         let yaml = "apiVersion: nexus/v1\nkind: Workflow\nmetadata: {name: r}\nspec:\n  on: [{event: file.created, pattern: /x}]\n  retry: {max_attempts: 3, backoff: 300ms, multiplier: 3}\n  steps:\n    - {name: fail, run: 'echo no >&2; exit 1'}\n";
@@ -384,7 +394,7 @@ mod tests {
                 cap_std::fs::Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority())
                     .unwrap(),
             ),
-            http: reqwest::Client::new(),
+            http: Default::default(),
             causes: Arc::new(Causes::default()),
             actors: Arc::new(super::super::causes::Recent::default()),
             output_cap: 1024,
@@ -392,6 +402,7 @@ mod tests {
             lease: Duration::from_secs(30),
             shutdown: CancellationToken::new(),
             changes: tokio::sync::broadcast::channel(64).0,
+            clock: Clock::manual(T0),
         };
         let event = Event {
             id: "evt_1".into(),
@@ -418,20 +429,6 @@ mod tests {
             .commit_events(&[(event.clone(), None)], &[], &[run])
             .await
             .unwrap();
-        let mut rx = rt.changes.subscribe();
-        let t0 = tokio::time::Instant::now();
-        let watcher = tokio::spawn(async move {
-            let mut starts = Vec::new();
-            while let Ok(c) = rx.recv().await {
-                if c.status == "running" {
-                    starts.push(tokio::time::Instant::now() - t0);
-                }
-                if c.status == "failed" {
-                    break;
-                }
-            }
-            starts
-        });
         let job = Job {
             run_id: "run_1".into(),
             workflow,
@@ -442,30 +439,34 @@ mod tests {
             fence: 1,
         };
         execute(&rt, &job).await;
-        let starts = watcher.await.unwrap();
-        assert_eq!(starts.len(), 3, "{starts:?}");
-        // Upper bounds leave room for a loaded machine; lower bounds are exact.
-        let near = |got: Duration, want: f64| {
-            let s = got.as_secs_f64();
-            assert!(
-                (want * 0.9..=want * 1.1 + 0.8).contains(&s),
-                "{s} s, expected {want} s ±10%"
-            );
-        };
-        near(starts[1] - starts[0], 0.3);
-        near(starts[2] - starts[1], 0.9);
         rt.writer.flush().await;
-        let attempts: Vec<(i64, String, Option<String>)> = sqlx::query_as(
-            "SELECT attempt, status, error FROM attempts WHERE run_id = 'run_1' ORDER BY attempt",
+        let attempts: Vec<(i64, i64, i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT attempt, started_ms, finished_ms, status, error FROM attempts WHERE run_id = 'run_1' ORDER BY attempt",
         )
         .fetch_all(store.pool())
         .await
         .unwrap();
-        assert_eq!(attempts.len(), 3);
+        assert_eq!(attempts.len(), 3, "{attempts:?}");
+        let starts: Vec<i64> = attempts.iter().map(|a| a.1 - T0).collect();
+        assert_eq!(starts[0], 0, "the first attempt at once");
+        let within = |got: i64, want: i64| {
+            assert!(
+                (want * 9 / 10..=want * 11 / 10).contains(&got),
+                "{got} ms, expected {want} ms ± 10%"
+            );
+        };
+        within(starts[1] - starts[0], 300);
+        within(starts[2] - starts[1], 900);
+        // Failed attempts end when they start: the manual clock moves
+        // only while the run waits.
+        for a in &attempts[..2] {
+            assert_eq!(a.2, a.1, "{attempts:?}");
+        }
         assert!(
             attempts
                 .iter()
-                .all(|(_, s, e)| s == "failed" && e.is_some()),
+                .all(|a| a.3 == "failed"
+                    && a.4.as_deref().is_some_and(|e| e.contains("exit code 1"))),
             "{attempts:?}"
         );
         let status: (String, i64) =

@@ -102,7 +102,7 @@ pub struct StepContext {
     pub event: Event,
     /// Secret values, for the environment and for redaction.
     pub secrets: Vec<(String, String)>,
-    pub http: reqwest::Client,
+    pub http: webhook::LazyClient,
     pub causes: Arc<Causes>,
     pub output_cap: usize,
     /// Template data: `event`, `workflow`, `run`, `steps`, `secrets`.

@@ -3,6 +3,7 @@
 //! percent-encoded behind a literal origin, redirects are not followed, and
 //! `secret:` signs the request as the Standard Webhooks spec says.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -24,6 +25,27 @@ const VALUE: &AsciiSet = &NON_ALPHANUMERIC
 /// Cap on the response body kept as output.
 const BODY_CAP: usize = 64 * 1024;
 
+/// The webhook client, built at the first webhook step: an agent with no
+/// webhooks never sets up TLS (its crypto provider and certificates).
+#[derive(Clone, Default)]
+pub struct LazyClient(Arc<OnceLock<Result<reqwest::Client, String>>>);
+
+impl LazyClient {
+    pub fn get(&self) -> Result<&reqwest::Client, &str> {
+        self.0
+            .get_or_init(|| {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .connect_timeout(Duration::from_secs(10))
+                    .build()
+                    .map_err(|e| format!("building the HTTP client: {e}"))
+            })
+            .as_ref()
+            .map_err(String::as_str)
+    }
+}
+
 pub async fn execute(
     ctx: &StepContext,
     step: &Step,
@@ -37,7 +59,11 @@ pub async fn execute(
     let limit = timeout.map_or(hook.timeout, |t| t.min(hook.timeout));
     let method =
         reqwest::Method::from_bytes(hook.method.as_bytes()).unwrap_or(reqwest::Method::POST);
-    let mut req = ctx.http.request(method, &request.url).timeout(limit);
+    let http = match ctx.http.get() {
+        Ok(c) => c,
+        Err(e) => return StepOutcome::fatal(e.to_owned()),
+    };
+    let mut req = http.request(method, &request.url).timeout(limit);
     for (k, v) in &request.headers {
         req = req.header(k, v);
     }
