@@ -35,6 +35,7 @@ def pct(samples, p):
 
 def main():
     binary, work, defs, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    history = int(sys.argv[5]) if len(sys.argv) > 5 else 100_000
     root = os.path.join(work, "api")
     shutil.rmtree(root, ignore_errors=True)
     data = os.path.join(root, "data")
@@ -75,15 +76,15 @@ def main():
             times.append(elapsed)
         first, rest = times[0], times[1:]
 
-        # 100,000 finished runs of one workflow, written straight into the store.
+        # `history` (100,000) finished runs of one workflow, written straight into the store.
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
         db = os.path.join(data, ".nexus", "nexus.db")
         con = sqlite3.connect(db)
         now = int(time.time() * 1000)
         rows = []
-        for i in range(100_000):
-            t = now - (100_000 - i) * 10
+        for i in range(history):
+            t = now - (history - i) * 10
             rows.append((f"run_bench{i:08d}", "wf-1-1", f"evt_bench{i:08d}", "file.created",
                          f"/bench/1/1/f{i}.txt", "succeeded", 1, t, t, t + 3, 3))
         con.executemany(
@@ -113,7 +114,7 @@ def main():
             "apply_first_s": round(first, 3),
             "apply_median_s": round(statistics.median(rest), 3),
             "apply_rounds": len(rest),
-            "history_runs": 100_000,
+            "history_runs": history,
             "history_p50_ms": round(pct(lat, 50), 2),
             "history_p99_ms": round(pct(lat, 99), 2),
             "history_requests": len(lat),

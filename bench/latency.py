@@ -137,7 +137,10 @@ def start_watchexec(binary, work, debounce):
     copy = 'while IFS= read -r e; do p=${e#*:}; [ -f "$p" ] && cp -- "$p" "out/${p##*/}"; done'
     # `queue`: events during a run start another run after it, so a copy
     # started on the create event (before the writer's bytes) is redone.
-    args = [binary, "--postpone", "--emit-events-to=stdio", "--on-busy-update=queue", "-w", "lat"]
+    # `--no-discover-ignore`: the work dir sits in this repository, whose
+    # .gitignore lists it, and watchexec follows ignore files by default.
+    args = [binary, "--postpone", "--emit-events-to=stdio", "--on-busy-update=queue",
+            "--no-discover-ignore", "-w", "lat"]
     if debounce:
         args += ["--debounce", debounce]
     # One argument: watchexec runs it through its default shell.

@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
 # nexusd benchmarks. Prints the machine, runs each scenario, and writes
-# bench/results/latest.md and latest.json. A benchmark, not a test: it never
-# fails for being slow. QUICK=1 runs fewer repetitions.
+# bench/results/latest.md, latest.json and latency.svg. A benchmark, not a
+# test: it never fails for being slow. QUICK=1 (`make bench-quick`, under a
+# minute) runs fewer repetitions and writes bench/results/quick.*.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN=${BIN:-./target/dist/nexusd}
 WORK=bench/work
-RUNS=${QUICK:+5}
+RUNS=${QUICK:+3}
 RUNS=${RUNS:-30}
+WARMUP=${QUICK:+1}
+WARMUP=${WARMUP:-3}
 mkdir -p "$WORK" bench/results
+# The committed results come from full runs; a quick run's stay local
+# (bench/results/quick.*, ignored by git).
+if [ -n "${QUICK:-}" ]; then
+  OUT=bench/results/quick CHART=bench/results/quick-latency.svg
+else
+  OUT=bench/results/latest CHART=bench/results/latency.svg
+fi
+# Seconds each scenario took, on stderr: where a `make bench` spends its time.
+stamp() { echo "bench: $1 done at ${SECONDS}s" >&2; }
 
 need() {
   if ! command -v "$1" >/dev/null; then
@@ -84,7 +96,7 @@ YAML
 gen_definitions "$WORK/defs"
 "$BIN" validate -f "$WORK/defs" 2>/dev/null >/dev/null || { echo "bench: generated definitions are invalid"; "$BIN" validate -f "$WORK/defs"; exit 1; }
 
-hyperfine --style basic --warmup 3 --runs "$RUNS" --export-json "$WORK/validate.json" \
+hyperfine --style basic --warmup "$WARMUP" --runs "$RUNS" --export-json "$WORK/validate.json" \
   "$BIN validate -f $WORK/defs" >/dev/null
 
 read -r median mean stddev < <(python3 - "$WORK/validate.json" <<'PY'
@@ -95,6 +107,7 @@ PY
 )
 meets=$(python3 -c "print('yes' if $median <= 0.3 else 'no')")
 
+stamp validate
 PG_UP=
 if psql -qtA "$PG_URL" -c 'SELECT 1' >/dev/null 2>&1; then
   PG_UP=1
@@ -105,12 +118,14 @@ fi
 # Scenario 1 and 4a: latency from close to a built-in step's result, nexusd
 # on SQLite and on PostgreSQL, against the inotifywait + cp floor and
 # watchexec (defaults, and --debounce 1ms), alternating rounds; idle RSS.
-LAT_FILES=${QUICK:+100}
+LAT_FILES=${QUICK:+50}
 LAT_FILES=${LAT_FILES:-1000}
-LAT_ROUNDS=${QUICK:+2}
+LAT_ROUNDS=${QUICK:+1}
 LAT_ROUNDS=${LAT_ROUNDS:-4}
 python3 bench/latency.py "$BIN" "$PWD/$WORK" "$LAT_FILES" "$LAT_ROUNDS" "${PG_UP:+$PG_URL}" "$WATCHEXEC" > "$WORK/latency.json"
-python3 bench/chart.py "$WORK/latency.json" bench/results/latency.svg
+python3 bench/chart.py "$WORK/latency.json" "$CHART"
+
+stamp latency
 
 # Scenario 2 and 4c: a burst of files, one built-in step each, until every
 # run is recorded succeeded, SQLite and PostgreSQL alternating round by
@@ -144,6 +159,8 @@ PY
 median_round "$WORK/throughput.jsonl" > "$WORK/throughput.json"
 median_round "$WORK/throughput-pg.jsonl" > "$WORK/throughput-pg.json"
 
+stamp throughput
+
 # Scenario 3: 5,000 runs of `run: 'true'` against xargs -P2 sh -c true,
 # alternating.
 SH_FILES=${QUICK:+1000}
@@ -152,8 +169,10 @@ SH_ROUNDS=${QUICK:+1}
 SH_ROUNDS=${SH_ROUNDS:-3}
 python3 bench/shell.py "$BIN" "$PWD/$WORK" "$SH_FILES" "$SH_ROUNDS" > "$WORK/shell.json"
 
+stamp shell
+
 # Scenario 6: matching one event against 1,000 workflows (criterion).
-cargo bench --quiet --bench matching -- ${QUICK:+--warm-up-time 1 --measurement-time 2} 2>/dev/null \
+cargo bench --quiet --bench matching -- ${QUICK:+--warm-up-time 0.5 --measurement-time 1} 2>/dev/null \
   | python3 -c '
 import json, re, sys
 out, name = {}, None
@@ -167,17 +186,25 @@ for line in sys.stdin:
         name = None
 print(json.dumps({"median_ns": out}))' > "$WORK/matching.json"
 
+stamp matching
+
 # Scenarios 4b and 5: 100,000 files in 10,000 directories: RSS while
 # watching them, a restart with them unchanged, 1,000 changed while stopped.
-SC_DIRS=${QUICK:+1000}
+SC_DIRS=${QUICK:+300}
 SC_DIRS=${SC_DIRS:-10000}
 python3 bench/scale.py "$BIN" "$PWD/$WORK" "$SC_DIRS" 10 1000 > "$WORK/scale.json"
+
+stamp scale
 
 # Scenario 7b and the API read: apply the 1,000 definitions over HTTP with
 # `nexusd apply -f`; `workflows history --limit 100` reads with 100,000 runs.
 API_ROUNDS=${QUICK:+2}
 API_ROUNDS=${API_ROUNDS:-6}
-python3 bench/api.py "$BIN" "$PWD/$WORK" "$PWD/$WORK/defs" "$API_ROUNDS" > "$WORK/api.json"
+API_HISTORY=${QUICK:+10000}
+API_HISTORY=${API_HISTORY:-100000}
+python3 bench/api.py "$BIN" "$PWD/$WORK" "$PWD/$WORK/defs" "$API_ROUNDS" "$API_HISTORY" > "$WORK/api.json"
+
+stamp api
 
 {
   echo "# nexusd benchmark results"
@@ -254,9 +281,9 @@ yes = lambda ok, got, target: "yes" if ok else f"no ({got / target:.1f}× the ta
 print(f"| apply 1,000 workflows over HTTP (`nexusd apply -f`, all changed), median of {a['apply_rounds']} | {a['apply_median_s']} s | first apply (all created) {a['apply_first_s']} s | ≤ 0.5 s | {yes(a['apply_median_s'] <= 0.5, a['apply_median_s'], 0.5)} |")
 print(f"| API read `workflows history --limit 100`, {a['history_runs']:,} runs recorded, p99 of {a['history_requests']} | {a['history_p99_ms']} ms | p50 {a['history_p50_ms']} ms | ≤ 20 ms | {yes(a['history_p99_ms'] <= 20, a['history_p99_ms'], 20)} |")
 PY
-} > bench/results/latest.md
+} > "$OUT.md"
 
-python3 - "$median" "$mean" "$stddev" "$meets" "$WORK/latency.json" "$WORK/throughput.json" "$WORK/api.json" "$WORK/throughput-pg.json" "$WORK/shell.json" "$WORK/scale.json" "$WORK/matching.json" > bench/results/latest.json <<'PY'
+python3 - "$median" "$mean" "$stddev" "$meets" "$WORK/latency.json" "$WORK/throughput.json" "$WORK/api.json" "$WORK/throughput-pg.json" "$WORK/shell.json" "$WORK/scale.json" "$WORK/matching.json" > "$OUT.json" <<'PY'
 import json, sys
 median, mean, stddev, meets, lat, tp, api, tp_pg, sh, sc, mt = sys.argv[1:]
 d = json.load(open(lat))
@@ -278,4 +305,4 @@ print(json.dumps({"scenarios": [
 PY
 
 
-cat bench/results/latest.md
+cat "$OUT.md"

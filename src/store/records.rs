@@ -99,10 +99,11 @@ pub struct StepRecord {
 pub(super) async fn insert_runs(
     tx: &mut Transaction<'_, Any>,
     runs: &[NewRun],
+    batch: super::Batch,
 ) -> Result<(), StoreError> {
     let sql = format!(
         "INSERT INTO runs (id, workflow, event_id, event_type, path, old_path, status, reason, chain_depth, queued_ms, finished_ms, owner, lease_until_ms, fence) VALUES {}",
-        super::values(14, runs.len())
+        batch.values(14, runs.len())
     );
     let mut q = sqlx::query(&sql);
     for r in runs {
@@ -132,6 +133,7 @@ pub(super) async fn insert_runs(
 pub(super) async fn insert_steps(
     tx: &mut Transaction<'_, Any>,
     steps: &[&StepRecord],
+    batch: super::Batch,
 ) -> Result<(), StoreError> {
     let sql = format!(
         "INSERT INTO steps (run_id, attempt, idx, name, status, exit_code, started_ms, finished_ms, stdout, stderr, output, error) \
@@ -139,7 +141,7 @@ pub(super) async fn insert_steps(
          ON CONFLICT (run_id, attempt, idx) DO UPDATE SET name = excluded.name, status = excluded.status, \
          exit_code = excluded.exit_code, started_ms = excluded.started_ms, finished_ms = excluded.finished_ms, \
          stdout = excluded.stdout, stderr = excluded.stderr, output = excluded.output, error = excluded.error",
-        super::values(12, steps.len())
+        batch.values(12, steps.len())
     );
     let mut q = sqlx::query(&sql);
     for s in steps {

@@ -150,10 +150,10 @@ impl Store {
     /// statements (starts, steps, ends, closes), so a batch costs a handful
     /// of round trips, not several per run.
     pub async fn write(&self, writes: &[Write]) -> Result<(), StoreError> {
-        let rows = self.rows_per_statement();
+        let batch = self.batch();
         let mut tx = self.pool.begin().await?;
         for segment in segments(writes) {
-            write_segment(&mut tx, segment, rows).await?;
+            write_segment(&mut tx, segment, batch).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -228,8 +228,9 @@ struct Closed<'a> {
 async fn write_segment(
     tx: &mut Transaction<'_, Any>,
     seg: &[Write],
-    rows: usize,
+    batch: super::Batch,
 ) -> Result<(), StoreError> {
+    let rows = batch.rows;
     let mut started = Vec::new();
     let mut steps: Vec<&StepRecord> = Vec::new();
     // A later record of the same step replaces the earlier.
@@ -281,7 +282,7 @@ async fn write_segment(
             "WITH v (id, fence, attempts, at_ms) AS (VALUES {}) \
              UPDATE runs SET status = 'running', attempts = v.attempts, started_ms = COALESCE(runs.started_ms, v.at_ms) \
              FROM v WHERE runs.id = v.id AND runs.fence = v.fence RETURNING runs.id",
-            super::values(4, chunk.len())
+            batch.values(4, chunk.len())
         );
         let mut q = sqlx::query(&sql);
         for w in chunk {
@@ -298,7 +299,7 @@ async fn write_segment(
         let sql = format!(
             "INSERT INTO attempts (run_id, attempt, status, started_ms) VALUES {} \
              ON CONFLICT (run_id, attempt) DO UPDATE SET status = 'running', error = NULL, finished_ms = NULL, started_ms = excluded.started_ms",
-            super::values(4, kept.len())
+            batch.values(4, kept.len())
         );
         let mut q = sqlx::query(&sql);
         for w in kept {
@@ -311,7 +312,7 @@ async fn write_segment(
         q.execute(&mut **tx).await?;
     }
     for chunk in steps.chunks(rows) {
-        records::insert_steps(tx, chunk).await?;
+        records::insert_steps(tx, chunk, batch).await?;
     }
     for chunk in finished.chunks(rows) {
         let sql = format!(
@@ -320,7 +321,7 @@ async fn write_segment(
              finished_ms = CASE WHEN v.fin THEN v.at_ms ELSE NULL END, \
              duration_ms = CASE WHEN v.fin THEN v.at_ms - COALESCE(runs.started_ms, v.at_ms) ELSE NULL END \
              FROM v WHERE runs.id = v.id AND runs.fence = v.fence RETURNING runs.id",
-            super::values(7, chunk.len())
+            batch.values(7, chunk.len())
         );
         let mut q = sqlx::query(&sql);
         for w in chunk {
@@ -341,7 +342,7 @@ async fn write_segment(
             "WITH v (run_id, attempt, status, error, at_ms) AS (VALUES {}) \
              UPDATE attempts SET status = v.status, error = v.error, finished_ms = v.at_ms \
              FROM v WHERE attempts.run_id = v.run_id AND attempts.attempt = v.attempt",
-            super::values(5, kept.len())
+            batch.values(5, kept.len())
         );
         let mut q = sqlx::query(&sql);
         for w in kept {
@@ -363,7 +364,7 @@ async fn write_segment(
             "WITH v (id, fence, status, reason, at_ms) AS (VALUES {}) \
              UPDATE runs SET status = v.status, reason = v.reason, finished_ms = v.at_ms \
              FROM v WHERE runs.id = v.id AND runs.fence = v.fence RETURNING runs.id",
-            super::values(5, chunk.len())
+            batch.values(5, chunk.len())
         );
         let mut q = sqlx::query(&sql);
         for w in chunk {

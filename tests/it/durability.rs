@@ -327,6 +327,15 @@ spec:
 }
 on_both!(per_file_order_holds_under_random_failures, per_file_order);
 
+/// The test's PostgreSQL database, and its URL for a second agent.
+fn postgres_and_url() -> Option<(Backend, String)> {
+    let backend = Backend::postgres()?;
+    let Backend::Postgres(url) = backend.clone() else {
+        unreachable!()
+    };
+    Some((backend, url))
+}
+
 /// Another agent on `a`'s data dir, definitions and PostgreSQL (`url`),
 /// started after `a`'s files were recorded; returns once it is ready.
 fn second_node(a: &Agent, url: &str, extra: &[&str]) -> (std::process::Child, std::path::PathBuf) {
@@ -359,11 +368,8 @@ fn second_node(a: &Agent, url: &str, extra: &[&str]) -> (std::process::Child, st
 /// hour here: only the notification can move the run within the test.
 #[test]
 fn a_stopping_node_hands_its_unfinished_runs_over_at_once() {
-    let Some(backend) = Backend::postgres() else {
+    let Some((backend, url)) = postgres_and_url() else {
         return;
-    };
-    let Backend::Postgres(url) = backend.clone() else {
-        unreachable!()
     };
     let workflow = r#"
 apiVersion: nexus/v1
@@ -439,11 +445,8 @@ fn wake_ups_survive_a_postgresql_restart() {
 /// record over B's result.
 #[test]
 fn a_stale_worker_cannot_record_over_the_run_another_completed() {
-    let Some(backend) = Backend::postgres() else {
+    let Some((backend, url)) = postgres_and_url() else {
         return;
-    };
-    let Backend::Postgres(url) = backend.clone() else {
-        unreachable!()
     };
     let workflow = r#"
 apiVersion: nexus/v1
