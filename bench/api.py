@@ -19,13 +19,7 @@ import subprocess
 import sys
 import time
 
-
-def wait_for(cond, what, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"api bench: timed out waiting for {what}")
-        time.sleep(0.01)
+from common import wait_for
 
 
 def pct(samples, p):

@@ -1,6 +1,7 @@
 """What the bench scripts share: reading the agent's records and memory."""
 
 import sqlite3
+import time
 
 
 def succeeded(db):
@@ -13,6 +14,16 @@ def succeeded(db):
             con.close()
     except sqlite3.Error:
         return 0
+
+
+def wait_for(cond, what, timeout=30, every=0.01):
+    """Polls `cond` every `every` seconds until it holds; TimeoutError(what)
+    after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(every)
 
 
 def status_kib(pid, field):

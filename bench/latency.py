@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-from common import fresh_fs, status_kib
+from common import fresh_fs, status_kib, wait_for
 
 libc = ctypes.CDLL("libc.so.6", use_errno=True)
 IN_CLOSE_WRITE = 0x08
@@ -74,14 +74,6 @@ class Inotify:
 
     def close(self):
         os.close(self.fd)
-
-
-def wait_path(path, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(path)
-        time.sleep(0.01)
 
 
 def fresh(work, name):
@@ -197,7 +189,8 @@ def idle_rss(binary, work, examples):
         [binary, "serve", "--data-dir", data, "--config-dir", examples, "--listen", "127.0.0.1:0"],
         stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
     )
-    wait_path(os.path.join(data, ".nexus", "nexus.db"))
+    db = os.path.join(data, ".nexus", "nexus.db")
+    wait_for(lambda: os.path.exists(db), db)
     time.sleep(2)  # idle means: started and left alone
     kib = status_kib(proc.pid, "VmRSS")
     proc.send_signal(signal.SIGTERM)

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from common import fresh_fs, succeeded, status_kib
+from common import fresh_fs, status_kib, succeeded, wait_for
 
 WORKFLOW = """apiVersion: nexus/v1
 kind: Workflow
@@ -44,11 +44,7 @@ class Agent:
         t0 = time.monotonic()
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=open(self.log, "a"),
                                      env={**os.environ, "NEXUS_LOG": "info"})
-        deadline = t0 + 600
-        while open(self.log).read().count(" ready ") <= before:
-            if time.monotonic() > deadline:
-                raise TimeoutError("ready")
-            time.sleep(0.005)
+        wait_for(lambda: open(self.log).read().count(" ready ") > before, "ready", timeout=600, every=0.005)
         return time.monotonic() - t0
 
     def stop(self):
@@ -86,11 +82,7 @@ def main():
             f.write("y")
     t0 = time.monotonic()
     agent.start()
-    deadline = t0 + 600
-    while succeeded(db) < changed:
-        if time.monotonic() > deadline:
-            raise TimeoutError("catch-up runs")
-        time.sleep(0.01)
+    wait_for(lambda: succeeded(db) >= changed, "the catch-up runs", timeout=600)
     catch_up = time.monotonic() - t0
     agent.stop()
     print(json.dumps({

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from common import fresh_fs, succeeded
+from common import fresh_fs, succeeded, wait_for
 
 WORKFLOW = """apiVersion: nexus/v1
 kind: Workflow
@@ -42,22 +42,14 @@ def nexusd_round(binary, root, files):
         stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env={**os.environ, "NEXUS_LOG": "warn"},
     )
     try:
-        deadline = time.monotonic() + 30
         with open(os.path.join(data, "in", "probe.txt"), "w") as f:
             f.write("x")
-        while succeeded(db) < 1:
-            if time.monotonic() > deadline:
-                raise TimeoutError("agent ready")
-            time.sleep(0.01)
+        wait_for(lambda: succeeded(db) >= 1, "the agent to be ready")
         start = time.monotonic()
         for i in range(files):
             with open(os.path.join(data, "in", f"f{i}.txt"), "w") as f:
                 f.write("x")
-        deadline = time.monotonic() + 600
-        while succeeded(db) < files + 1:
-            if time.monotonic() > deadline:
-                raise TimeoutError("runs")
-            time.sleep(0.02)
+        wait_for(lambda: succeeded(db) >= files + 1, "every run", timeout=600, every=0.02)
         return time.monotonic() - start
     finally:
         proc.send_signal(signal.SIGTERM)

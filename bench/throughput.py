@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from common import fresh_fs, succeeded, status_kib
+from common import fresh_fs, status_kib, succeeded, wait_for
 
 WORKFLOW = """apiVersion: nexus/v1
 kind: Workflow
@@ -64,18 +64,11 @@ def main():
         stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env={**os.environ, "NEXUS_LOG": "warn"},
     )
     try:
-        deadline = time.monotonic() + 30
-        while not url and not os.path.exists(db):
-            if time.monotonic() > deadline:
-                raise TimeoutError("agent start")
-            time.sleep(0.01)
+        wait_for(lambda: url or os.path.exists(db), "the agent to start")
         # Ready when a probe file has been copied: the watch is in place.
         with open(os.path.join(data, "in", "probe.txt"), "w") as f:
             f.write("x")
-        while not os.path.exists(os.path.join(data, "out", "probe.txt")):
-            if time.monotonic() > deadline:
-                raise TimeoutError("agent ready")
-            time.sleep(0.01)
+        wait_for(lambda: os.path.exists(os.path.join(data, "out", "probe.txt")), "the agent to be ready")
         start = time.monotonic()
         for i in range(files):
             with open(os.path.join(data, "in", f"f{i}.txt"), "w") as f:

@@ -63,6 +63,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("creating the data dir `{}`", opts.data_dir.display()))?;
     let data_dir = opts.data_dir.canonicalize()?;
+    let output_dir = data_dir.join(crate::steps::shell::OUTPUT_DIR);
+    std::fs::create_dir_all(&output_dir)
+        .with_context(|| format!("creating `{}`", output_dir.display()))?;
     let store = Store::open(opts.database_url.as_deref(), &data_dir).await?;
     tracing::info!(backend = ?store.backend(), "store open");
     let registry = Arc::new(Registry::open(store.clone(), opts.secrets_dir.clone()).await?);

@@ -130,6 +130,13 @@ pub async fn execute(rt: &Runtime, job: &Job) {
         }
         rt.changed(c);
     };
+    let finish = |end: AttemptEnd| {
+        rt.writer.send(Write::AttemptFinished {
+            run_id: job.run_id.clone(),
+            fence: job.fence,
+            end,
+        })
+    };
     loop {
         rt.writer
             .send(Write::AttemptStarted {
@@ -164,13 +171,7 @@ pub async fn execute(rt: &Runtime, job: &Job) {
                     at_ms: rt.clock.now_ms(),
                     next_attempt_ms: None,
                 };
-                rt.writer
-                    .send(Write::AttemptFinished {
-                        run_id: job.run_id.clone(),
-                        fence: job.fence,
-                        end,
-                    })
-                    .await;
+                finish(end).await;
                 change(RunStatus::Succeeded, attempt, None);
                 tracing::info!(run = %job.run_id, workflow = %job.workflow.name, "run succeeded");
                 return;
@@ -197,13 +198,7 @@ pub async fn execute(rt: &Runtime, job: &Job) {
             next_attempt_ms: again
                 .then(|| at_ms + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
         };
-        rt.writer
-            .send(Write::AttemptFinished {
-                run_id: job.run_id.clone(),
-                fence: job.fence,
-                end,
-            })
-            .await;
+        finish(end).await;
         change(next, attempt, Some(&failure.error));
         tracing::warn!(run = %job.run_id, workflow = %job.workflow.name, attempt, error = %failure.error, "attempt failed");
         if !again {
@@ -366,13 +361,14 @@ mod tests {
         }
     }
 
+    /// Where the manual clock starts, Unix ms.
+    const T0: i64 = 1_700_000_000_000;
+
     /// Attempts at 0, after `backoff`, after `backoff × multiplier` more,
     /// each delay within its ±10% jitter, on a manual clock (it moves only
     /// when the run waits, so the times recorded are exact); every attempt
     /// recorded with its error. (That the wait survives a restart is
     /// `a_retry_waits_out_its_backoff_across_a_restart`, on both backends.)
-    const T0: i64 = 1_700_000_000_000;
-
     #[tokio::test]
     async fn attempts_follow_the_backoff_on_an_injected_clock() {
         let dir = tempfile::tempdir().unwrap();
@@ -385,7 +381,6 @@ mod tests {
         );
         assert!(!loaded.diagnostics.has_errors(), "{}", loaded.diagnostics);
         let workflow = Arc::new(loaded.set.workflows[0].clone());
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let rt = Runtime {
             writer: Writer::start(store.clone()),
             store: store.clone(),

@@ -17,6 +17,9 @@ use super::{StepContext, StepOutcome, StepStatus};
 use crate::definitions::model::{RunStep, Shell, Step};
 use crate::events::abs_path;
 
+/// Where steps' `$NEXUS_OUTPUT` files go, under the data dir; made at start.
+pub const OUTPUT_DIR: &str = ".nexus/tmp";
+
 /// Variables kept from the agent's own environment.
 const INHERITED: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ"];
 
@@ -39,17 +42,13 @@ pub async fn execute(
             }
         }
     }
+    // The file is the script's to create (`>> $NEXUS_OUTPUT`), in a
+    // directory the agent made at start: creating and deleting one per step
+    // would cost an inode each, for nothing.
     let output_file = ctx
         .data_dir
-        .join(".nexus/tmp")
+        .join(OUTPUT_DIR)
         .join(format!("{}-{}-{}.out", ctx.run_id, ctx.attempt, step.name));
-    // The file is the script's to create (`>> $NEXUS_OUTPUT`): creating and
-    // deleting one per step would cost an inode each, for nothing.
-    if let Some(dir) = output_file.parent()
-        && !dir.is_dir()
-    {
-        let _ = std::fs::create_dir_all(dir);
-    }
     let e = &ctx.event;
     let file = e
         .raw_abs

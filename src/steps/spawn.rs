@@ -53,14 +53,9 @@ impl Child {
         let Some(pidfd) = &self.pidfd else {
             return Err(io::Error::other("the process was already waited for"));
         };
-        loop {
-            let mut ready = pidfd.readable().await?;
-            if let Some(code) = reap(pidfd.get_ref().as_raw_fd(), libc::WNOHANG)? {
-                self.pidfd = None;
-                return Ok(code);
-            }
-            ready.clear_ready();
-        }
+        let code = exited(pidfd).await?;
+        self.pidfd = None;
+        Ok(code)
     }
 
     /// SIGKILL to the process group: the step and whatever it started
@@ -82,22 +77,23 @@ impl Drop for Child {
         self.kill_group();
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
-                handle.spawn(async move {
-                    loop {
-                        let Ok(mut ready) = pidfd.readable().await else {
-                            return;
-                        };
-                        match reap(pidfd.get_ref().as_raw_fd(), libc::WNOHANG) {
-                            Ok(None) => ready.clear_ready(),
-                            _ => return,
-                        }
-                    }
-                });
+                handle.spawn(async move { exited(&pidfd).await });
             }
             Err(_) => {
                 let _ = reap(pidfd.get_ref().as_raw_fd(), 0);
             }
         }
+    }
+}
+
+/// Waits until the pidfd's process has ended, and reaps it.
+async fn exited(pidfd: &AsyncFd<OwnedFd>) -> io::Result<ExitCode> {
+    loop {
+        let mut ready = pidfd.readable().await?;
+        if let Some(code) = reap(pidfd.get_ref().as_raw_fd(), libc::WNOHANG)? {
+            return Ok(code);
+        }
+        ready.clear_ready();
     }
 }
 
@@ -227,10 +223,15 @@ pub fn spawn(spec: &Spec<'_>) -> io::Result<Child> {
             std::ptr::null_mut(),
         );
         if pid < 0 {
-            return Err(io::Error::new(
-                clone_error.kind(),
-                format!("{clone_error} (starting a step needs Linux 5.3 or later)"),
-            ));
+            // EINVAL: a kernel without CLONE_PIDFD; anything else (a process
+            // limit, memory) is the error as it is.
+            if clone_error.raw_os_error() == Some(libc::EINVAL) {
+                return Err(io::Error::new(
+                    clone_error.kind(),
+                    format!("{clone_error} (starting a step needs Linux 5.3 or later)"),
+                ));
+            }
+            return Err(clone_error);
         }
         pid
     };

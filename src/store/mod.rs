@@ -335,14 +335,8 @@ impl Store {
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: std::collections::HashSet<String> =
-            claimed.iter().map(|r| r.get::<String, _>("id")).collect();
-        Ok(self
-            .unfinished_runs(node)
-            .await?
-            .into_iter()
-            .filter(|r| ids.contains(&r.id))
-            .collect())
+        let ids: Vec<String> = claimed.iter().map(|r| r.get("id")).collect();
+        self.runs_with_events(&ids).await
     }
 
     /// Keeps `node`'s leases on its unfinished runs until `until_ms`.
@@ -374,17 +368,25 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// The unfinished runs `node` holds. Oldest first.
-    pub async fn unfinished_runs(&self, node: &str) -> Result<Vec<UnfinishedRun>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT r.id, r.fence, r.workflow, r.status, r.attempts, r.next_attempt_ms, r.event_type, r.path, r.old_path, \
-             e.id AS event_id, e.size, e.mtime_ms, e.observed_ms, e.cause_run_id, e.chain_depth, e.actor \
-             FROM runs r JOIN events e ON e.id = r.event_id \
-             WHERE r.status IN ('queued', 'running', 'retrying') AND r.owner = $1 ORDER BY r.queued_ms, r.id",
-        )
-        .bind(node)
-        .fetch_all(&self.pool)
-        .await?;
+    /// The runs `ids` with their events, oldest first (only these: the
+    /// node may hold thousands more in flight).
+    async fn runs_with_events(&self, ids: &[String]) -> Result<Vec<UnfinishedRun>, StoreError> {
+        let batch = self.batch();
+        let mut rows = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(batch.rows) {
+            let sql = format!(
+                "SELECT r.id, r.fence, r.workflow, r.status, r.attempts, r.next_attempt_ms, r.event_type, r.path, r.old_path, \
+                 r.queued_ms, e.id AS event_id, e.size, e.mtime_ms, e.observed_ms, e.cause_run_id, e.chain_depth, e.actor \
+                 FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id IN ({})",
+                batch.list(chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            rows.extend(q.fetch_all(&self.pool).await?);
+        }
+        rows.sort_by_cached_key(|r| (r.get::<i64, _>("queued_ms"), r.get::<String, _>("id")));
         Ok(rows
             .into_iter()
             .map(|r| {

@@ -6,9 +6,8 @@
 //! yet committed when the process dies leaves its run `queued` or `running`
 //! there, and the next start runs it again (at least once).
 
-use std::time::Duration;
-
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use sqlx::{Any, Transaction};
 use tokio::sync::{mpsc, oneshot};

@@ -278,6 +278,20 @@ impl Agent {
         fs::write(p, content).unwrap();
     }
 
+    /// Writes a new file under `dir` at each poll until one of its runs is
+    /// recorded `skipped` as paused: how a test sees a pause reach this
+    /// agent, whenever it does.
+    pub fn wait_for_a_paused_run(&self, dir: &str) {
+        let mut n = 0;
+        self.wait_until("a run skipped as paused", || {
+            n += 1;
+            self.write(&format!("{dir}/p{n}.txt"), "p");
+            self.runs()
+                .iter()
+                .any(|r| r.status == "skipped" && r.reason.as_deref() == Some("paused"))
+        });
+    }
+
     /// Polls `cond` every 10 ms until it holds; fails after 60 s with the log.
     pub fn wait_until(&self, what: &str, mut cond: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(60);

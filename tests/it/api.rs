@@ -1094,15 +1094,7 @@ fn a_second_node_picks_up_applies_and_pauses() {
     two.write("/in/n2.txt", "2");
     assert_eq!(two.wait_file("/out/n2.txt"), "2");
     assert_eq!(one.cli(&key, &["workflows", "pause", "a"]).code, 0);
-    // Node two sees the pause within its refresh: keep writing until a run is skipped.
-    let mut n = 0;
-    two.wait_until("a skipped run on node two", || {
-        n += 1;
-        two.write(&format!("/in/p{n}.txt"), "p");
-        two.runs()
-            .iter()
-            .any(|r| r.status == "skipped" && r.reason.as_deref() == Some("paused"))
-    });
+    two.wait_for_a_paused_run("/in");
 }
 
 /// The agent validates what `apply` sends; its errors name the user's

@@ -429,14 +429,7 @@ fn wake_ups_survive_a_postgresql_restart() {
     one.wait_until("the pause to be recorded after the restart", || {
         one.cli(&key, &["workflows", "pause", "copy"]).code == 0
     });
-    let mut n = 0;
-    two.wait_until("node two to see the pause", || {
-        n += 1;
-        two.write(&format!("/burst/p{n}.txt"), "p");
-        two.runs()
-            .iter()
-            .any(|r| r.status == "skipped" && r.reason.as_deref() == Some("paused"))
-    });
+    two.wait_for_a_paused_run("/burst");
 }
 
 /// A stale worker: agent A is stopped (SIGSTOP) past its lease while its
