@@ -24,16 +24,18 @@ use super::index::{FileMeta, HASH_LIMIT, classify, content_hash};
 /// What the watcher saw, per path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hint {
+    /// Created, maybe a directory (walked if it is one).
     Created(PathBuf),
-    Modified(PathBuf),
+    /// A file (never a directory) was created or written: it waits for its
+    /// close or for quiet. inotify says which; no `stat` is needed.
+    Written(PathBuf),
     Closed(PathBuf),
     Attrib(PathBuf),
     Removed(PathBuf),
     RenameFrom(PathBuf, usize),
     RenameTo(PathBuf, usize),
-    RenameBoth(PathBuf, PathBuf),
-    /// Events were lost (queue overflow, watcher error): compare everything.
-    Rescan,
+    /// Both halves of a rename, after its `RenameTo` (same cookie).
+    RenameBoth(PathBuf, PathBuf, usize),
 }
 
 /// A derived change, with the file's state after it (for the index).
@@ -110,6 +112,8 @@ pub struct Reconciler {
     settle_rules: Vec<(crate::matching::Pattern, Duration)>,
     /// New directories to walk again, and when (see [`RESCAN_AFTER`]).
     dir_rescans: Vec<(String, Instant)>,
+    /// The cookie of the `RenameTo` just applied, if it compared its path.
+    arrived_by: Option<usize>,
 }
 
 /// When to walk a new directory again. notify adds the watches of a new
@@ -134,6 +138,7 @@ impl Reconciler {
             raw: HashMap::new(),
             settle_rules: Vec::new(),
             dir_rescans: Vec::new(),
+            arrived_by: None,
         }
     }
 
@@ -194,11 +199,14 @@ impl Reconciler {
     }
 
     fn apply(&mut self, hint: Hint, now: Instant, out: &mut Vec<Change>) {
+        let arrived_by = self.arrived_by.take();
         match hint {
-            Hint::Rescan => {
-                self.scan_all_inner(now, out);
+            Hint::Written(p) => {
+                if let Some(vp) = self.virtual_path(&p) {
+                    self.touch(vp, now);
+                }
             }
-            Hint::Created(p) | Hint::Modified(p) | Hint::Attrib(p) => {
+            Hint::Created(p) | Hint::Attrib(p) => {
                 let Some(vp) = self.virtual_path(&p) else {
                     return;
                 };
@@ -230,9 +238,15 @@ impl Reconciler {
                 // With a known source the paired `RenameBoth` follows.
                 if !self.from.contains_key(&cookie) {
                     self.arrived(&p, now, out);
+                    self.arrived_by = Some(cookie);
                 }
             }
-            Hint::RenameBoth(from, to) => self.renamed(&from, &to, now, out),
+            Hint::RenameBoth(from, to, cookie) => {
+                // From an ignored name (an atomic write's temporary file) the
+                // `RenameTo` just before has already compared the target.
+                let to_done = arrived_by == Some(cookie);
+                self.renamed(&from, &to, to_done, now, out);
+            }
         }
     }
 
@@ -386,14 +400,21 @@ impl Reconciler {
         }
     }
 
-    fn renamed(&mut self, from: &Path, to: &Path, now: Instant, out: &mut Vec<Change>) {
+    fn renamed(
+        &mut self,
+        from: &Path,
+        to: &Path,
+        to_done: bool,
+        now: Instant,
+        out: &mut Vec<Change>,
+    ) {
         let vf = self.virtual_path(from);
         let vt = self.virtual_path(to);
         if let Some(vf) = &vf {
             self.from.retain(|_, (p, _)| p != vf);
         }
         match (vf, vt) {
-            (None, Some(_)) => self.arrived(to, now, out),
+            (None, Some(_)) if !to_done => self.arrived(to, now, out),
             (Some(vf), None) => {
                 // Renamed to an ignored name (an editor's backup) or out:
                 // decide after the grace time, when a replacement may exist.
@@ -408,7 +429,7 @@ impl Reconciler {
                 );
             }
             (Some(vf), Some(vt)) => self.moved(&vf, &vt, now, out),
-            (None, None) => {}
+            (None, _) => {}
         }
     }
 
@@ -810,8 +831,8 @@ mod tests {
         std::fs::create_dir(f.p("slow")).unwrap();
         std::fs::write(f.p("slow/a"), "x").unwrap();
         std::fs::write(f.p("fast"), "x").unwrap();
-        f.hint(Hint::Modified(f.p("slow/a")));
-        f.hint(Hint::Modified(f.p("fast")));
+        f.hint(Hint::Written(f.p("slow/a")));
+        f.hint(Hint::Written(f.p("fast")));
         assert_eq!(
             f.advance(Duration::from_millis(350)),
             vec![(EventType::Created, "/fast".into())]
@@ -855,7 +876,7 @@ mod tests {
         assert!(f.hint(Hint::Closed(f.p(".t.tmp"))).is_empty());
         std::fs::rename(f.p(".t.tmp"), f.p("t.txt")).unwrap();
         assert_eq!(
-            f.hint(Hint::RenameBoth(f.p(".t.tmp"), f.p("t.txt"))),
+            f.hint(Hint::RenameBoth(f.p(".t.tmp"), f.p("t.txt"), 5)),
             vec![(EventType::Updated, "/t.txt".into())]
         );
     }
@@ -868,7 +889,7 @@ mod tests {
         std::fs::rename(f.p("a"), f.p("b")).unwrap();
         assert!(f.hint(Hint::RenameFrom(f.p("a"), 7)).is_empty());
         assert!(f.hint(Hint::RenameTo(f.p("b"), 7)).is_empty());
-        let out = f.hint(Hint::RenameBoth(f.p("a"), f.p("b")));
+        let out = f.hint(Hint::RenameBoth(f.p("a"), f.p("b"), 7));
         assert_eq!(out, vec![(EventType::Moved, "/b".into())]);
         std::fs::remove_file(f.p("b")).unwrap();
         assert!(f.hint(Hint::RenameFrom(f.p("b"), 8)).is_empty());
@@ -894,7 +915,7 @@ mod tests {
             ]
         );
         std::fs::rename(f.p("d"), f.p("z")).unwrap();
-        let mut out = f.hint(Hint::RenameBoth(f.p("d"), f.p("z")));
+        let mut out = f.hint(Hint::RenameBoth(f.p("d"), f.p("z"), 4));
         out.sort();
         assert_eq!(
             out,

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{Notify, mpsc};
 
@@ -44,24 +44,21 @@ pub fn watch(
     let lost_wake = Arc::new(Notify::new());
     let (flag, wake) = (Arc::clone(&lost), Arc::clone(&lost_wake));
     let handler = move |res: notify::Result<Event>| {
-        let hints = match res {
-            Ok(event) if event.need_rescan() => vec![Hint::Rescan],
+        let lost = match res {
+            Ok(event) if event.need_rescan() => true,
             Ok(event) if ignorable(&event, &ignore) => return,
-            Ok(event) => hints_of(event),
-            Err(_) => vec![Hint::Rescan],
+            Ok(event) => match hint_of(event) {
+                Some(hint) => tx.try_send(hint).is_err(),
+                None => return,
+            },
+            Err(_) => true,
         };
-        for hint in hints {
-            let full = match hint {
-                Hint::Rescan => true,
-                h => tx.try_send(h).is_err(),
-            };
-            if full {
-                // Counted once per loss, not per dropped hint.
-                if !flag.swap(true, Ordering::SeqCst) {
-                    crate::metrics::METRICS.watcher_error();
-                }
-                wake.notify_one();
+        if lost {
+            // Counted once per loss, not per dropped hint.
+            if !flag.swap(true, Ordering::SeqCst) {
+                crate::metrics::METRICS.watcher_error();
             }
+            wake.notify_one();
         }
     };
     let config = notify::Config::default().with_follow_symlinks(false);
@@ -80,7 +77,7 @@ pub fn watch(
 /// A data notification (create, write, close, attributes, removal) of a
 /// file, not a directory, whose name is ignored.
 fn ignorable(event: &Event, ignore: &Ignore) -> bool {
-    use notify::event::{CreateKind, RemoveKind};
+    use notify::event::RemoveKind;
     let data = matches!(
         event.kind,
         EventKind::Create(CreateKind::File)
@@ -95,26 +92,28 @@ fn ignorable(event: &Event, ignore: &Ignore) -> bool {
             .is_some_and(|n| ignore.is_ignored(n))
 }
 
-fn hints_of(event: Event) -> Vec<Hint> {
+fn hint_of(event: Event) -> Option<Hint> {
     let tracker = event.attrs.tracker().unwrap_or(0);
     let mut paths = event.paths.into_iter();
-    let Some(first) = paths.next() else {
-        return Vec::new();
-    };
+    let first = paths.next()?;
     let hint = match event.kind {
+        // inotify marks a directory's creation; IN_MODIFY is for files only.
+        EventKind::Create(CreateKind::File) | EventKind::Modify(ModifyKind::Data(_)) => {
+            Hint::Written(first)
+        }
         EventKind::Create(_) => Hint::Created(first),
-        EventKind::Modify(ModifyKind::Data(_)) => Hint::Modified(first),
         EventKind::Modify(ModifyKind::Metadata(_)) => Hint::Attrib(first),
         EventKind::Modify(ModifyKind::Name(RenameMode::From)) => Hint::RenameFrom(first, tracker),
         EventKind::Modify(ModifyKind::Name(RenameMode::To)) => Hint::RenameTo(first, tracker),
         EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => match paths.next() {
-            Some(to) => Hint::RenameBoth(first, to),
+            Some(to) => Hint::RenameBoth(first, to, tracker),
             None => Hint::Created(first),
         },
-        EventKind::Modify(_) => Hint::Modified(first),
+        // A change of unknown kind: compared as a creation (a directory is walked).
+        EventKind::Modify(_) => Hint::Created(first),
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => Hint::Closed(first),
         EventKind::Remove(_) => Hint::Removed(first),
-        EventKind::Access(_) | EventKind::Any | EventKind::Other => return Vec::new(),
+        EventKind::Access(_) | EventKind::Any | EventKind::Other => return None,
     };
-    vec![hint]
+    Some(hint)
 }

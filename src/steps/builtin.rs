@@ -207,7 +207,6 @@ pub(crate) fn make_parent(root: &Dir, path: &Vpath) -> Result<(), String> {
 }
 
 pub(crate) fn atomic_write(root: &Dir, path: &Vpath, bytes: &[u8]) -> Result<(), String> {
-    make_parent(root, path)?;
     let name = path
         .rel
         .file_name()
@@ -216,15 +215,23 @@ pub(crate) fn atomic_write(root: &Dir, path: &Vpath, bytes: &[u8]) -> Result<(),
     // A dot name ending in `.tmp` is on the watcher's ignore list.
     let tmp_name = format!(".{name}.{}.tmp", uuid::Uuid::now_v7().simple());
     let tmp = path.rel.with_file_name(tmp_name);
-    let write = || -> std::io::Result<()> {
-        let mut f = root.open_with(&tmp, OpenOptions::new().write(true).create_new(true))?;
+    let create = || root.open_with(&tmp, OpenOptions::new().write(true).create_new(true));
+    // The directory usually exists: it is made only when the create says not.
+    let file = match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            make_parent(root, path)?;
+            create()
+        }
+        other => other,
+    };
+    let write = |mut f: cap_std::fs::File| -> std::io::Result<()> {
         f.write_all(bytes)?;
         // No fsync: the rename makes the write atomic for readers, and a run
         // cut short by a crash is run again (at least once), which rewrites it.
         drop(f);
         root.rename(&tmp, root, &path.rel)
     };
-    write().map_err(|e| {
+    file.and_then(write).map_err(|e| {
         let _ = root.remove_file(&tmp);
         io_error(root, "write", path, &e)
     })

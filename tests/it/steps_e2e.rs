@@ -106,13 +106,11 @@ fn built_in_paths_cannot_leave_the_data_dir() {
     );
     assert_eq!(
         errors[1],
-        "cannot create the directory of `/out/pwned.txt`: it resolves outside the data dir"
+        "cannot write `/out/pwned.txt`: it resolves outside the data dir"
     );
     assert_eq!(
         errors[2],
-        format!(
-            "cannot create the directory of `/rootlink/tmp/{marker}`: it resolves outside the data dir"
-        )
+        format!("cannot write `/rootlink/tmp/{marker}`: it resolves outside the data dir")
     );
     assert!(!std::path::Path::new("/tmp").join(&marker).exists());
     // An absolute virtual path is rooted at the data dir, never at `/`.
