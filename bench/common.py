@@ -1,5 +1,6 @@
 """What the bench scripts share: reading the agent's records and memory."""
 
+import os
 import sqlite3
 import time
 
@@ -33,6 +34,14 @@ def status_kib(pid, field):
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def cpu_seconds(pid):
+    """User and system CPU seconds the process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # utime and stime are the 14th and 15th fields; the name (2nd) is cut off.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 _fresh_count = 0

@@ -250,6 +250,7 @@ for path, name, target in ((sys.argv[1], "SQLite", 5000), (sys.argv[2], "Postgre
     ok = "yes" if t["runs_per_s"] >= target else f"no ({t['runs_per_s'] / target:.0%} of it)"
     rounds = ", ".join(f"{r:,.0f}" for r in t["all_runs_per_s"])
     print(f"| throughput, {t['files']:,} files, one built-in step each ({name}), median of {t['rounds']} | {t['runs_per_s']} runs/s | all recorded in {t['total_s']} s; files written in {t['write_s']} s; rounds {rounds} runs/s | ≥ {target:,} runs/s | {ok} |")
+    print(f"| nexusd's CPU time per run in that burst ({name}) | {t['cpu_us_per_run']} µs | | | |")
     print(f"| peak RSS during that burst ({name}) | {t['peak_rss_kib'] / 1024:.1f} MB | | | |")
 PY
   python3 - "$WORK/matching.json" <<'PY'

@@ -64,6 +64,13 @@ pub fn watch(
     let config = notify::Config::default().with_follow_symlinks(false);
     let mut watcher = RecommendedWatcher::new(handler, config)?;
     watcher.watch(root, RecursiveMode::Recursive)?;
+    // nexusd's own state (SQLite's WAL is written for every commit, steps'
+    // output files) is never an event: without a watch there, the kernel
+    // does not queue its writes for notify to read and drop.
+    let state = root.join(".nexus");
+    if state.is_dir() {
+        watcher.unwatch(&state)?;
+    }
     Ok((
         Watch {
             _watcher: watcher,
@@ -116,4 +123,25 @@ fn hint_of(event: Event) -> Option<Hint> {
         EventKind::Access(_) | EventKind::Any | EventKind::Other => return None,
     };
     Some(hint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn nexus_state_is_not_watched() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".nexus/tmp")).unwrap();
+        let (_watch, mut hints) = watch(dir.path(), 64, Ignore::defaults()).unwrap();
+        std::fs::write(dir.path().join(".nexus/nexus.db-wal"), "x").unwrap();
+        std::fs::write(dir.path().join(".nexus/tmp/out"), "x").unwrap();
+        std::fs::write(dir.path().join("a.txt"), "x").unwrap();
+        let deadline = std::time::Duration::from_secs(10);
+        let first = tokio::time::timeout(deadline, hints.recv())
+            .await
+            .expect("a hint")
+            .unwrap();
+        assert_eq!(first, Hint::Written(dir.path().join("a.txt")));
+    }
 }
