@@ -67,9 +67,10 @@ pub fn watch(
     // nexusd's own state (SQLite's WAL is written for every commit, steps'
     // output files) is never an event: without a watch there, the kernel
     // does not queue its writes for notify to read and drop.
+    // Only a cost if it fails (a `.nexus` that is a symlink has no watch).
     let state = root.join(".nexus");
-    if state.is_dir() {
-        watcher.unwatch(&state)?;
+    if let Err(e) = watcher.unwatch(&state) {
+        tracing::debug!(error = %e, "`.nexus` stays watched");
     }
     Ok((
         Watch {
