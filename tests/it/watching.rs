@@ -214,6 +214,28 @@ fn symlinks_to_outside_give_no_events_and_no_loop() {
     assert_eq!(seen(&agent), ["file.created /in.txt"]);
 }
 
+#[test]
+fn state_kept_elsewhere_through_a_symlinked_nexus_dir_still_starts() {
+    // `.nexus` moved to another disk and linked back: it has no watch for
+    // the agent to drop, and the agent starts as before, with its records.
+    let mut agent = agent();
+    agent.write("/before.txt", "b");
+    wait_count(&agent, "file.created", 1);
+    assert!(agent.stop().success());
+    let elsewhere = tempfile::tempdir().unwrap();
+    let state = elsewhere.path().join("state");
+    fs::rename(agent.path("/.nexus"), &state).unwrap();
+    std::os::unix::fs::symlink(&state, agent.path("/.nexus")).unwrap();
+    agent.spawn(&[]);
+    agent.write("/after.txt", "a");
+    wait_count(&agent, "file.created", 2);
+    agent.barrier();
+    assert_eq!(
+        seen(&agent),
+        ["file.created /before.txt", "file.created /after.txt"]
+    );
+}
+
 crate::on_both!(changes_made_while_stopped_are_found_at_start, catch_up);
 
 fn catch_up(backend: crate::agent::Backend) {
