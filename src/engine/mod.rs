@@ -27,6 +27,7 @@ use self::registry::{Action, Registry, documents_of};
 use self::run::{Job, RunChange, Runtime};
 use crate::definitions::{Limits, load_config_dir};
 use crate::events::ignore::Ignore;
+use crate::events::index::FileMeta;
 use crate::events::reconcile::{Change, Hint, Reconciler, Timing};
 use crate::events::watcher::{self, Watch};
 use crate::events::{Event, EventType, new_id, now_ms};
@@ -360,7 +361,8 @@ impl EventsWorker {
         )
         .await;
         self.resume().await;
-        self.process(std::mem::take(&mut changes)).await;
+        self.process(std::mem::take(&mut changes), rec.take_settled())
+            .await;
         release_free_memory();
         tracing::info!(
             files = rec.index_len(),
@@ -407,8 +409,9 @@ impl EventsWorker {
                     .await;
             }
             rec.tick(Instant::now(), &mut changes);
-            if !changes.is_empty() {
-                self.process(std::mem::take(&mut changes)).await;
+            let settled = rec.take_settled();
+            if !changes.is_empty() || !settled.is_empty() {
+                self.process(std::mem::take(&mut changes), settled).await;
             }
         }
         drop(watch);
@@ -460,12 +463,17 @@ impl EventsWorker {
         }
     }
 
-    /// Records the events of `changes` with their runs, then hands the runs over.
-    async fn process(&self, changes: Vec<Change>) {
+    /// Records the events of `changes` with their runs, and the index
+    /// entries `settled` without an event, then hands the runs over.
+    async fn process(&self, changes: Vec<Change>, settled: Vec<(String, FileMeta)>) {
         let live = self.live.current();
         let secrets = Arc::clone(&live.secrets);
         let mut events = Vec::new();
-        let mut index = Vec::new();
+        // First: a change of the same path later in the batch wins.
+        let mut index: Vec<IndexOp> = settled
+            .into_iter()
+            .map(|(path, meta)| IndexOp::Put(path, meta))
+            .collect();
         let mut runs = Vec::new();
         let mut jobs = Vec::new();
         for c in changes {

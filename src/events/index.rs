@@ -5,6 +5,11 @@
 //! that a file whose mtime alone changed (`touch`, a restore) can be told
 //! apart from one rewritten with the same size: the first is
 //! `metadata.changed`, the second `file.updated`.
+//!
+//! A `stat` taken within a clock tick of the file's mtime proves nothing
+//! about later writes in that tick: they keep the mtime, and with the same
+//! length the size (git's "racy" entries). Such an entry is marked `racy`,
+//! and an identical `stat` of it is settled by the content hash.
 
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
@@ -31,15 +36,21 @@ pub struct FileMeta {
     pub xattrs: i64,
     /// The first 8 bytes of the content's SHA-256, for files up to [`HASH_LIMIT`].
     pub hash: Option<i64>,
+    /// Seen too close to its mtime for an identical `stat` to prove the
+    /// content unchanged (see [`is_racy`]).
+    pub racy: bool,
 }
 
 impl FileMeta {
-    /// The state of the file at `abs` from its `lstat`, its extended
-    /// attributes read, its hash not yet (see [`content_hash`]).
-    pub fn read(abs: &Path, m: &Metadata) -> FileMeta {
+    /// The state of the file at `abs` from its `lstat`, taken at `seen_ns`
+    /// (Unix nanoseconds, read before the `lstat`), its extended attributes
+    /// read, its hash not yet (see [`content_hash`]).
+    pub fn read(abs: &Path, m: &Metadata, seen_ns: i64) -> FileMeta {
+        let meta = FileMeta::from_metadata(m);
         FileMeta {
             xattrs: xattr_signature(abs),
-            ..FileMeta::from_metadata(m)
+            racy: is_racy(meta.mtime_ns, seen_ns),
+            ..meta
         }
     }
 
@@ -47,6 +58,7 @@ impl FileMeta {
         FileMeta {
             xattrs: 0,
             hash: None,
+            racy: false,
             ino: m.ino(),
             dev: m.dev(),
             size: m.size(),
@@ -65,10 +77,33 @@ impl FileMeta {
     }
 }
 
+/// True when a file with this mtime, `stat`ed at `seen_ns`, may still be
+/// written without its mtime moving. Nanosecond stamps come from the
+/// kernel's coarse clock, one tick (at most 10 ms) behind: 50 ms leaves
+/// room. Stamps in whole milliseconds or seconds come from coarser clocks
+/// (FAT's two seconds, some network filesystems): 2 s. An mtime in the
+/// future is always racy.
+pub fn is_racy(mtime_ns: i64, seen_ns: i64) -> bool {
+    let window = if mtime_ns % 1_000_000 == 0 {
+        2_000_000_000
+    } else {
+        50_000_000
+    };
+    seen_ns.saturating_sub(mtime_ns) < window
+}
+
+/// Now, in Unix nanoseconds: the time a `stat` is taken at.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
 /// The event that takes a file from `before` to `after` (either may be
 /// absent), or `None` when nothing a user would call a change happened.
 /// `hash_now` is asked for the current content hash only when the stat
-/// cannot decide (the mtime alone moved).
+/// cannot decide: the mtime alone moved, or `before` is racy and the stat
+/// is the same (a file too large to hash is then taken as updated).
 pub fn classify(
     before: Option<&FileMeta>,
     after: Option<&FileMeta>,
@@ -88,6 +123,8 @@ pub fn classify(
                     Some(old) if hash_now() == Some(old) => Some(EventType::MetadataChanged),
                     _ => Some(EventType::Updated),
                 }
+            } else if b.racy && !matches!(b.hash, Some(old) if hash_now() == Some(old)) {
+                Some(EventType::Updated)
             } else if meta_changed {
                 Some(EventType::MetadataChanged)
             } else {
@@ -166,6 +203,7 @@ mod tests {
             gid: 0,
             xattrs: 0,
             hash: Some(7),
+            racy: false,
         }
     }
 
@@ -222,6 +260,47 @@ mod tests {
             classify(Some(&unhashed), Some(&touched), || Some(7)),
             Some(EventType::Updated)
         );
+    }
+
+    #[test]
+    fn a_racy_entry_with_the_same_stat_is_settled_by_its_content() {
+        let racy = FileMeta {
+            racy: true,
+            ..meta()
+        };
+        assert_eq!(classify(Some(&racy), Some(&meta()), || Some(7)), None);
+        assert_eq!(
+            classify(Some(&racy), Some(&meta()), || Some(8)),
+            Some(EventType::Updated),
+            "rewritten within the tick"
+        );
+        let chmod = FileMeta {
+            mode: 0o100600,
+            ..meta()
+        };
+        assert_eq!(
+            classify(Some(&racy), Some(&chmod), || Some(7)),
+            Some(EventType::MetadataChanged)
+        );
+        let large = FileMeta { hash: None, ..racy };
+        assert_eq!(
+            classify(Some(&large), Some(&meta()), || None),
+            Some(EventType::Updated),
+            "no hash to prove it unchanged"
+        );
+        let unused = || -> Option<i64> { panic!("the stat decides") };
+        assert_eq!(classify(Some(&meta()), Some(&meta()), unused), None);
+    }
+
+    #[test]
+    fn racy_means_seen_within_a_tick_of_the_mtime() {
+        let ns = 1_700_000_000_123_456_789;
+        assert!(is_racy(ns, ns + 10_000_000));
+        assert!(!is_racy(ns, ns + 60_000_000));
+        assert!(is_racy(ns, ns - 1), "an mtime in the future");
+        let seconds = 1_700_000_000_000_000_000;
+        assert!(is_racy(seconds, seconds + 1_500_000_000));
+        assert!(!is_racy(seconds, seconds + 2_000_000_000));
     }
 
     #[test]

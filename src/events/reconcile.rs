@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::EventType;
 use super::ignore::Ignore;
-use super::index::{FileMeta, HASH_LIMIT, classify, content_hash};
+use super::index::{FileMeta, HASH_LIMIT, classify, content_hash, now_ns};
 
 /// What the watcher saw, per path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +114,8 @@ pub struct Reconciler {
     dir_rescans: Vec<(String, Instant)>,
     /// The cookie of the `RenameTo` just applied, if it compared its path.
     arrived_by: Option<usize>,
+    /// Racy entries found unchanged, to store (see [`Reconciler::take_settled`]).
+    settled: Vec<(String, FileMeta)>,
 }
 
 /// When to walk a new directory again. notify adds the watches of a new
@@ -139,6 +141,7 @@ impl Reconciler {
             settle_rules: Vec::new(),
             dir_rescans: Vec::new(),
             arrived_by: None,
+            settled: Vec::new(),
         }
     }
 
@@ -347,6 +350,9 @@ impl Reconciler {
         let mut hash = LazyHash::new(&abs);
         let now_meta = regular_file_meta(&abs);
         let Some(kind) = classify(self.index.get(vp), now_meta.as_ref(), || hash.get()) else {
+            if let Some(m) = now_meta {
+                self.settle_racy(vp, m, &mut hash);
+            }
             return;
         };
         let now_meta = now_meta.map(|m| hash.fill(m));
@@ -364,6 +370,23 @@ impl Reconciler {
             change.raw = self.raw.remove(vp);
         }
         out.push(change);
+    }
+
+    /// An entry seen racily and found unchanged (same stat, same content)
+    /// by a look far enough from its mtime is no longer racy: stored so,
+    /// quietly (no event), so later comparisons trust its `stat`.
+    fn settle_racy(&mut self, vp: &str, now_meta: FileMeta, hash: &mut LazyHash) {
+        if self.index.get(vp).is_some_and(|m| m.racy) && !now_meta.racy {
+            let settled = hash.fill(now_meta);
+            self.index.insert(vp.to_owned(), settled);
+            self.settled.push((vp.to_owned(), settled));
+        }
+    }
+
+    /// Index entries settled without an event since the last call, for the
+    /// store.
+    pub fn take_settled(&mut self) -> Vec<(String, FileMeta)> {
+        std::mem::take(&mut self.settled)
     }
 
     /// A path is gone (removed, or moved out): the file, or every file of
@@ -528,7 +551,8 @@ impl Reconciler {
 
     fn scan_all_inner(&mut self, now: Instant, out: &mut Vec<Change>) -> usize {
         let mut held = 0;
-        let found = walk_parallel(&self.root);
+        let scan_start = now_ns();
+        let found = walk_parallel(&self.root, scan_start);
         let mut seen: BTreeMap<String, FileMeta> = BTreeMap::new();
         for (abs, meta) in found {
             if let Some(path) = self.virtual_path(&abs) {
@@ -572,10 +596,7 @@ impl Reconciler {
                 None => out.push(Change::new(EventType::Deleted, old_path, None, None)),
             }
         }
-        let recent = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-            - 2_000_000_000;
+        let recent = scan_start - 2_000_000_000;
         for (path, meta) in appeared {
             if meta.mtime_ns >= recent {
                 // Possibly still being written: let the settle path decide.
@@ -597,10 +618,13 @@ impl Reconciler {
             let abs = self.abs(&path);
             let mut hash = LazyHash::new(&abs);
             let after = seen[&path];
-            if let Some(kind) = classify(self.index.get(&path), Some(&after), || hash.get()) {
-                let after = hash.fill(after);
-                self.index.insert(path.clone(), after);
-                out.push(Change::new(kind, path, None, Some(after)));
+            match classify(self.index.get(&path), Some(&after), || hash.get()) {
+                Some(kind) => {
+                    let after = hash.fill(after);
+                    self.index.insert(path.clone(), after);
+                    out.push(Change::new(kind, path, None, Some(after)));
+                }
+                None => self.settle_racy(&path, after, &mut hash),
             }
         }
         held
@@ -614,10 +638,11 @@ fn is_dir(abs: &Path) -> bool {
 /// The index state of a regular file, or `None` for anything else (absent,
 /// a directory, a symlink: symlinks are never followed).
 fn regular_file_meta(abs: &Path) -> Option<FileMeta> {
+    let seen = now_ns();
     std::fs::symlink_metadata(abs)
         .ok()
         .filter(|m| m.file_type().is_file())
-        .map(|m| FileMeta::read(abs, &m))
+        .map(|m| FileMeta::read(abs, &m, seen))
 }
 
 /// A file's content hash, read at most once and only when asked.
@@ -672,7 +697,7 @@ fn walk_names(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// [`walk`] of the whole tree, its top-level directories shared out among
 /// the cores (a walk is a `stat` and an `llistxattr` per file).
-fn walk_parallel(root: &Path) -> Vec<(PathBuf, FileMeta)> {
+fn walk_parallel(root: &Path, seen_ns: i64) -> Vec<(PathBuf, FileMeta)> {
     let mut found = Vec::new();
     let mut dirs = Vec::new();
     if let Ok(entries) = std::fs::read_dir(root) {
@@ -686,7 +711,7 @@ fn walk_parallel(root: &Path) -> Vec<(PathBuf, FileMeta)> {
                     dirs.push(path);
                 }
             } else if let (true, Ok(m)) = (kind.is_file(), entry.metadata()) {
-                let meta = FileMeta::read(&path, &m);
+                let meta = FileMeta::read(&path, &m, seen_ns);
                 found.push((path, meta));
             }
         }
@@ -696,7 +721,7 @@ fn walk_parallel(root: &Path) -> Vec<(PathBuf, FileMeta)> {
         .min(dirs.len());
     if threads <= 1 {
         for dir in dirs {
-            walk(root, &dir, &mut found);
+            walk(root, &dir, seen_ns, &mut found);
         }
         return found;
     }
@@ -709,7 +734,7 @@ fn walk_parallel(root: &Path) -> Vec<(PathBuf, FileMeta)> {
                     loop {
                         let next = queue.lock().map(|mut q| q.next()).unwrap_or(None);
                         let Some(dir) = next else { break };
-                        walk(root, &dir, &mut mine);
+                        walk(root, &dir, seen_ns, &mut mine);
                     }
                     mine
                 })
@@ -726,7 +751,7 @@ fn walk_parallel(root: &Path) -> Vec<(PathBuf, FileMeta)> {
 
 /// Every regular file under `dir` with its metadata, without following
 /// symlinks, skipping nexusd's own state directory.
-fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, FileMeta)>) {
+fn walk(root: &Path, dir: &Path, seen_ns: i64, out: &mut Vec<(PathBuf, FileMeta)>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -739,9 +764,9 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, FileMeta)>) {
             if dir == root && entry.file_name() == ".nexus" {
                 continue;
             }
-            walk(root, &path, out);
+            walk(root, &path, seen_ns, out);
         } else if let (true, Ok(m)) = (kind.is_file(), entry.metadata()) {
-            let meta = FileMeta::read(&path, &m);
+            let meta = FileMeta::read(&path, &m, seen_ns);
             out.push((path, meta));
         }
     }
@@ -956,6 +981,78 @@ mod tests {
                 (EventType::Moved, "/b2".into(), Some("/b".into()))
             ]
         );
+    }
+
+    /// Writes `content` to `path` and gives it the mtime `at`, as a write
+    /// within one tick of the kernel's clock would.
+    fn write_at(path: &Path, content: &str, at: std::time::SystemTime) {
+        let f = std::fs::File::create(path).unwrap();
+        std::io::Write::write_all(&mut &f, content.as_bytes()).unwrap();
+        f.set_modified(at).unwrap();
+    }
+
+    #[test]
+    fn a_rewrite_within_the_tick_of_the_last_look_is_an_update() {
+        let mut f = Fixture::new();
+        // An mtime ahead of the clock: every look at it is within its tick.
+        let tick = std::time::SystemTime::now() + Duration::from_secs(3600);
+        write_at(&f.p("r.txt"), "aaaa", tick);
+        assert_eq!(
+            f.hint(Hint::Closed(f.p("r.txt"))),
+            vec![(EventType::Created, "/r.txt".into())]
+        );
+        write_at(&f.p("r.txt"), "bbbb", tick);
+        assert_eq!(
+            f.hint(Hint::Closed(f.p("r.txt"))),
+            vec![(EventType::Updated, "/r.txt".into())],
+            "same size, same mtime, other bytes"
+        );
+        write_at(&f.p("r.txt"), "bbbb", tick);
+        assert!(f.hint(Hint::Closed(f.p("r.txt"))).is_empty());
+    }
+
+    #[test]
+    fn a_racy_entry_found_unchanged_later_is_settled_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.txt");
+        let long_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        write_at(&path, "aaaa", long_ago);
+        let m = std::fs::symlink_metadata(&path).unwrap();
+        // As stored by a look within the tick of its mtime.
+        let stored = FileMeta {
+            racy: true,
+            hash: content_hash(&path),
+            ..FileMeta::read(&path, &m, super::now_ns())
+        };
+        let index = BTreeMap::from([("/s.txt".to_owned(), stored)]);
+        let mut rec = Reconciler::new(
+            dir.path().to_path_buf(),
+            index.clone(),
+            Ignore::defaults(),
+            Timing::default(),
+        );
+        let mut out = Vec::new();
+        rec.scan_all(Instant::now(), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        let settled = rec.take_settled();
+        assert_eq!(settled.len(), 1);
+        assert!(!settled[0].1.racy);
+        assert_eq!(settled[0].1.hash, stored.hash);
+        rec.scan_all(Instant::now(), &mut out);
+        assert!(out.is_empty() && rec.take_settled().is_empty());
+
+        // The same stored entry, but the bytes changed within that tick.
+        write_at(&path, "bbbb", long_ago);
+        let mut rec = Reconciler::new(
+            dir.path().to_path_buf(),
+            index,
+            Ignore::defaults(),
+            Timing::default(),
+        );
+        rec.scan_all(Instant::now(), &mut out);
+        let got: Vec<_> = out.iter().map(|c| (c.kind, c.path.as_str())).collect();
+        assert_eq!(got, vec![(EventType::Updated, "/s.txt")]);
+        assert!(rec.take_settled().is_empty());
     }
 
     #[test]

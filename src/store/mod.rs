@@ -182,7 +182,7 @@ impl Store {
     pub async fn load_index(&self) -> Result<BTreeMap<String, FileMeta>, StoreError> {
         use futures_util::TryStreamExt;
         let mut rows = sqlx::query(
-            "SELECT path, ino, dev, size, mtime_ns, mode, uid, gid, xattrs, hash FROM file_index",
+            "SELECT path, ino, dev, size, mtime_ns, mode, uid, gid, xattrs, hash, racy FROM file_index",
         )
         .fetch(&self.pool);
         let mut index = BTreeMap::new();
@@ -197,6 +197,7 @@ impl Store {
                 gid: row.get::<i64, _>("gid") as u32,
                 xattrs: row.get("xattrs"),
                 hash: row.get("hash"),
+                racy: row.get::<i64, _>("racy") != 0,
             };
             index.insert(row.get("path"), meta);
         }
@@ -257,11 +258,11 @@ impl Store {
         }
         for chunk in puts.chunks(rows) {
             let sql = format!(
-                "INSERT INTO file_index (path, ino, dev, size, mtime_ns, mode, uid, gid, xattrs, hash) VALUES {} \
+                "INSERT INTO file_index (path, ino, dev, size, mtime_ns, mode, uid, gid, xattrs, hash, racy) VALUES {} \
                  ON CONFLICT (path) DO UPDATE SET ino = excluded.ino, dev = excluded.dev, size = excluded.size, \
                  mtime_ns = excluded.mtime_ns, mode = excluded.mode, uid = excluded.uid, gid = excluded.gid, \
-                 xattrs = excluded.xattrs, hash = excluded.hash",
-                batch.values(10, chunk.len())
+                 xattrs = excluded.xattrs, hash = excluded.hash, racy = excluded.racy",
+                batch.values(11, chunk.len())
             );
             let mut q = sqlx::query(&sql);
             for (path, m) in chunk {
@@ -275,7 +276,8 @@ impl Store {
                     .bind(i64::from(m.uid))
                     .bind(i64::from(m.gid))
                     .bind(m.xattrs)
-                    .bind(m.hash);
+                    .bind(m.hash)
+                    .bind(i64::from(m.racy));
             }
             q.execute(&mut *tx).await?;
         }

@@ -236,6 +236,58 @@ fn state_kept_elsewhere_through_a_symlinked_nexus_dir_still_starts() {
     );
 }
 
+crate::on_both!(
+    a_rewrite_in_the_tick_of_the_last_look_is_found_at_the_next_start,
+    racy_restart
+);
+
+/// `research/watching.md` 19: a file rewritten with the same length within
+/// the clock tick of the agent's last look at it keeps its size and mtime.
+/// That look was stored as racy; the next start compares the content, and
+/// its own look, far from the mtime, is trusted from then on.
+fn racy_restart(backend: crate::agent::Backend) {
+    use std::time::{Duration, SystemTime};
+    let mut agent = Agent::start_on(backend, &[("idle.yaml", NO_WORKFLOWS)], &[]);
+    // An mtime ahead of the clock: the agent looks within its tick.
+    let tick = SystemTime::now() + Duration::from_millis(500) + Duration::from_nanos(123_457);
+    write_at(&agent.path("/r.txt"), "aaaa", tick);
+    wait_count(&agent, "file.created", 1);
+    assert_eq!(racy(&agent, "/r.txt"), Some(true));
+    assert!(agent.stop().success());
+    write_at(&agent.path("/r.txt"), "bbbb", tick);
+    agent.wait_until("the clock past the tick", || {
+        SystemTime::now() > tick + Duration::from_millis(100)
+    });
+    agent.spawn(&[]);
+    wait_count(&agent, "file.updated", 1);
+    assert_eq!(racy(&agent, "/r.txt"), Some(false));
+    assert!(agent.stop().success());
+    agent.spawn(&[]);
+    agent.barrier();
+    assert_eq!(seen(&agent), ["file.created /r.txt", "file.updated /r.txt"]);
+}
+
+/// Writes `content` to `path` and gives it the mtime `at` before closing it.
+fn write_at(path: &std::path::Path, content: &str, at: std::time::SystemTime) {
+    use std::io::Write;
+    let mut f = fs::File::create(path).unwrap();
+    f.write_all(content.as_bytes()).unwrap();
+    f.set_modified(at).unwrap();
+}
+
+/// Whether the index holds `path` as racy.
+fn racy(agent: &Agent, path: &str) -> Option<bool> {
+    let path = path.to_owned();
+    agent.query(async move |pool| {
+        sqlx::query_scalar::<_, i64>("SELECT racy FROM file_index WHERE path = $1")
+            .bind(path)
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+            .map(|r| r != 0)
+    })
+}
+
 crate::on_both!(changes_made_while_stopped_are_found_at_start, catch_up);
 
 fn catch_up(backend: crate::agent::Backend) {
