@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::events::EventType;
 
@@ -25,6 +25,8 @@ pub struct Metrics {
     gaps: AtomicU64,
     gap_changes: AtomicU64,
     watcher_errors: AtomicU64,
+    /// Some directory has no watch (the inotify watch limit): polled instead.
+    watch_degraded: AtomicBool,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -39,6 +41,7 @@ pub static METRICS: Metrics = Metrics {
     gaps: ZERO,
     gap_changes: ZERO,
     watcher_errors: ZERO,
+    watch_degraded: AtomicBool::new(false),
 };
 
 impl Metrics {
@@ -80,6 +83,15 @@ impl Metrics {
 
     pub fn watcher_error(&self) {
         self.watcher_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn set_watch_degraded(&self, degraded: bool) {
+        self.watch_degraded.store(degraded, Ordering::Relaxed);
+    }
+
+    /// Whether some directory of the data dir has no watch.
+    pub fn watch_degraded(&self) -> bool {
+        self.watch_degraded.load(Ordering::Relaxed)
     }
 
     /// The exposition text; `queue` holds the current (status, count) of
@@ -151,6 +163,11 @@ impl Metrics {
                 .map_or(0, |(_, n)| *n);
             let _ = writeln!(out, "nexus_queue_depth{{status=\"{status}\"}} {n}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP nexus_watch_degraded 1 while some directory has no watch (the inotify watch limit) and the data dir is polled.\n# TYPE nexus_watch_degraded gauge\nnexus_watch_degraded {}",
+            u8::from(self.watch_degraded())
+        );
         let counters = [
             (
                 "nexus_retries_total",

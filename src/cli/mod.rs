@@ -362,7 +362,9 @@ pub struct ServeArgs {
     pub lease: std::time::Duration,
     /// How often to look for other agents' applies, pauses and released
     /// runs when no notification came (PostgreSQL's LISTEN/NOTIFY wakes an
-    /// agent at once; this is the fallback).
+    /// agent at once; this is the fallback), and to compare the data dir
+    /// with the index while some directory has no watch (past the inotify
+    /// watch limit).
     #[arg(long, default_value = "5s", value_parser = parse_positive_duration)]
     pub poll_interval: std::time::Duration,
 }

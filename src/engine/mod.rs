@@ -173,6 +173,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         registry,
         dispatcher,
         max_chain_depth: opts.max_chain_depth,
+        poll_interval: opts.poll_interval,
     };
     let result = events.run(reconciler, watch, hints).await;
     shutdown.cancel();
@@ -340,13 +341,16 @@ struct EventsWorker {
     registry: Arc<Registry>,
     dispatcher: Dispatcher,
     max_chain_depth: u32,
+    /// How often the tree is compared with the index while some directory
+    /// has no watch (`--poll-interval`).
+    poll_interval: Duration,
 }
 
 impl EventsWorker {
     async fn run(
         &self,
         mut rec: Reconciler,
-        watch: Watch,
+        mut watch: Watch,
         mut hints: mpsc::Receiver<Hint>,
     ) -> anyhow::Result<()> {
         let started = Instant::now();
@@ -370,8 +374,13 @@ impl EventsWorker {
             ms = started.elapsed().as_millis() as u64,
             "ready"
         );
+        // While the watch is degraded: when to compare the tree next.
+        let mut next_poll = Instant::now() + self.poll_interval;
         loop {
             let deadline = rec.next_deadline().map(tokio::time::Instant::from_std);
+            let poll = watch
+                .is_degraded()
+                .then(|| tokio::time::Instant::from_std(next_poll));
             tokio::select! {
                 biased;
                 () = self.rt.shutdown.cancelled() => break,
@@ -392,6 +401,7 @@ impl EventsWorker {
                     None => break,
                 },
                 () = sleep_until_opt(deadline) => {}
+                () = sleep_until_opt(poll) => {}
             }
             let current = self.live.current();
             if !Arc::ptr_eq(&current, &version) {
@@ -407,6 +417,22 @@ impl EventsWorker {
                 release_free_memory();
                 self.record_gap("overflow: watch events were lost", found, scan_started)
                     .await;
+            }
+            if watch.is_degraded() && Instant::now() >= next_poll {
+                let scan_started = Instant::now();
+                next_poll = scan_started + self.poll_interval;
+                // The limit may have been raised: watched again, the last
+                // comparison below covers the time without.
+                watch.rewatch();
+                let found = rec.scan_all(scan_started, &mut changes);
+                if found > 0 {
+                    self.record_gap(
+                        "poll: directories without a watch (the inotify watch limit)",
+                        found,
+                        scan_started,
+                    )
+                    .await;
+                }
             }
             rec.tick(Instant::now(), &mut changes);
             let settled = rec.take_settled();

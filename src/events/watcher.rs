@@ -4,9 +4,11 @@
 //! reader lets the kernel queue overflow. It `try_send`s into a bounded
 //! channel; when the channel is full, or notify reports an error or a
 //! rescan, it raises the `lost` flag instead, and the consumer compares the
-//! whole tree with the index. Nothing is dropped silently.
+//! whole tree with the index. Nothing is dropped silently. Past the inotify
+//! watch limit some directories have no watch: the watch is degraded, and
+//! the consumer compares the tree with the index every poll interval.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -23,11 +25,82 @@ pub const CHANNEL_CAPACITY: usize = 131_072;
 
 /// A running watch; dropping it stops notify.
 pub struct Watch {
-    _watcher: RecommendedWatcher,
+    watcher: RecommendedWatcher,
+    root: PathBuf,
     /// Set when hints were lost; the consumer must rescan and clear it.
     pub lost: Arc<AtomicBool>,
     /// Woken when `lost` is set.
     pub lost_wake: Arc<Notify>,
+    /// Set while some directory has no watch (the inotify watch limit is
+    /// reached): the consumer then compares the tree with the index every
+    /// poll interval, and tries [`Watch::rewatch`].
+    degraded: Arc<AtomicBool>,
+}
+
+impl Watch {
+    /// Whether some directory has no watch.
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::SeqCst)
+    }
+
+    /// Watches every directory again (the limit may have been raised, or
+    /// directories removed); true when all have a watch now.
+    pub fn rewatch(&mut self) -> bool {
+        match self.watch_tree() {
+            Ok(()) => !self.is_degraded(),
+            Err(e) => {
+                tracing::warn!(error = %e, "watching the data dir again failed");
+                false
+            }
+        }
+    }
+
+    /// Watches every directory under the root but nexusd's own state
+    /// (SQLite's WAL is written at every commit, steps' output files: never
+    /// an event, and without a watch the kernel does not queue their writes
+    /// for notify to read and drop). At the watch limit, the directories
+    /// reached keep their watches and the watch is degraded.
+    fn watch_tree(&mut self) -> notify::Result<()> {
+        let result = self.watcher.watch(&self.root, RecursiveMode::Recursive);
+        // Only a cost if it fails (a `.nexus` that is a symlink has no watch).
+        if let Err(e) = self.watcher.unwatch(&self.root.join(".nexus")) {
+            tracing::debug!(error = %e, "`.nexus` stays watched");
+        }
+        match result {
+            Ok(()) => {
+                set_degraded(&self.degraded, false);
+                Ok(())
+            }
+            Err(e) if is_watch_limit(&e) => {
+                set_degraded(&self.degraded, true);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn is_watch_limit(e: &notify::Error) -> bool {
+    matches!(e.kind, notify::ErrorKind::MaxFilesWatch)
+}
+
+/// Records the watch's state, and says so in the log (loudly when some
+/// directory goes without a watch) and in `/health` and `/metrics`.
+fn set_degraded(flag: &AtomicBool, degraded: bool) {
+    if flag.swap(degraded, Ordering::SeqCst) == degraded {
+        return;
+    }
+    crate::metrics::METRICS.set_watch_degraded(degraded);
+    if degraded {
+        let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+            .map_or_else(|_| "?".to_owned(), |s| s.trim().to_owned());
+        tracing::error!(
+            max_user_watches = %limit,
+            "the inotify watch limit is reached: some directories of the data dir have no watch, so the data dir is compared with the index every poll interval instead; raise fs.inotify.max_user_watches (sysctl) to watch them all"
+        );
+    } else {
+        tracing::info!("every directory of the data dir is watched again");
+    }
 }
 
 /// Starts watching `root` recursively, without following symlinks. Data
@@ -42,7 +115,9 @@ pub fn watch(
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let lost = Arc::new(AtomicBool::new(false));
     let lost_wake = Arc::new(Notify::new());
+    let degraded = Arc::new(AtomicBool::new(false));
     let (flag, wake) = (Arc::clone(&lost), Arc::clone(&lost_wake));
+    let limited = Arc::clone(&degraded);
     let handler = move |res: notify::Result<Event>| {
         let lost = match res {
             Ok(event) if event.need_rescan() => true,
@@ -51,7 +126,14 @@ pub fn watch(
                 Some(hint) => tx.try_send(hint).is_err(),
                 None => return,
             },
-            Err(_) => true,
+            Err(e) => {
+                // A new directory beyond the watch limit: its files are found
+                // by the rescan, its later changes by the polls.
+                if is_watch_limit(&e) {
+                    set_degraded(&limited, true);
+                }
+                true
+            }
         };
         if lost {
             // Counted once per loss, not per dropped hint.
@@ -62,24 +144,16 @@ pub fn watch(
         }
     };
     let config = notify::Config::default().with_follow_symlinks(false);
-    let mut watcher = RecommendedWatcher::new(handler, config)?;
-    watcher.watch(root, RecursiveMode::Recursive)?;
-    // nexusd's own state (SQLite's WAL is written for every commit, steps'
-    // output files) is never an event: without a watch there, the kernel
-    // does not queue its writes for notify to read and drop.
-    // Only a cost if it fails (a `.nexus` that is a symlink has no watch).
-    let state = root.join(".nexus");
-    if let Err(e) = watcher.unwatch(&state) {
-        tracing::debug!(error = %e, "`.nexus` stays watched");
-    }
-    Ok((
-        Watch {
-            _watcher: watcher,
-            lost,
-            lost_wake,
-        },
-        rx,
-    ))
+    let watcher = RecommendedWatcher::new(handler, config)?;
+    let mut watch = Watch {
+        watcher,
+        root: root.to_path_buf(),
+        lost,
+        lost_wake,
+        degraded,
+    };
+    watch.watch_tree()?;
+    Ok((watch, rx))
 }
 
 /// A data notification (create, write, close, attributes, removal) of a

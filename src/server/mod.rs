@@ -83,7 +83,16 @@ pub fn router(api: Api) -> Router {
         .with_state(api)
 }
 
+/// `ok`, or `degraded` while some directory of the data dir has no watch
+/// (its changes are then found by polling, seconds late).
 async fn health() -> Json<Value> {
+    if crate::metrics::METRICS.watch_degraded() {
+        return Json(json!({
+            "status": "degraded",
+            "version": env!("CARGO_PKG_VERSION"),
+            "reason": "the inotify watch limit is reached: some directories are polled; raise fs.inotify.max_user_watches",
+        }));
+    }
     Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
 }
 

@@ -62,6 +62,9 @@ pub struct Agent {
     pub config: PathBuf,
     pub log: PathBuf,
     pub backend: Backend,
+    /// Runs the agent in a user namespace of its own whose inotify watch
+    /// limit is this (`/proc/sys/user/max_inotify_watches`).
+    pub watch_limit: Option<u32>,
     child: Option<Child>,
     _dir: tempfile::TempDir,
 }
@@ -97,6 +100,13 @@ impl Agent {
 
     /// The same, recording in `backend`.
     pub fn start_on(backend: Backend, definitions: &[(&str, &str)], extra: &[&str]) -> Agent {
+        let mut agent = Agent::new_on(backend, definitions);
+        agent.spawn(extra);
+        agent
+    }
+
+    /// Its directories made, not started yet ([`Agent::spawn`] starts it).
+    pub fn new_on(backend: Backend, definitions: &[(&str, &str)]) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let config = dir.path().join("config");
@@ -107,16 +117,15 @@ impl Agent {
         }
         let data = data.canonicalize().unwrap();
         let log = dir.path().join("agent.log");
-        let mut agent = Agent {
+        Agent {
             data,
             config,
             log,
             backend,
+            watch_limit: None,
             child: None,
             _dir: dir,
-        };
-        agent.spawn(extra);
-        agent
+        }
     }
 
     /// Starts an agent on the repository's `workflows.example/`.
@@ -152,7 +161,20 @@ impl Agent {
             args.extend(["--database-url".to_owned(), url.clone()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new(env!("CARGO_BIN_EXE_nexusd"))
+        let bin = env!("CARGO_BIN_EXE_nexusd");
+        let mut command = match self.watch_limit {
+            Some(limit) => {
+                let mut c = Command::new("unshare");
+                c.args(["--user", "--map-root-user", "sh", "-c"])
+                    .arg(format!(
+                        "echo {limit} > /proc/sys/user/max_inotify_watches && exec \"$0\" \"$@\""
+                    ))
+                    .arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = command
             .args(&args)
             .env("NEXUS_LOG", "info,nexusd=debug")
             .stdin(Stdio::null())
@@ -219,6 +241,13 @@ impl Agent {
     /// The agent's API root, `http://ADDR`.
     pub fn url(&self) -> String {
         format!("http://{}", self.http_addr())
+    }
+
+    /// The body of `GET PATH` on the agent's public routes.
+    pub fn get_public(&self, path: &str) -> String {
+        let url = format!("{}{path}", self.url());
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        block_on(async move { reqwest::get(url).await.unwrap().text().await.unwrap() })
     }
 
     /// Runs `nexusd admin ARGS` on the agent's database.

@@ -18,21 +18,7 @@ const LOG_STEP: &str =
 #[test]
 fn health_answers_with_the_version() {
     let agent = Agent::start(&[], &[]);
-    let addr = agent.http_addr();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let text = rt.block_on(async {
-        reqwest::get(format!("http://{addr}/health"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
-    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let body: serde_json::Value = serde_json::from_str(&agent.get_public("/health")).unwrap();
     assert_eq!(
         body,
         serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})

@@ -4,7 +4,7 @@
 use std::fs;
 use std::process::Command;
 
-use crate::agent::Agent;
+use crate::agent::{Agent, Backend};
 
 const NO_WORKFLOWS: &str = "apiVersion: nexus/v1\nkind: Workflow\nmetadata: {name: idle}\nspec:\n  on: [{event: file.created, pattern: /never/*}]\n  steps: [{name: s, action: log, with: {message: x}}]\n";
 
@@ -286,6 +286,69 @@ fn racy(agent: &Agent, path: &str) -> Option<bool> {
             .unwrap()
             .map(|r| r != 0)
     })
+}
+
+#[test]
+fn past_the_inotify_watch_limit_directories_are_polled_and_nothing_is_lost() {
+    let mut agent = Agent::new_on(Backend::Sqlite, &[("idle.yaml", NO_WORKFLOWS)]);
+    for i in 1..=20 {
+        fs::create_dir(agent.path(&format!("/d{i}"))).unwrap();
+    }
+    // The config dir, the data dir and a few of its 20 directories.
+    agent.watch_limit = Some(8);
+    agent.spawn(&["--poll-interval", "1s"]);
+    assert!(
+        agent
+            .log_text()
+            .contains("the inotify watch limit is reached"),
+        "{}",
+        agent.log_text()
+    );
+    let health: serde_json::Value = serde_json::from_str(&agent.get_public("/health")).unwrap();
+    assert_eq!(health["status"], "degraded");
+    let metrics = agent.get_public("/metrics");
+    assert!(metrics.contains("\nnexus_watch_degraded 1\n"), "{metrics}");
+    for i in 1..=20 {
+        agent.write(&format!("/d{i}/f.txt"), "x");
+    }
+    agent.write("/late/g.txt", "y");
+    wait_count(&agent, "file.created", 21);
+    agent.barrier();
+    let mut got = seen(&agent);
+    got.sort();
+    let mut expected: Vec<String> = (1..=20)
+        .map(|i| format!("file.created /d{i}/f.txt"))
+        .collect();
+    expected.push("file.created /late/g.txt".to_owned());
+    expected.sort();
+    assert_eq!(got, expected, "each file once");
+    assert!(
+        agent
+            .gaps()
+            .iter()
+            .any(|(reason, _)| reason.starts_with("poll:")),
+        "{:?}",
+        agent.gaps()
+    );
+    // The limit raised: every directory has its watch again at the next poll.
+    let raised = Command::new("nsenter")
+        .args(["--user", "--target", &agent.pid().to_string()])
+        .args(["sh", "-c", "echo 1000 > /proc/sys/user/max_inotify_watches"])
+        .status()
+        .unwrap();
+    assert!(raised.success());
+    agent.wait_until("the watch whole again", || {
+        agent
+            .log_text()
+            .contains("every directory of the data dir is watched again")
+    });
+    let health: serde_json::Value = serde_json::from_str(&agent.get_public("/health")).unwrap();
+    assert_eq!(health["status"], "ok");
+    // No polls any more: these come from the watches.
+    for i in 1..=20 {
+        agent.write(&format!("/d{i}/h.txt"), "x");
+    }
+    wait_count(&agent, "file.created", 41);
 }
 
 crate::on_both!(changes_made_while_stopped_are_found_at_start, catch_up);
