@@ -35,6 +35,9 @@ pub struct Watch {
     /// reached): the consumer then compares the tree with the index every
     /// poll interval, and tries [`Watch::rewatch`].
     degraded: Arc<AtomicBool>,
+    /// Directories that cannot be watched (not readable by the agent),
+    /// each named in a warning once.
+    unreadable: std::collections::HashSet<PathBuf>,
 }
 
 impl Watch {
@@ -61,7 +64,10 @@ impl Watch {
     /// for notify to read and drop). At the watch limit, the directories
     /// reached keep their watches and the watch is degraded.
     fn watch_tree(&mut self) -> notify::Result<()> {
-        let result = self.watcher.watch(&self.root, RecursiveMode::Recursive);
+        let mut result = self.watcher.watch(&self.root, RecursiveMode::Recursive);
+        if result.as_ref().is_err_and(|e| self.skippable(e)) {
+            result = self.watch_each();
+        }
         // Only a cost if it fails (a `.nexus` that is a symlink has no watch).
         if let Err(e) = self.watcher.unwatch(&self.root.join(".nexus")) {
             tracing::debug!(error = %e, "`.nexus` stays watched");
@@ -76,6 +82,62 @@ impl Watch {
                 Ok(())
             }
             Err(e) => Err(e),
+        }
+    }
+}
+
+impl Watch {
+    /// A directory the agent may not read (a mount point's `lost+found`),
+    /// or one removed during the walk: no reason to watch nothing.
+    fn skippable(&self, e: &notify::Error) -> bool {
+        match &e.kind {
+            notify::ErrorKind::Io(io) => io.kind() == std::io::ErrorKind::PermissionDenied,
+            notify::ErrorKind::PathNotFound => !e.paths.contains(&self.root),
+            _ => false,
+        }
+    }
+
+    /// notify's recursive watch stops at the first directory it cannot
+    /// watch, leaving those after it without one. Watched one by one,
+    /// deepest first (each recursively, so its new subdirectories are
+    /// watched as they come), a directory that cannot be watched costs only
+    /// itself. Every directory's subtree is walked again: this is the
+    /// fallback, not the way.
+    fn watch_each(&mut self) -> notify::Result<()> {
+        let mut dirs = Vec::new();
+        directories(&self.root, 0, &mut dirs);
+        dirs.sort_by_key(|(depth, _)| std::cmp::Reverse(*depth));
+        for (_, dir) in dirs {
+            match self.watcher.watch(&dir, RecursiveMode::Recursive) {
+                Ok(()) => {}
+                // Removed meanwhile: nothing to say.
+                Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => {}
+                Err(e) if self.skippable(&e) => {
+                    for path in e.paths {
+                        if self.unreadable.insert(path.clone()) {
+                            tracing::warn!(dir = %path.display(), "cannot watch a directory the agent may not read: changes inside it are not seen (give the agent read access, or move it out of the data dir)");
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every directory under `dir` (itself included) with its depth, without
+/// following symlinks or entering nexusd's state.
+fn directories(dir: &Path, depth: usize, out: &mut Vec<(usize, PathBuf)>) {
+    out.push((depth, dir.to_path_buf()));
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir())
+            && !(depth == 0 && entry.file_name() == ".nexus")
+        {
+            directories(&entry.path(), depth + 1, out);
         }
     }
 }
@@ -151,6 +213,7 @@ pub fn watch(
         lost,
         lost_wake,
         degraded,
+        unreadable: Default::default(),
     };
     watch.watch_tree()?;
     Ok((watch, rx))

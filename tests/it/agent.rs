@@ -65,6 +65,9 @@ pub struct Agent {
     /// Runs the agent in a user namespace of its own whose inotify watch
     /// limit is this (`/proc/sys/user/max_inotify_watches`).
     pub watch_limit: Option<u32>,
+    /// Runs the agent as `nobody`, where permissions count (the tests run
+    /// as root): see [`Agent::hand_over_to_nobody`].
+    as_nobody: bool,
     child: Option<Child>,
     _dir: tempfile::TempDir,
 }
@@ -123,6 +126,7 @@ impl Agent {
             log,
             backend,
             watch_limit: None,
+            as_nobody: false,
             child: None,
             _dir: dir,
         }
@@ -163,6 +167,11 @@ impl Agent {
         args.extend(extra.iter().map(|s| s.to_string()));
         let bin = env!("CARGO_BIN_EXE_nexusd");
         let mut command = match self.watch_limit {
+            _ if self.as_nobody => {
+                let mut c = Command::new("setpriv");
+                c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", bin]);
+                c
+            }
             Some(limit) => {
                 let mut c = Command::new("unshare");
                 c.args(["--user", "--map-root-user", "sh", "-c"])
@@ -241,6 +250,18 @@ impl Agent {
     /// The agent's API root, `http://ADDR`.
     pub fn url(&self) -> String {
         format!("http://{}", self.http_addr())
+    }
+
+    /// From now on the agent runs as `nobody`, and its directories (as
+    /// they are now) are nobody's.
+    pub fn hand_over_to_nobody(&mut self) {
+        let chown = Command::new("chown")
+            .args(["-R", "nobody:nogroup"])
+            .arg(self.data.parent().unwrap())
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        self.as_nobody = true;
     }
 
     /// The body of `GET PATH` on the agent's public routes.

@@ -351,6 +351,45 @@ fn past_the_inotify_watch_limit_directories_are_polled_and_nothing_is_lost() {
     wait_count(&agent, "file.created", 41);
 }
 
+#[test]
+fn a_directory_the_agent_may_not_read_costs_only_itself() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut agent = Agent::new_on(Backend::Sqlite, &[("idle.yaml", NO_WORKFLOWS)]);
+    for dir in ["/a", "/lost+found", "/m/deep", "/z"] {
+        fs::create_dir_all(agent.path(dir)).unwrap();
+    }
+    agent.hand_over_to_nobody();
+    // As a mount point's lost+found: root's, for root alone.
+    std::os::unix::fs::chown(agent.path("/lost+found"), Some(0), Some(0)).unwrap();
+    fs::set_permissions(agent.path("/lost+found"), fs::Permissions::from_mode(0o700)).unwrap();
+    agent.spawn(&[]);
+    let log = agent.log_text();
+    assert!(
+        log.contains("cannot watch a directory the agent may not read")
+            && log.contains("lost+found"),
+        "{log}"
+    );
+    for file in ["/a/1", "/m/2", "/m/deep/3", "/z/4", "/new/5"] {
+        agent.write(file, "x");
+    }
+    wait_count(&agent, "file.created", 5);
+    agent.barrier();
+    let mut got = seen(&agent);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "file.created /a/1",
+            "file.created /m/2",
+            "file.created /m/deep/3",
+            "file.created /new/5",
+            "file.created /z/4"
+        ]
+    );
+    let health: serde_json::Value = serde_json::from_str(&agent.get_public("/health")).unwrap();
+    assert_eq!(health["status"], "ok");
+}
+
 crate::on_both!(changes_made_while_stopped_are_found_at_start, catch_up);
 
 fn catch_up(backend: crate::agent::Backend) {
