@@ -35,6 +35,22 @@ fn sh(agent: &Agent, script: &str) {
     assert!(status.success(), "{script}");
 }
 
+/// Every event so far, sorted, once `n` events `prefix` came and then a
+/// barrier: nothing more is on its way.
+fn settled_sorted(agent: &Agent, prefix: &str, n: usize) -> Vec<String> {
+    wait_count(agent, prefix, n);
+    agent.barrier();
+    let mut got = seen(agent);
+    got.sort();
+    got
+}
+
+/// `/health`'s `status`.
+fn health(agent: &Agent) -> String {
+    let body: serde_json::Value = serde_json::from_str(&agent.get_public("/health")).unwrap();
+    body["status"].as_str().unwrap_or_default().to_owned()
+}
+
 fn wait_count(agent: &Agent, prefix: &str, n: usize) -> Vec<String> {
     let mut got = Vec::new();
     agent.wait_until(&format!("{n} events `{prefix}`"), || {
@@ -53,12 +69,8 @@ fn nested_directories_made_at_once_are_scanned() {
     fs::create_dir_all(agent.path("/a/b/c")).unwrap();
     fs::write(agent.path("/a/b/c/f.txt"), "x").unwrap();
     sh(&agent, "mkdir -p s/t/u && echo x > s/t/u/g.txt");
-    wait_count(&agent, "file.created", 2);
-    agent.barrier();
-    let mut got = seen(&agent);
-    got.sort();
     assert_eq!(
-        got,
+        settled_sorted(&agent, "file.created", 2),
         ["file.created /a/b/c/f.txt", "file.created /s/t/u/g.txt"]
     );
 }
@@ -304,18 +316,14 @@ fn past_the_inotify_watch_limit_directories_are_polled_and_nothing_is_lost() {
         "{}",
         agent.log_text()
     );
-    let health: serde_json::Value = serde_json::from_str(&agent.get_public("/health")).unwrap();
-    assert_eq!(health["status"], "degraded");
+    assert_eq!(health(&agent), "degraded");
     let metrics = agent.get_public("/metrics");
     assert!(metrics.contains("\nnexus_watch_degraded 1\n"), "{metrics}");
     for i in 1..=20 {
         agent.write(&format!("/d{i}/f.txt"), "x");
     }
     agent.write("/late/g.txt", "y");
-    wait_count(&agent, "file.created", 21);
-    agent.barrier();
-    let mut got = seen(&agent);
-    got.sort();
+    let got = settled_sorted(&agent, "file.created", 21);
     let mut expected: Vec<String> = (1..=20)
         .map(|i| format!("file.created /d{i}/f.txt"))
         .collect();
@@ -342,8 +350,7 @@ fn past_the_inotify_watch_limit_directories_are_polled_and_nothing_is_lost() {
             .log_text()
             .contains("every directory of the data dir is watched again")
     });
-    let health: serde_json::Value = serde_json::from_str(&agent.get_public("/health")).unwrap();
-    assert_eq!(health["status"], "ok");
+    assert_eq!(health(&agent), "ok");
     // No polls any more: these come from the watches.
     for i in 1..=20 {
         agent.write(&format!("/d{i}/h.txt"), "x");
@@ -372,12 +379,8 @@ fn a_directory_the_agent_may_not_read_costs_only_itself() {
     for file in ["/a/1", "/m/2", "/m/deep/3", "/z/4", "/new/5"] {
         agent.write(file, "x");
     }
-    wait_count(&agent, "file.created", 5);
-    agent.barrier();
-    let mut got = seen(&agent);
-    got.sort();
     assert_eq!(
-        got,
+        settled_sorted(&agent, "file.created", 5),
         [
             "file.created /a/1",
             "file.created /m/2",
@@ -386,8 +389,7 @@ fn a_directory_the_agent_may_not_read_costs_only_itself() {
             "file.created /z/4"
         ]
     );
-    let health: serde_json::Value = serde_json::from_str(&agent.get_public("/health")).unwrap();
-    assert_eq!(health["status"], "ok");
+    assert_eq!(health(&agent), "ok");
 }
 
 crate::on_both!(changes_made_while_stopped_are_found_at_start, catch_up);
