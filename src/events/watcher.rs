@@ -87,12 +87,14 @@ impl Watch {
 }
 
 impl Watch {
-    /// A directory the agent may not read (a mount point's `lost+found`),
-    /// or one removed during the walk: no reason to watch nothing.
+    /// A directory below the root that the agent may not read (a mount
+    /// point's `lost+found`), or that was removed during the walk: no
+    /// reason to watch nothing. The root itself is another matter.
     fn skippable(&self, e: &notify::Error) -> bool {
+        let below = !e.paths.contains(&self.root);
         match &e.kind {
-            notify::ErrorKind::Io(io) => io.kind() == std::io::ErrorKind::PermissionDenied,
-            notify::ErrorKind::PathNotFound => !e.paths.contains(&self.root),
+            notify::ErrorKind::Io(io) => below && io.kind() == std::io::ErrorKind::PermissionDenied,
+            notify::ErrorKind::PathNotFound => below,
             _ => false,
         }
     }
