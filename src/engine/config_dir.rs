@@ -3,7 +3,8 @@
 //! (source: the directory, with prune); a valid set replaces the live one
 //! at once (runs in flight finish on the version they started with), an
 //! invalid one is reported with file, line and column and the last good set
-//! stays live.
+//! stays live. Where the directory cannot be watched (the inotify watch
+//! limit), it is read again every poll interval instead.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,7 +32,12 @@ pub fn apply_options(dir: &Path) -> ApplyOptions {
     }
 }
 
-pub async fn config_worker(dir: PathBuf, registry: Arc<Registry>, shutdown: CancellationToken) {
+pub async fn config_worker(
+    dir: PathBuf,
+    registry: Arc<Registry>,
+    poll_interval: Duration,
+    shutdown: CancellationToken,
+) {
     let (tx, mut rx) = mpsc::channel::<()>(1);
     let handler = move |res: notify::Result<notify::Event>| {
         // Reading the directory to reload it opens its files: those access
@@ -44,17 +50,17 @@ pub async fn config_worker(dir: PathBuf, registry: Arc<Registry>, shutdown: Canc
         // One pending reload is enough: a full channel means one is queued.
         let _ = tx.try_send(());
     };
-    let mut watcher = match notify::recommended_watcher(handler) {
+    let watching = notify::recommended_watcher(handler).and_then(|mut w| {
+        w.watch(&dir, RecursiveMode::Recursive)?;
+        Ok(w)
+    });
+    let _watcher = match watching {
         Ok(w) => w,
         Err(e) => {
-            tracing::error!(error = %e, dir = %dir.display(), "cannot watch the config dir; definitions will not reload");
-            return;
+            tracing::error!(error = %e, dir = %dir.display(), every = %humantime::format_duration(poll_interval), "cannot watch the config dir: it is read again at every poll interval instead");
+            return poll_worker(dir, registry, poll_interval, shutdown).await;
         }
     };
-    if let Err(e) = watcher.watch(&dir, RecursiveMode::Recursive) {
-        tracing::error!(error = %e, dir = %dir.display(), "cannot watch the config dir; definitions will not reload");
-        return;
-    }
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -69,6 +75,50 @@ pub async fn config_worker(dir: PathBuf, registry: Arc<Registry>, shutdown: Canc
         }
         reload(&dir, &registry).await;
     }
+}
+
+/// Without a watch: reloads when a file's name, size or mtime changed.
+async fn poll_worker(
+    dir: PathBuf,
+    registry: Arc<Registry>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut last = fingerprint(&dir);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(every) => {}
+        }
+        let now = fingerprint(&dir);
+        if now != last {
+            last = now;
+            reload(&dir, &registry).await;
+        }
+    }
+}
+
+/// Every file under `dir` with its size and mtime, in order.
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    fn walk(dir: &Path, out: &mut Vec<(PathBuf, u64, Option<std::time::SystemTime>)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                walk(&entry.path(), out);
+            } else {
+                out.push((entry.path(), meta.len(), meta.modified().ok()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out.sort();
+    out
 }
 
 async fn reload(dir: &Path, registry: &Registry) {

@@ -142,6 +142,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         tokio::spawn(config_dir::config_worker(
             dir,
             Arc::clone(&registry),
+            opts.poll_interval,
             shutdown.clone(),
         ))
     });

@@ -70,6 +70,32 @@ fn the_config_dir_is_reconciled_and_a_bad_change_keeps_the_last_good_set() {
 }
 
 #[test]
+fn with_no_inotify_watch_at_all_the_data_and_config_dirs_are_polled() {
+    let mut agent = Agent::new_on(crate::agent::Backend::Sqlite, &[]);
+    agent.watch_limit = Some(0);
+    agent.spawn(&["--poll-interval", "1s"]);
+    let log = agent.log_text();
+    assert!(
+        log.contains("cannot watch the config dir")
+            && log.contains("the inotify watch limit is reached"),
+        "{log}"
+    );
+    fs::write(
+        agent.config.join("a.yaml"),
+        workflow("polled", "file.created", "/in/*", LOG_STEP),
+    )
+    .unwrap();
+    agent.wait_until("the config dir read again", || {
+        agent
+            .log_text()
+            .contains("definitions reloaded workflows=1")
+    });
+    agent.write("/in/1", "x");
+    let runs = agent.wait_runs("polled", 1);
+    assert_eq!(runs[0].path, "/in/1");
+}
+
+#[test]
 fn a_workflow_feeding_itself_stops_at_the_chain_depth() {
     let steps = "    - name: again\n      action: file.append\n      with: {path: \"{{event.path}}\", content: x}\n";
     let agent = Agent::start(
