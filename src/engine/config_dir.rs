@@ -57,7 +57,7 @@ pub async fn config_worker(
     let _watcher = match watching {
         Ok(w) => w,
         Err(e) => {
-            tracing::error!(error = %e, dir = %dir.display(), every = %humantime::format_duration(poll_interval), "cannot watch the config dir: it is read again at every poll interval instead");
+            tracing::error!(error = %e, dir = %dir.display(), every = %humantime::format_duration(poll_interval), "cannot watch the config dir: it is read again at every poll interval instead (past the inotify watch limit, raise fs.inotify.max_user_watches)");
             return poll_worker(dir, registry, poll_interval, shutdown).await;
         }
     };

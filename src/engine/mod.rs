@@ -379,7 +379,7 @@ impl EventsWorker {
         let mut next_poll = Instant::now() + self.poll_interval;
         loop {
             let deadline = rec.next_deadline().map(tokio::time::Instant::from_std);
-            let poll = watch
+            let poll_at = watch
                 .is_degraded()
                 .then(|| tokio::time::Instant::from_std(next_poll));
             tokio::select! {
@@ -402,31 +402,35 @@ impl EventsWorker {
                     None => break,
                 },
                 () = sleep_until_opt(deadline) => {}
-                () = sleep_until_opt(poll) => {}
+                () = sleep_until_opt(poll_at) => {}
             }
             let current = self.live.current();
             if !Arc::ptr_eq(&current, &version) {
                 rec.set_settle_rules(current.settle_rules());
                 version = current;
             }
-            if watch.lost.swap(false, Ordering::SeqCst) {
-                tracing::warn!(
-                    "watch events were lost (queue overflow or watcher error): rescanning the data dir"
-                );
+            // Lost events and a due poll share one comparison of the tree.
+            let lost = watch.lost.swap(false, Ordering::SeqCst);
+            let poll = watch.is_degraded() && Instant::now() >= next_poll;
+            if lost || poll {
                 let scan_started = Instant::now();
+                if poll {
+                    next_poll = scan_started + self.poll_interval;
+                    // The limit may have been raised: watched again, the
+                    // comparison below covers the time without.
+                    watch.rewatch();
+                }
+                if lost {
+                    tracing::warn!(
+                        "watch events were lost (queue overflow or watcher error): rescanning the data dir"
+                    );
+                }
                 let found = rec.scan_all(scan_started, &mut changes);
                 release_free_memory();
-                self.record_gap("overflow: watch events were lost", found, scan_started)
-                    .await;
-            }
-            if watch.is_degraded() && Instant::now() >= next_poll {
-                let scan_started = Instant::now();
-                next_poll = scan_started + self.poll_interval;
-                // The limit may have been raised: watched again, the last
-                // comparison below covers the time without.
-                watch.rewatch();
-                let found = rec.scan_all(scan_started, &mut changes);
-                if found > 0 {
+                if lost {
+                    self.record_gap("overflow: watch events were lost", found, scan_started)
+                        .await;
+                } else if found > 0 {
                     self.record_gap(
                         "poll: directories without a watch (the inotify watch limit)",
                         found,

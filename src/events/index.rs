@@ -92,13 +92,6 @@ pub fn is_racy(mtime_ns: i64, seen_ns: i64) -> bool {
     seen_ns.saturating_sub(mtime_ns) < window
 }
 
-/// Now, in Unix nanoseconds: the time a `stat` is taken at.
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
-
 /// The event that takes a file from `before` to `after` (either may be
 /// absent), or `None` when nothing a user would call a change happened.
 /// `hash_now` is asked for the current content hash only when the stat

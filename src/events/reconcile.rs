@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use super::EventType;
 use super::ignore::Ignore;
-use super::index::{FileMeta, HASH_LIMIT, classify, content_hash, now_ns};
+use super::index::{FileMeta, HASH_LIMIT, classify, content_hash};
+use super::now_ns;
 
 /// What the watcher saw, per path.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -47,14 +47,10 @@ impl Watch {
     }
 
     /// Watches every directory again (the limit may have been raised, or
-    /// directories removed); true when all have a watch now.
-    pub fn rewatch(&mut self) -> bool {
-        match self.watch_tree() {
-            Ok(()) => !self.is_degraded(),
-            Err(e) => {
-                tracing::warn!(error = %e, "watching the data dir again failed");
-                false
-            }
+    /// directories removed); [`Watch::is_degraded`] says how it went.
+    pub fn rewatch(&mut self) {
+        if let Err(e) = self.watch_tree() {
+            tracing::warn!(error = %e, "watching the data dir again failed");
         }
     }
 
@@ -84,9 +80,7 @@ impl Watch {
             Err(e) => Err(e),
         }
     }
-}
 
-impl Watch {
     /// A directory below the root that the agent may not read (a mount
     /// point's `lost+found`), or that was removed during the walk: no
     /// reason to watch nothing. The root itself is another matter.

@@ -12,6 +12,12 @@ fn workflow(name: &str, event: &str, pattern: &str, steps: &str) -> String {
     )
 }
 
+/// Waits until the agent says it reloaded its config dir to `workflows`.
+fn wait_for_reload(agent: &Agent, workflows: usize) {
+    let line = format!("definitions reloaded workflows={workflows}");
+    agent.wait_until(&line, || agent.log_text().contains(&line));
+}
+
 const LOG_STEP: &str =
     "    - {name: s, action: log, with: {message: \"{{event.type}} {{event.path}}\"}}\n";
 
@@ -33,11 +39,7 @@ fn the_config_dir_is_reconciled_and_a_bad_change_keeps_the_last_good_set() {
         workflow("late", "file.created", "/in/*", LOG_STEP),
     )
     .unwrap();
-    agent.wait_until("the reload", || {
-        agent
-            .log_text()
-            .contains("definitions reloaded workflows=1")
-    });
+    wait_for_reload(&agent, 1);
     agent.write("/in/1", "x");
     agent.wait_runs("late", 1);
     fs::write(
@@ -59,11 +61,7 @@ fn the_config_dir_is_reconciled_and_a_bad_change_keeps_the_last_good_set() {
     let runs = agent.wait_runs("late", 2);
     assert_eq!(runs.len(), 2, "the last good definition still runs");
     fs::remove_file(agent.config.join("a.yaml")).unwrap();
-    agent.wait_until("the removal", || {
-        agent
-            .log_text()
-            .contains("definitions reloaded workflows=0")
-    });
+    wait_for_reload(&agent, 0);
     agent.write("/in/3", "x");
     agent.barrier();
     assert_eq!(agent.runs().len(), 2, "a removed workflow stops triggering");
@@ -85,11 +83,7 @@ fn with_no_inotify_watch_at_all_the_data_and_config_dirs_are_polled() {
         workflow("polled", "file.created", "/in/*", LOG_STEP),
     )
     .unwrap();
-    agent.wait_until("the config dir read again", || {
-        agent
-            .log_text()
-            .contains("definitions reloaded workflows=1")
-    });
+    wait_for_reload(&agent, 1);
     agent.write("/in/1", "x");
     let runs = agent.wait_runs("polled", 1);
     assert_eq!(runs[0].path, "/in/1");
