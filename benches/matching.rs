@@ -30,20 +30,20 @@ fn matching(c: &mut Criterion) {
     let loaded = load_text(Path::new("bench.yaml"), text.as_bytes(), &limits);
     assert!(!loaded.diagnostics.has_errors(), "{}", loaded.diagnostics);
     let set = loaded.set;
-    let matcher = Matcher::new(&set);
+    let matcher = Matcher::new(set);
     // Warm the lazily compiled matchers, as a running agent has.
     let hit = "/bench/57/3/report.txt";
-    assert_eq!(matcher.matching(&set, EventType::Created, hit).len(), 1);
+    assert_eq!(matcher.matching(EventType::Created, hit).len(), 1);
     c.bench_function("one event against 1,000 workflows (one matches)", |b| {
-        b.iter(|| matcher.matching(&set, EventType::Created, std::hint::black_box(hit)))
+        b.iter(|| matcher.matching(EventType::Created, std::hint::black_box(hit)))
     });
     let miss = "/elsewhere/report.txt";
     c.bench_function("one event against 1,000 workflows (none matches)", |b| {
-        b.iter(|| matcher.matching(&set, EventType::Created, std::hint::black_box(miss)))
+        b.iter(|| matcher.matching(EventType::Created, std::hint::black_box(miss)))
     });
     let ignored = "/bench/57/3/report_out.txt";
     c.bench_function("one event against 1,000 workflows (ignored)", |b| {
-        b.iter(|| matcher.matching(&set, EventType::Created, std::hint::black_box(ignored)))
+        b.iter(|| matcher.matching(EventType::Created, std::hint::black_box(ignored)))
     });
 }
 

@@ -437,6 +437,9 @@ pub struct TestMatchArgs {
     /// The file's virtual path, e.g. /workspace/uploads/a.txt.
     #[arg(long)]
     pub path: String,
+    /// With `--event file.moved`: the path the file was moved from.
+    #[arg(long)]
+    pub old_path: Option<String>,
     /// `table` or `json`.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
     pub output: Output,

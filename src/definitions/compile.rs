@@ -20,7 +20,7 @@ use super::raw::{
 use super::steps::compile_steps;
 use super::yaml::{Located, Node, Target};
 use crate::events::{EventSet, EventType};
-use crate::matching::Pattern;
+use crate::pattern::Pattern;
 
 /// A JSON pointer into the document being compiled.
 pub type Ptr = Vec<String>;

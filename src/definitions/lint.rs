@@ -24,8 +24,11 @@ fn dead_patterns(doc: &mut Doc<'_>, workflow: &Workflow, ptr: &[String]) {
                     "it ends with `/`, so it matches directories, and events are only for files"
                         .to_owned(),
                 )
-            } else if pattern.rooted == "/.nexus" || pattern.rooted.starts_with("/.nexus/") {
-                Some("`/.nexus/` is nexusd's own state and never produces events".to_owned())
+            } else if crate::datadir::is_state_path(&pattern.rooted) {
+                Some(format!(
+                    "`{}/` is nexusd's own state and never produces events",
+                    crate::datadir::STATE_VPATH
+                ))
             } else {
                 let sample = pattern.sample_path();
                 trigger
@@ -50,7 +53,7 @@ fn dead_patterns(doc: &mut Doc<'_>, workflow: &Workflow, ptr: &[String]) {
 
 /// An ignore pattern covers a trigger pattern when it is the same glob or
 /// `**`-rooted catch-all; anything finer is left alone (no false alarms).
-fn covers(ignore: &crate::matching::Pattern, pattern: &crate::matching::Pattern) -> bool {
+fn covers(ignore: &crate::pattern::Pattern, pattern: &crate::pattern::Pattern) -> bool {
     ignore.rooted == pattern.rooted || ignore.rooted == "/**" || ignore.rooted == "/**/*"
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::events::EventSet;
-use crate::matching::Pattern;
+use crate::pattern::Pattern;
 use crate::templates::Template;
 
 /// Where a definition came from.

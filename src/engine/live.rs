@@ -8,12 +8,12 @@ use std::sync::{Arc, RwLock};
 use crate::definitions::DefinitionSet;
 use crate::definitions::model::Workflow;
 use crate::events::EventType;
-use crate::matching::Matcher;
+use crate::matching::{Matcher, Scope, Verdict};
+use crate::pattern::Pattern;
 
 /// One version of the definitions.
 pub struct Live {
     pub workflows: Vec<Arc<Workflow>>,
-    set: DefinitionSet,
     matcher: Matcher,
     /// Secret values by name, for every declared secret; shared by the runs.
     pub secrets: Arc<Vec<(String, String)>>,
@@ -43,94 +43,28 @@ impl Live {
                 secrets.push((name.clone(), value));
             }
         }
-        let matcher = Matcher::new(&set);
         Ok(Live {
             workflows: set.workflows.iter().cloned().map(Arc::new).collect(),
-            set,
-            matcher,
+            matcher: Matcher::new(set),
             secrets: Arc::new(secrets),
         })
     }
 
-    /// Why the workflows some pattern of which matches `path` do not run
-    /// for this event: `(workflow, reason)` for each, matched ones left out.
-    pub fn near_misses(&self, kind: EventType, path: &str) -> Vec<(&str, String)> {
-        use crate::matching::Decision;
-        self.matcher
-            .near(&self.set, kind, path)
-            .into_iter()
-            .filter_map(|(w, d)| {
-                let workflow = &self.set.workflows[w];
-                let reason = match d {
-                    Decision::Matched { .. } | Decision::NoPatternMatched => return None,
-                    Decision::Ignored { pattern } => format!("ignored by `{pattern}`"),
-                    Decision::EventTypeNotListed => {
-                        let listed: Vec<String> = workflow
-                            .triggers
-                            .iter()
-                            .map(|t| t.events.to_string())
-                            .collect();
-                        format!(
-                            "event type {kind} not listed (triggers on {})",
-                            listed.join("; ")
-                        )
-                    }
-                };
-                Some((workflow.name.as_str(), reason))
-            })
-            .collect()
+    /// What an event does: the workflows it starts and why the others
+    /// near it do not (the matcher's one decision, move rule included).
+    pub fn decide(&self, kind: EventType, path: &str, old_path: Option<&str>) -> Verdict {
+        self.matcher.decide(kind, path, old_path, Scope::Near)
     }
 
     /// Each trigger pattern with its trigger's `settle:` time.
-    pub fn settle_rules(&self) -> Vec<(crate::matching::Pattern, std::time::Duration)> {
-        self.set
+    pub fn settle_rules(&self) -> Vec<(Pattern, std::time::Duration)> {
+        self.matcher
+            .defs()
             .workflows
             .iter()
             .flat_map(|w| &w.triggers)
             .flat_map(|t| t.patterns.iter().map(|p| (p.clone(), t.settle)))
             .collect()
-    }
-
-    /// The workflows an event starts, each with the event type it sees: a
-    /// move into a workflow's scope is a `file.created` for it, a move out a
-    /// `file.deleted` (on the old path).
-    pub fn targets(
-        &self,
-        kind: EventType,
-        path: &str,
-        old_path: Option<&str>,
-    ) -> Vec<(Arc<Workflow>, EventType)> {
-        let in_new = self.matcher.candidates(&self.set, path);
-        let mut out = Vec::new();
-        match (kind, old_path) {
-            (EventType::Moved, Some(old)) => {
-                let in_old = self.matcher.candidates(&self.set, old);
-                for (w, events) in &in_new {
-                    let was_in = in_old.iter().any(|(o, _)| o == w);
-                    let seen = if was_in {
-                        EventType::Moved
-                    } else {
-                        EventType::Created
-                    };
-                    if events.contains(seen) {
-                        out.push((Arc::clone(&self.workflows[*w]), seen));
-                    }
-                }
-                for (w, events) in &in_old {
-                    if !in_new.iter().any(|(n, _)| n == w) && events.contains(EventType::Deleted) {
-                        out.push((Arc::clone(&self.workflows[*w]), EventType::Deleted));
-                    }
-                }
-            }
-            _ => {
-                for (w, events) in in_new {
-                    if events.contains(kind) {
-                        out.push((Arc::clone(&self.workflows[w]), kind));
-                    }
-                }
-            }
-        }
-        out
     }
 }
 

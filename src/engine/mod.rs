@@ -6,6 +6,7 @@ pub mod causes;
 pub mod clock;
 pub mod config_dir;
 pub mod dispatch;
+pub mod intake;
 pub mod live;
 pub mod registry;
 pub mod run;
@@ -22,16 +23,17 @@ use tokio_util::sync::CancellationToken;
 
 use self::causes::{Causes, Recent};
 use self::dispatch::Dispatcher;
+use self::intake::{Arrival, Intake, Target};
 use self::live::LiveHandle;
 use self::registry::{Action, Registry, documents_of};
-use self::run::{Job, RunChange, Runtime};
+use self::run::{Job, Runtime};
 use crate::definitions::{Limits, load_config_dir};
 use crate::events::ignore::Ignore;
 use crate::events::index::FileMeta;
 use crate::events::reconcile::{Change, Hint, Reconciler, Timing};
 use crate::events::watcher::{self, Watch};
-use crate::events::{Event, EventType, new_id, now_ms};
-use crate::store::{IndexOp, NewRun, RunStatus, Store, Write, Writer};
+use crate::events::{Event, EventType, Source, new_id, now_ms};
+use crate::store::{IndexOp, RunStatus, Store, Write, Writer};
 
 /// How the agent runs (`nexusd serve` flags).
 #[derive(Debug, Clone)]
@@ -64,7 +66,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("creating the data dir `{}`", opts.data_dir.display()))?;
     let data_dir = opts.data_dir.canonicalize()?;
-    let output_dir = data_dir.join(crate::steps::shell::OUTPUT_DIR);
+    let output_dir = data_dir.join(crate::datadir::OUTPUT_DIR);
     std::fs::create_dir_all(&output_dir)
         .with_context(|| format!("creating `{}`", output_dir.display()))?;
     let store = Store::open(opts.database_url.as_deref(), &data_dir).await?;
@@ -116,10 +118,17 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "http listening");
+    let intake = Intake {
+        rt: Arc::clone(&rt),
+        live: registry.live().clone(),
+        registry: Arc::clone(&registry),
+        dispatcher: dispatcher.clone(),
+        max_chain_depth: opts.max_chain_depth,
+    };
     let api = crate::server::Api {
         registry: Arc::clone(&registry),
         rt: Arc::clone(&rt),
-        dispatcher: dispatcher.clone(),
+        intake: intake.clone(),
     };
     let server = tokio::spawn(crate::server::http_worker(listener, api, shutdown.clone()));
 
@@ -169,11 +178,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     );
     let reconciler = Reconciler::new(data_dir.clone(), index, ignore, Timing::default());
     let events = EventsWorker {
-        rt: Arc::clone(&rt),
-        live: registry.live().clone(),
-        registry,
-        dispatcher,
-        max_chain_depth: opts.max_chain_depth,
+        intake,
         poll_interval: opts.poll_interval,
     };
     let result = events.run(reconciler, watch, hints).await;
@@ -337,11 +342,7 @@ async fn signal_worker(shutdown: CancellationToken) {
 
 /// Turns hints into changes, changes into recorded events and runs.
 struct EventsWorker {
-    rt: Arc<Runtime>,
-    live: LiveHandle,
-    registry: Arc<Registry>,
-    dispatcher: Dispatcher,
-    max_chain_depth: u32,
+    intake: Intake,
     /// How often the tree is compared with the index while some directory
     /// has no watch (`--poll-interval`).
     poll_interval: Duration,
@@ -356,7 +357,7 @@ impl EventsWorker {
     ) -> anyhow::Result<()> {
         let started = Instant::now();
         let mut changes: Vec<Change> = Vec::new();
-        let mut version = self.live.current();
+        let mut version = self.intake.live.current();
         rec.set_settle_rules(version.settle_rules());
         let caught_up = rec.scan_all(Instant::now(), &mut changes);
         self.record_gap(
@@ -366,7 +367,8 @@ impl EventsWorker {
         )
         .await;
         self.resume().await;
-        self.process(std::mem::take(&mut changes), rec.take_settled())
+        let scanned = 0..changes.len();
+        self.process(std::mem::take(&mut changes), scanned, rec.take_settled())
             .await;
         release_free_memory();
         tracing::info!(
@@ -384,7 +386,7 @@ impl EventsWorker {
                 .then(|| tokio::time::Instant::from_std(next_poll));
             tokio::select! {
                 biased;
-                () = self.rt.shutdown.cancelled() => break,
+                () = self.intake.rt.shutdown.cancelled() => break,
                 () = watch.lost_wake.notified() => {}
                 hint = hints.recv() => match hint {
                     Some(h) => {
@@ -404,13 +406,14 @@ impl EventsWorker {
                 () = sleep_until_opt(deadline) => {}
                 () = sleep_until_opt(poll_at) => {}
             }
-            let current = self.live.current();
+            let current = self.intake.live.current();
             if !Arc::ptr_eq(&current, &version) {
                 rec.set_settle_rules(current.settle_rules());
                 version = current;
             }
             // Lost events and a due poll share one comparison of the tree.
             let lost = watch.lost.swap(false, Ordering::SeqCst);
+            let mut scanned = 0..0;
             let poll = watch.is_degraded() && Instant::now() >= next_poll;
             if lost || poll {
                 let scan_started = Instant::now();
@@ -425,7 +428,9 @@ impl EventsWorker {
                         "watch events were lost (queue overflow or watcher error): rescanning the data dir"
                     );
                 }
+                let before = changes.len();
                 let found = rec.scan_all(scan_started, &mut changes);
+                scanned = before..changes.len();
                 release_free_memory();
                 if lost {
                     self.record_gap("overflow: watch events were lost", found, scan_started)
@@ -442,7 +447,8 @@ impl EventsWorker {
             rec.tick(Instant::now(), &mut changes);
             let settled = rec.take_settled();
             if !changes.is_empty() || !settled.is_empty() {
-                self.process(std::mem::take(&mut changes), settled).await;
+                self.process(std::mem::take(&mut changes), scanned, settled)
+                    .await;
             }
         }
         drop(watch);
@@ -460,6 +466,7 @@ impl EventsWorker {
             "gap: the tree was compared with the index"
         );
         if let Err(e) = self
+            .intake
             .rt
             .store
             .record_gap(reason, changes, scan_ms, now_ms())
@@ -476,38 +483,50 @@ impl EventsWorker {
         // failed to claim from every other node.
         let mut wait = Duration::from_millis(100);
         loop {
-            let (node, until) = self.rt.lease_now();
+            let (node, until) = self.intake.rt.lease_now();
             match self
+                .intake
                 .rt
                 .store
                 .claim_unfinished(&node, until, now_ms(), true)
                 .await
             {
-                Ok(runs) => return take_up(&self.rt, &self.live, &self.dispatcher, runs).await,
+                Ok(runs) => {
+                    return take_up(
+                        &self.intake.rt,
+                        &self.intake.live,
+                        &self.intake.dispatcher,
+                        runs,
+                    )
+                    .await;
+                }
                 Err(e) => tracing::error!(error = %e, "cannot claim unfinished runs; trying again"),
             }
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                () = self.rt.shutdown.cancelled() => return,
+                () = self.intake.rt.shutdown.cancelled() => return,
             }
             wait = (wait * 2).min(Duration::from_secs(5));
         }
     }
 
     /// Records the events of `changes` with their runs, and the index
-    /// entries `settled` without an event, then hands the runs over.
-    async fn process(&self, changes: Vec<Change>, settled: Vec<(String, FileMeta)>) {
-        let live = self.live.current();
-        let secrets = Arc::clone(&live.secrets);
-        let mut events = Vec::new();
+    /// entries `settled` without an event, then hands the runs over. The
+    /// changes in `scanned` came from a comparison of the tree.
+    async fn process(
+        &self,
+        changes: Vec<Change>,
+        scanned: std::ops::Range<usize>,
+        settled: Vec<(String, FileMeta)>,
+    ) {
+        let rt = &self.intake.rt;
         // First: a change of the same path later in the batch wins.
         let mut index: Vec<IndexOp> = settled
             .into_iter()
             .map(|(path, meta)| IndexOp::Put(path, meta))
             .collect();
-        let mut runs = Vec::new();
-        let mut jobs = Vec::new();
-        for c in changes {
+        let mut arrivals = Vec::with_capacity(changes.len());
+        for (i, c) in changes.into_iter().enumerate() {
             if let Some(old) = &c.old_path {
                 index.push(IndexOp::Remove(old.clone()));
             }
@@ -523,117 +542,32 @@ impl EventsWorker {
                 size: c.meta.map(|m| m.size),
                 mtime_ms: c.meta.map(|m| m.mtime_ms()),
                 observed_ms: now_ms(),
-                cause: self.rt.causes.take(&c.path),
-                actor: self.rt.actors.take(&c.path),
+                cause: rt.causes.take(&c.path),
+                actor: rt.actors.take(&c.path),
+                source: if scanned.contains(&i) {
+                    Source::Scan
+                } else {
+                    Source::Watch
+                },
                 path: c.path,
                 old_path: c.old_path,
                 raw_abs: c.raw,
             };
             tracing::debug!(event = %event.id, kind = %event.kind, path = %event.path, "event");
-            let first_run = runs.len();
-            for (workflow, seen) in live.targets(event.kind, &event.path, event.old_path.as_deref())
-            {
-                let mut ev = event.clone();
-                ev.kind = seen;
-                if seen == EventType::Deleted && event.kind == EventType::Moved {
-                    ev.path = event.old_path.clone().unwrap_or_default();
-                }
-                let run_id = new_id("run_");
-                let depth = ev.chain_depth();
-                let (status, reason) = if self.registry.is_paused(&workflow) {
-                    tracing::info!(workflow = %workflow.name, path = %ev.path, "paused: run skipped");
-                    (RunStatus::Skipped, Some("paused".to_owned()))
-                } else if depth > self.max_chain_depth {
-                    let cause = ev.cause.as_ref().map(|c| c.run_id.as_str()).unwrap_or("?");
-                    tracing::warn!(workflow = %workflow.name, path = %ev.path, depth, cause, "loop: run skipped");
-                    (
-                        RunStatus::Skipped,
-                        Some(format!(
-                            "loop: chain depth {depth} exceeds --max-chain-depth {} (caused by run {cause})",
-                            self.max_chain_depth
-                        )),
-                    )
-                } else {
-                    jobs.push(Job {
-                        run_id: run_id.clone(),
-                        workflow: Arc::clone(&workflow),
-                        event: ev.clone(),
-                        secrets: Arc::clone(&secrets),
-                        first_attempt: 1,
-                        not_before_ms: None,
-                        fence: 1,
-                    });
-                    (RunStatus::Queued, None)
-                };
-                runs.push(NewRun {
-                    id: run_id,
-                    workflow: workflow.name.clone(),
-                    event: ev,
-                    lease: (!status.is_final()).then(|| self.rt.lease_now()),
-                    status,
-                    reason,
-                    queued_ms: now_ms(),
-                });
-            }
-            let decisions = decision_log(&live, &event, &runs[first_run..]);
-            events.push((event, decisions));
+            arrivals.push(Arrival {
+                event,
+                target: Target::Matched,
+            });
         }
+        let plan = self.intake.plan(arrivals, index);
         // While the database is unreachable, wait for it: new hints queue up
-        // meanwhile (and past the buffer, a rescan finds their changes). An
-        // event given up on is not lost either: the stored index does not
-        // have its change, so the next start finds it again.
-        let mut wait = Duration::from_millis(50);
-        loop {
-            match self.rt.store.commit_events(&events, &index, &runs).await {
-                Ok(()) => break,
-                Err(e) if e.is_transient() && !self.rt.shutdown.is_cancelled() => {
-                    tracing::warn!(error = %e, events = events.len(), "the database is unreachable; retrying the events");
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        () = self.rt.shutdown.cancelled() => {}
-                    }
-                    wait = (wait * 2).min(Duration::from_secs(2));
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, events = events.len(), "recording events failed; their runs are not started (the next start finds the changes again)");
-                    return;
-                }
-            }
+        // meanwhile (and past the buffer, a rescan finds their changes).
+        if let Err(e) = self.intake.commit_patiently(&plan).await {
+            tracing::error!(error = %e, events = plan.events.len(), "recording events failed; their runs are not started (the next start finds the changes again)");
+            return;
         }
-        for (e, _) in &events {
-            crate::metrics::METRICS.event(e.kind);
-        }
-        for r in &runs {
-            let mut change = RunChange::new(&r.id, &r.workflow, &r.event.path, r.status);
-            change.reason = r.reason.clone();
-            self.rt.changed(change);
-        }
-        self.dispatcher.submit(jobs).await;
+        self.intake.publish(plan).await;
     }
-}
-
-/// What each workflow near an event decided, as the store keeps it: the
-/// runs it started (or skipped, and why), then the workflows whose patterns
-/// matched the path but that did not run, and why. `None` when no pattern
-/// matched at all.
-fn decision_log(live: &live::Live, event: &Event, runs: &[NewRun]) -> Option<String> {
-    let mut log: Vec<serde_json::Value> = runs
-        .iter()
-        .map(|r| {
-            let decision = if r.status == RunStatus::Skipped {
-                "skipped"
-            } else {
-                "run"
-            };
-            serde_json::json!({"workflow": r.workflow, "decision": decision, "run": r.id, "reason": r.reason})
-        })
-        .collect();
-    for (workflow, reason) in live.near_misses(event.kind, &event.path) {
-        if !runs.iter().any(|r| r.workflow == workflow) {
-            log.push(serde_json::json!({"workflow": workflow, "decision": "not matched", "reason": reason}));
-        }
-    }
-    (!log.is_empty()).then(|| serde_json::Value::Array(log).to_string())
 }
 
 /// Hands claimed unfinished runs to the dispatcher: queued ones as they

@@ -410,6 +410,7 @@ mod tests {
             cause: None,
             raw_abs: None,
             actor: None,
+            source: Default::default(),
         };
         let run = crate::store::NewRun {
             id: "run_1".into(),
@@ -421,7 +422,7 @@ mod tests {
             lease: Some(("node-test".into(), now_ms() + 30_000)),
         };
         store
-            .commit_events(&[(event.clone(), None)], &[], &[run])
+            .commit_events(&[(event.clone(), vec![])], &[], &[run])
             .await
             .unwrap();
         let job = Job {

@@ -29,6 +29,40 @@ pub struct Event {
     pub raw_abs: Option<std::path::PathBuf>,
     /// The API user whose request caused it (a file write, a trigger).
     pub actor: Option<String>,
+    /// How it entered the engine.
+    pub source: Source,
+}
+
+/// How an event entered the engine: seen by the watch, found by a
+/// comparison of the tree with the index (at start, after lost events, a
+/// poll), or made by an API request (`workflows trigger`; its user is the
+/// event's actor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Source {
+    #[default]
+    Watch,
+    Scan,
+    Api,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Watch => "watch",
+            Source::Scan => "scan",
+            Source::Api => "api",
+        }
+    }
+
+    /// The stored spelling back; an unknown one (a newer agent's) reads
+    /// as `watch`.
+    pub fn parse(text: &str) -> Source {
+        match text {
+            "scan" => Source::Scan,
+            "api" => Source::Api,
+            _ => Source::Watch,
+        }
+    }
 }
 
 /// What caused an event: a run's own write, and how deep the chain is.

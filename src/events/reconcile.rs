@@ -13,6 +13,7 @@
 //! after `vanish_grace`. The clock is passed in, so all of this is tested
 //! without sleeping.
 
+use crate::datadir::STATE_DIR;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -110,7 +111,7 @@ pub struct Reconciler {
     /// On-disk paths of names that are not UTF-8, by their escaped virtual path.
     raw: HashMap<String, PathBuf>,
     /// Per-pattern quiet times (triggers' `settle:`); the shortest match wins.
-    settle_rules: Vec<(crate::matching::Pattern, Duration)>,
+    settle_rules: Vec<(crate::pattern::Pattern, Duration)>,
     /// New directories to walk again, and when (see [`RESCAN_AFTER`]).
     dir_rescans: Vec<(String, Instant)>,
     /// The cookie of the `RenameTo` just applied, if it compared its path.
@@ -147,7 +148,7 @@ impl Reconciler {
     }
 
     /// Sets the triggers' own settle times (when the definitions change).
-    pub fn set_settle_rules(&mut self, rules: Vec<(crate::matching::Pattern, Duration)>) {
+    pub fn set_settle_rules(&mut self, rules: Vec<(crate::pattern::Pattern, Duration)>) {
         self.settle_rules = rules;
     }
 
@@ -172,7 +173,7 @@ impl Reconciler {
             return None;
         }
         let path = format!("/{rel_text}");
-        if path == "/.nexus" || path.starts_with("/.nexus/") || self.ignore.is_ignored(&path) {
+        if crate::datadir::is_state_path(&path) || self.ignore.is_ignored(&path) {
             return None;
         }
         if !exact {
@@ -686,7 +687,7 @@ fn walk_names(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
             continue;
         };
         if kind.is_dir() {
-            if dir == root && entry.file_name() == ".nexus" {
+            if dir == root && entry.file_name() == STATE_DIR {
                 continue;
             }
             walk_names(root, &entry.path(), out);
@@ -708,7 +709,7 @@ fn walk_parallel(root: &Path, seen_ns: i64) -> Vec<(PathBuf, FileMeta)> {
             };
             let path = entry.path();
             if kind.is_dir() {
-                if entry.file_name() != ".nexus" {
+                if entry.file_name() != STATE_DIR {
                     dirs.push(path);
                 }
             } else if let (true, Ok(m)) = (kind.is_file(), entry.metadata()) {
@@ -762,7 +763,7 @@ fn walk(root: &Path, dir: &Path, seen_ns: i64, out: &mut Vec<(PathBuf, FileMeta)
         };
         let path = entry.path();
         if kind.is_dir() {
-            if dir == root && entry.file_name() == ".nexus" {
+            if dir == root && entry.file_name() == STATE_DIR {
                 continue;
             }
             walk(root, &path, seen_ns, out);
@@ -850,7 +851,7 @@ mod tests {
     fn a_trigger_settle_time_applies_to_its_paths() {
         let mut f = Fixture::new();
         let rule = (
-            crate::matching::Pattern::new("/slow/*").unwrap(),
+            crate::pattern::Pattern::new("/slow/*").unwrap(),
             Duration::from_secs(2),
         );
         f.rec.set_settle_rules(vec![rule]);
@@ -1059,7 +1060,10 @@ mod tests {
     #[test]
     fn nexus_state_and_ignored_names_are_invisible() {
         let mut f = Fixture::new();
-        assert_eq!(f.rec.virtual_path(&f.p(".nexus/nexus.db")), None);
+        assert_eq!(
+            f.rec.virtual_path(&f.p(&format!("{STATE_DIR}/nexus.db"))),
+            None
+        );
         assert_eq!(f.rec.virtual_path(&f.p("x/.a.swp")), None);
         assert_eq!(f.rec.virtual_path(&f.p("x/a.txt")), Some("/x/a.txt".into()));
     }

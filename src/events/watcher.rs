@@ -18,6 +18,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::ignore::Ignore;
 use super::reconcile::Hint;
+use crate::datadir::STATE_DIR;
 
 /// Default capacity of the hint channel between notify's thread and the
 /// reconciler (`--event-buffer`).
@@ -64,9 +65,9 @@ impl Watch {
         if result.as_ref().is_err_and(|e| self.skippable(e)) {
             result = self.watch_each();
         }
-        // Only a cost if it fails (a `.nexus` that is a symlink has no watch).
-        if let Err(e) = self.watcher.unwatch(&self.root.join(".nexus")) {
-            tracing::debug!(error = %e, "`.nexus` stays watched");
+        // Only a cost if it fails (a state dir that is a symlink has no watch).
+        if let Err(e) = self.watcher.unwatch(&self.root.join(STATE_DIR)) {
+            tracing::debug!(error = %e, "the state dir stays watched");
         }
         match result {
             Ok(()) => {
@@ -131,7 +132,7 @@ fn directories(dir: &Path, depth: usize, out: &mut Vec<(usize, PathBuf)>) {
     };
     for entry in entries.flatten() {
         if entry.file_type().is_ok_and(|t| t.is_dir())
-            && !(depth == 0 && entry.file_name() == ".nexus")
+            && !(depth == 0 && entry.file_name() == STATE_DIR)
         {
             directories(&entry.path(), depth + 1, out);
         }
@@ -266,10 +267,11 @@ mod tests {
     #[tokio::test]
     async fn nexus_state_is_not_watched() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join(".nexus/tmp")).unwrap();
+        let state = dir.path().join(STATE_DIR);
+        std::fs::create_dir_all(dir.path().join(crate::datadir::OUTPUT_DIR)).unwrap();
         let (_watch, mut hints) = watch(dir.path(), 64, Ignore::defaults()).unwrap();
-        std::fs::write(dir.path().join(".nexus/nexus.db-wal"), "x").unwrap();
-        std::fs::write(dir.path().join(".nexus/tmp/out"), "x").unwrap();
+        std::fs::write(state.join("nexus.db-wal"), "x").unwrap();
+        std::fs::write(dir.path().join(crate::datadir::OUTPUT_DIR).join("out"), "x").unwrap();
         std::fs::write(dir.path().join("a.txt"), "x").unwrap();
         let deadline = std::time::Duration::from_secs(10);
         let first = tokio::time::timeout(deadline, hints.recv())

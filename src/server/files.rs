@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::error::{Body, P, Q};
 use super::{Api, ApiError, Caller};
-use crate::steps::builtin::{Vpath, atomic_write, io_error, make_parent, vpath};
+use crate::datadir::{Vpath, atomic_write, io_error, make_parent, vpath};
 use crate::store::timestamp;
 
 /// Checks the request's path: what the route captured, and the raw URI for
@@ -151,7 +151,7 @@ fn list_dir(root: &Dir, rel: &std::path::Path) -> std::io::Result<Vec<Value>> {
     for entry in dir.entries()? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if rel.as_os_str().is_empty() && name == ".nexus" {
+        if rel.as_os_str().is_empty() && name == crate::datadir::STATE_DIR {
             continue;
         }
         if let Ok(meta) = entry.metadata() {

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::error::ApiError;
 use crate::auth::{self, Role};
-use crate::engine::dispatch::Dispatcher;
+use crate::engine::intake::Intake;
 use crate::engine::registry::Registry;
 use crate::engine::run::Runtime;
 use crate::events::{new_id, now_ms};
@@ -31,7 +31,8 @@ use crate::events::{new_id, now_ms};
 pub struct Api {
     pub registry: Arc<Registry>,
     pub rt: Arc<Runtime>,
-    pub dispatcher: Dispatcher,
+    /// The way in for the events the API makes (`workflows trigger`).
+    pub intake: Intake,
 }
 
 /// The authenticated caller of a request.

@@ -15,10 +15,10 @@ use super::error::{Body, JsonBody, P, Q};
 use super::{Api, ApiError, Caller};
 use crate::definitions::load::SourceDocument;
 use crate::definitions::{Limits, load_text};
+use crate::engine::intake::{Arrival, Target};
 use crate::engine::registry::{Action, ApplyError, ApplyOptions, content_hash};
-use crate::engine::run::Job;
-use crate::events::{Event, EventType, new_id, now_ms};
-use crate::store::{NewRun, RunFilter, RunStatus, StoredDefinition, timestamp};
+use crate::events::{Event, EventType, Source, new_id, now_ms};
+use crate::store::{RunFilter, StoredDefinition, timestamp};
 
 pub async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> {
     Json(json!({"user": caller.user, "role": caller.role.as_str()}))
@@ -429,7 +429,7 @@ pub async fn trigger(
             "`path` is required: the file the run is for",
         ));
     };
-    let vpath = crate::steps::builtin::vpath(&path).map_err(ApiError::bad_request)?;
+    let vpath = crate::datadir::vpath(&path).map_err(ApiError::bad_request)?;
     let live = api.registry.live().current();
     let stage_prefix = format!("{name}/");
     let Some(workflow) = live
@@ -477,53 +477,27 @@ pub async fn trigger(
         cause: None,
         raw_abs: None,
         actor: Some(caller.user.clone()),
+        source: Source::Api,
     };
-    let run_id = new_id("run_");
-    let paused = api.registry.is_paused(&workflow);
-    let (status, reason) = if paused {
-        (RunStatus::Skipped, Some("paused".to_owned()))
-    } else {
-        (RunStatus::Queued, None)
-    };
-    let decision =
-        json!([{"workflow": workflow.name, "decision": if paused { "skipped" } else { "run" },
-        "run": run_id, "reason": if paused { "paused" } else { "triggered through the API" }}])
-        .to_string();
-    let run = NewRun {
-        id: run_id.clone(),
-        workflow: workflow.name.clone(),
-        event: event.clone(),
-        lease: (!paused).then(|| api.rt.lease_now()),
-        status,
-        reason,
-        queued_ms: now_ms(),
-    };
-    api.rt
-        .store
-        .commit_events(&[(event.clone(), Some(decision))], &[], &[run])
-        .await
-        .map_err(ApiError::store)?;
-    if !paused {
-        api.dispatcher
-            .submit(vec![Job {
-                run_id: run_id.clone(),
-                workflow: Arc::clone(&workflow),
-                event: event.clone(),
-                secrets: Arc::clone(&live.secrets),
-                first_attempt: 1,
-                not_before_ms: None,
-                fence: 1,
-            }])
-            .await;
-    }
-    tracing::info!(workflow = %workflow.name, path = %event.path, user = %caller.user, run = %run_id, "triggered");
+    let why = format!("triggered through the API by {}", caller.user);
+    let plan = api.intake.plan(
+        vec![Arrival {
+            event,
+            target: Target::Workflow(Arc::clone(&workflow), why),
+        }],
+        vec![],
+    );
+    api.intake.commit(&plan).await.map_err(ApiError::store)?;
+    let (run, event) = (plan.runs[0].clone(), plan.events[0].0.id.clone());
+    api.intake.publish(plan).await;
+    tracing::info!(workflow = %workflow.name, path = %run.event.path, user = %caller.user, run = %run.id, "triggered");
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({
-            "run": run_id,
+            "run": run.id,
             "workflow": workflow.name,
-            "event": event.id,
-            "status": status.as_str(),
+            "event": event,
+            "status": run.status.as_str(),
         })),
     ))
 }
@@ -690,7 +664,7 @@ pub async fn events(
     }
     let path = match q.path {
         Some(p) => Some(
-            crate::steps::builtin::vpath(&p)
+            crate::datadir::vpath(&p)
                 .map_err(ApiError::bad_request)?
                 .virt,
         ),

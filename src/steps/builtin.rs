@@ -1,17 +1,15 @@
-//! Built-in file actions. Every path is virtual and resolved beneath the
-//! data dir through a cap-std `Dir` (as `openat2(RESOLVE_BENEATH)` does):
-//! `..`, absolute escapes and symlinks that leave the tree fail, and
-//! `.nexus` is refused. Writes go to a temporary file that is renamed into
-//! place, so no other workflow ever sees half of one.
+//! Built-in file actions, on virtual paths confined beneath the data dir
+//! (see [`crate::datadir`]): the state dir is refused, and writes are
+//! atomic, so no other workflow ever sees half of one.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use cap_std::fs::{Dir, OpenOptions};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::{StepContext, StepOutcome};
+use crate::datadir::{Vpath, atomic_write, io_error, make_parent, vpath};
 use crate::definitions::model::Action;
 use crate::templates::Template;
 
@@ -66,12 +64,6 @@ impl Prepared {
     }
 }
 
-/// A virtual path and its relative form beneath the root.
-pub(crate) struct Vpath {
-    pub virt: String,
-    pub rel: PathBuf,
-}
-
 fn prepare(
     action: &Action,
     render: impl Fn(&Template) -> Result<String, String>,
@@ -98,41 +90,6 @@ fn prepare(
         Action::Mkdir { path: p } => Prepared::Mkdir { path: path(p)? },
         Action::Stats { path: p } => Prepared::Stats { path: path(p)? },
         Action::Log { message } => Prepared::Log(render(message)?),
-    })
-}
-
-/// Checks a virtual path and makes it relative to the root.
-pub(crate) fn vpath(text: &str) -> Result<Vpath, String> {
-    if text.contains('\0') {
-        return Err(format!("path `{}` holds a NUL byte", text.escape_debug()));
-    }
-    if !text.starts_with('/') {
-        return Err(format!(
-            "path `{text}` must be absolute within the data dir (start with `/`)"
-        ));
-    }
-    let segments: Vec<&str> = text
-        .split('/')
-        .filter(|s| !s.is_empty() && *s != ".")
-        .collect();
-    if segments.contains(&"..") {
-        return Err(format!(
-            "path `{text}` leaves the data dir (`..` is not allowed)"
-        ));
-    }
-    if segments.first() == Some(&".nexus") {
-        return Err(format!(
-            "path `{text}` is inside `/.nexus`, nexusd's own state"
-        ));
-    }
-    if segments.is_empty() {
-        return Err(format!(
-            "path `{text}` names the data dir itself, not a file"
-        ));
-    }
-    Ok(Vpath {
-        virt: format!("/{}", segments.join("/")),
-        rel: segments.iter().collect(),
     })
 }
 
@@ -197,96 +154,9 @@ pub fn stats(bytes: &[u8]) -> Value {
     })
 }
 
-pub(crate) fn make_parent(root: &Dir, path: &Vpath) -> Result<(), String> {
-    match path.rel.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(parent) => root
-            .create_dir_all(parent)
-            .map_err(|e| io_error(root, "create the directory of", path, &e)),
-        None => Ok(()),
-    }
-}
-
-pub(crate) fn atomic_write(root: &Dir, path: &Vpath, bytes: &[u8]) -> Result<(), String> {
-    let name = path
-        .rel
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // A dot name ending in `.tmp` is on the watcher's ignore list.
-    let tmp_name = format!(".{name}.{}.tmp", uuid::Uuid::now_v7().simple());
-    let tmp = path.rel.with_file_name(tmp_name);
-    let create = || root.open_with(&tmp, OpenOptions::new().write(true).create_new(true));
-    // The directory usually exists: it is made only when the create says not.
-    let file = match create() {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            make_parent(root, path)?;
-            create()
-        }
-        other => other,
-    };
-    let write = |mut f: cap_std::fs::File| -> std::io::Result<()> {
-        f.write_all(bytes)?;
-        // No fsync: the rename makes the write atomic for readers, and a run
-        // cut short by a crash is run again (at least once), which rewrites it.
-        drop(f);
-        root.rename(&tmp, root, &path.rel)
-    };
-    file.and_then(write).map_err(|e| {
-        let _ = root.remove_file(&tmp);
-        io_error(root, "write", path, &e)
-    })
-}
-
-pub(crate) fn io_error(root: &Dir, what: &str, path: &Vpath, e: &std::io::Error) -> String {
-    let reason = e.to_string();
-    let reason = reason
-        .split(" (os error")
-        .next()
-        .unwrap_or(&reason)
-        .to_lowercase();
-    // cap-std refuses a path that leads out of the root (a symlink out).
-    if reason.contains("outside") || reason.contains("escape") || leaves_root(root, &path.rel) {
-        return format!(
-            "cannot {what} `{}`: it resolves outside the data dir",
-            path.virt
-        );
-    }
-    format!("cannot {what} `{}`: {reason}", path.virt)
-}
-
-/// True when a component of `rel` is a symlink whose target is outside the root.
-fn leaves_root(root: &Dir, rel: &std::path::Path) -> bool {
-    let mut prefix = PathBuf::new();
-    for part in rel.components() {
-        prefix.push(part);
-        let is_link = root
-            .symlink_metadata(&prefix)
-            .is_ok_and(|m| m.file_type().is_symlink());
-        if is_link && root.canonicalize(&prefix).is_err() {
-            return true;
-        }
-    }
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn virtual_paths_stay_beneath_the_root() {
-        assert_eq!(vpath("/a//b/./c.txt").unwrap().virt, "/a/b/c.txt");
-        for bad in [
-            "../../etc/passwd",
-            "/a/../../etc/passwd",
-            "/.nexus/nexus.db",
-            "/",
-            "/a\0b",
-            "relative",
-        ] {
-            assert!(vpath(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn stats_count_like_the_seed() {

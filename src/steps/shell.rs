@@ -14,11 +14,9 @@ use serde_json::{Map, Value};
 use super::capture::{read_tail, with_cut_note};
 use super::spawn;
 use super::{StepContext, StepOutcome, StepStatus};
+use crate::datadir::OUTPUT_DIR;
 use crate::definitions::model::{RunStep, Shell, Step};
 use crate::events::abs_path;
-
-/// Where steps' `$NEXUS_OUTPUT` files go, under the data dir; made at start.
-pub const OUTPUT_DIR: &str = ".nexus/tmp";
 
 /// Variables kept from the agent's own environment.
 const INHERITED: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ"];

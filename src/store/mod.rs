@@ -108,8 +108,8 @@ impl Store {
     }
 
     async fn open_sqlite(data_dir: &Path) -> Result<Store, StoreError> {
-        let dir = data_dir.join(".nexus");
-        let path = dir.join("nexus.db");
+        let dir = data_dir.join(crate::datadir::STATE_DIR);
+        let path = dir.join(crate::datadir::DATABASE_FILE);
         let open_err = |source| StoreError::Open {
             path: path.display().to_string(),
             source,
@@ -210,7 +210,7 @@ impl Store {
     /// hundred rows, not per row).
     pub async fn commit_events(
         &self,
-        events: &[(Event, Option<String>)],
+        events: &[(Event, Vec<crate::api::Decision>)],
         index: &[IndexOp],
         runs: &[NewRun],
     ) -> Result<(), StoreError> {
@@ -219,8 +219,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for chunk in events.chunks(rows) {
             let sql = format!(
-                "INSERT INTO events (id, type, path, old_path, size, mtime_ms, observed_ms, cause_run_id, chain_depth, actor, decisions) VALUES {}",
-                batch.values(11, chunk.len())
+                "INSERT INTO events (id, type, path, old_path, size, mtime_ms, observed_ms, cause_run_id, chain_depth, actor, source, decisions) VALUES {}",
+                batch.values(12, chunk.len())
             );
             let mut q = sqlx::query(&sql);
             for (e, decisions) in chunk {
@@ -235,7 +235,11 @@ impl Store {
                     .bind(e.cause.as_ref().map(|c| c.run_id.as_str()))
                     .bind(i64::from(e.chain_depth()))
                     .bind(&e.actor)
-                    .bind(decisions);
+                    .bind(e.source.as_str())
+                    .bind(
+                        (!decisions.is_empty())
+                            .then(|| serde_json::to_string(decisions).unwrap_or_default()),
+                    );
             }
             q.execute(&mut *tx).await?;
         }
@@ -378,7 +382,7 @@ impl Store {
         for chunk in ids.chunks(batch.rows) {
             let sql = format!(
                 "SELECT r.id, r.fence, r.workflow, r.status, r.attempts, r.next_attempt_ms, r.event_type, r.path, r.old_path, \
-                 r.queued_ms, e.id AS event_id, e.size, e.mtime_ms, e.observed_ms, e.cause_run_id, e.chain_depth, e.actor \
+                 r.queued_ms, e.id AS event_id, e.size, e.mtime_ms, e.observed_ms, e.cause_run_id, e.chain_depth, e.actor, e.source \
                  FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id IN ({})",
                 batch.list(chunk.len())
             );
@@ -416,6 +420,9 @@ impl Store {
                         }),
                         raw_abs: None,
                         actor: r.get("actor"),
+                        source: crate::events::Source::parse(
+                            &r.get::<Option<String>, _>("source").unwrap_or_default(),
+                        ),
                     },
                 }
             })

@@ -96,7 +96,7 @@ impl Store {
     /// One run with its attempts and the steps of each.
     pub async fn run_detail(&self, id: &str) -> Result<Option<Value>, StoreError> {
         let sql = format!(
-            "SELECT {RUN_COLUMNS}, e.cause_run_id, e.actor FROM runs r LEFT JOIN events e ON e.id = r.event_id WHERE r.id = $1"
+            "SELECT {RUN_COLUMNS}, e.cause_run_id, e.actor, e.source FROM runs r LEFT JOIN events e ON e.id = r.event_id WHERE r.id = $1"
         );
         let Some(row) = sqlx::query(&sql)
             .bind(id)
@@ -108,6 +108,7 @@ impl Store {
         let mut run = run_json(&row);
         run["event"]["caused_by_run"] = json!(row.get::<Option<String>, _>("cause_run_id"));
         run["event"]["actor"] = json!(row.get::<Option<String>, _>("actor"));
+        run["event"]["source"] = json!(row.get::<Option<String>, _>("source"));
         let attempts = sqlx::query(
             "SELECT attempt, status, error, started_ms, finished_ms FROM attempts WHERE run_id = $1 ORDER BY attempt",
         )
@@ -278,7 +279,7 @@ impl Store {
     /// Events, newest first, each with its decision log; a decision that
     /// started a run shows the run's current status.
     pub async fn list_events(&self, f: &EventFilter) -> Result<Vec<Value>, StoreError> {
-        let mut sql = "SELECT id, type, path, old_path, size, observed_ms, cause_run_id, chain_depth, actor, decisions \
+        let mut sql = "SELECT id, type, path, old_path, size, observed_ms, cause_run_id, chain_depth, actor, source, decisions \
                        FROM events WHERE 1 = 1"
             .to_owned();
         let mut n = 0;
@@ -316,6 +317,7 @@ impl Store {
                     "caused_by_run": r.get::<Option<String>, _>("cause_run_id"),
                     "chain_depth": r.get::<i64, _>("chain_depth"),
                     "actor": r.get::<Option<String>, _>("actor"),
+                    "source": r.get::<String, _>("source"),
                     "decisions": decisions,
                 })
             })

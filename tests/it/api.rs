@@ -921,16 +921,17 @@ fn decision_log_scenario(backend: Backend) {
 }
 on_both!(decision_log, decision_log_scenario);
 
-/// `runs list --follow` prints runs as they change, from the server's stream.
-#[test]
-fn runs_follow_streams_run_changes() {
+/// `nexusd runs list --follow -o json` against the agent: the process, and
+/// its lines as they come.
+fn follow_runs(
+    agent: &Agent,
+    key: &str,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     use std::io::BufRead;
-    let mut agent = Agent::start(&[("a.yaml", WORKFLOW_A)], &[]);
-    let key = agent.user_key("ops", "reader");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nexusd"))
         .args(["runs", "list", "--follow", "-o", "json"])
         .env("NEXUS_URL", agent.url())
-        .env("NEXUS_API_KEY", &key)
+        .env("NEXUS_API_KEY", key)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -947,6 +948,15 @@ fn runs_follow_streams_run_changes() {
             }
         }
     });
+    (child, rx)
+}
+
+/// `runs list --follow` prints runs as they change, from the server's stream.
+#[test]
+fn runs_follow_streams_run_changes() {
+    let mut agent = Agent::start(&[("a.yaml", WORKFLOW_A)], &[]);
+    let key = agent.user_key("ops", "reader");
+    let (mut child, rx) = follow_runs(&agent, &key);
     // The stream may open in the middle of a run: probes are written until
     // one run's whole life (queued, running, succeeded) came through.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -974,6 +984,270 @@ fn runs_follow_streams_run_changes() {
     assert!(agent.stop().success());
     let ended = child.wait().unwrap();
     assert!(ended.success(), "{ended:?}");
+}
+
+/// A run started by `workflows trigger` enters the engine the way a watched
+/// file's does: its queued state is streamed, its event and states are
+/// counted, and its decision log entry has a watched event's shape.
+fn trigger_intake_scenario(backend: Backend) {
+    let mut agent = Agent::start_on(backend, &[("b.yaml", WORKFLOW_B)], &[]);
+    let key = agent.user_key("wendy", "writer");
+    agent.write("/b/watched.txt", "w");
+    agent.write("/elsewhere/f.txt", "f");
+    agent.wait_runs("b", 1);
+    agent.barrier();
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .map_or(0.0, |v| v.parse().unwrap())
+    };
+    let created = "nexus_events_total{type=\"file.created\"}";
+    // Counted after the commit: every recorded creation, once counted.
+    let all_counted = || {
+        let recorded = agent
+            .events()
+            .iter()
+            .filter(|(t, _, _)| t == "file.created")
+            .count();
+        value(&agent.get_public("/metrics"), created) == recorded as f64
+    };
+    agent.wait_until("the recorded events to be counted", all_counted);
+    let before = agent.get_public("/metrics");
+    let (mut child, rx) = follow_runs(&agent, &key);
+    // The stream may open after the first trigger's queued state went by:
+    // triggered until one run's whole life came through.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut seen: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let whole = |statuses: &Vec<String>| statuses[..] == ["queued", "running", "succeeded"];
+    let mut triggered: u32 = 0;
+    while !seen.values().any(whole) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no triggered run streamed from queued to succeeded; saw {seen:?}"
+        );
+        let out = agent.cli(
+            &key,
+            &["workflows", "trigger", "b", "--path", "/elsewhere/f.txt"],
+        );
+        assert_eq!(out.code, 0, "{out:?}");
+        triggered += 1;
+        while let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(300)) {
+            let change = json(&line);
+            assert_eq!(change["path"], "/elsewhere/f.txt", "{line}");
+            seen.entry(change["run"].as_str().unwrap().to_owned())
+                .or_default()
+                .push(change["status"].as_str().unwrap().to_owned());
+        }
+    }
+    agent.wait_runs("b", 1 + triggered as usize);
+    let queued = "nexus_runs_total{workflow=\"b\",status=\"queued\"}";
+    let succeeded = "nexus_runs_total{workflow=\"b\",status=\"succeeded\"}";
+    agent.wait_until("the counters to count the triggered runs", || {
+        let after = agent.get_public("/metrics");
+        value(&after, succeeded) - value(&before, succeeded) == f64::from(triggered)
+    });
+    agent.wait_until("the triggered events to be counted", all_counted);
+    let after = agent.get_public("/metrics");
+    assert_eq!(
+        value(&after, created) - value(&before, created),
+        f64::from(triggered),
+        "{after}"
+    );
+    assert_eq!(
+        value(&after, queued) - value(&before, queued),
+        f64::from(triggered),
+        "{after}"
+    );
+
+    let log = |path: &str| {
+        let out = agent.cli(&key, &["events", "list", "--path", path, "-o", "json"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        json(&out.stdout)["events"].as_array().unwrap().clone()
+    };
+    let watched = log("/b/watched.txt");
+    assert_eq!(watched[0]["source"], "watch", "{watched:?}");
+    let events = log("/elsewhere/f.txt");
+    let api: Vec<&Value> = events.iter().filter(|e| e["source"] == "api").collect();
+    assert_eq!(api.len(), triggered as usize, "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["source"] == "watch" && e["actor"].is_null()),
+        "{events:?}"
+    );
+    let keys = |d: &Value| -> Vec<String> { d.as_object().unwrap().keys().cloned().collect() };
+    let watched_decision = &watched[0]["decisions"][0];
+    assert_eq!(watched_decision["decision"], "run");
+    assert_eq!(watched_decision["reason"], "pattern `/b/*.txt` matched");
+    for e in api {
+        assert_eq!(e["actor"], "wendy");
+        let d = e["decisions"].as_array().unwrap();
+        assert_eq!(d.len(), 1, "{e}");
+        assert_eq!(keys(&d[0]), keys(watched_decision), "{e}");
+        assert_eq!(d[0]["workflow"], "b");
+        assert_eq!(d[0]["decision"], "run");
+        assert_eq!(d[0]["reason"], "triggered through the API by wendy");
+        assert_eq!(d[0]["run_status"], "succeeded");
+    }
+    assert!(agent.stop().success());
+    assert!(child.wait().unwrap().success());
+}
+on_both!(
+    a_triggered_run_enters_the_engine_as_a_watched_file_does,
+    trigger_intake_scenario
+);
+
+/// `test-match --event file.moved --old-path A --path B` says what the agent
+/// decides for the same move: the move rule is the matcher's, used by both.
+#[test]
+fn test_match_agrees_with_the_agent_on_a_move() {
+    let log_step = "  steps: [{name: s, action: log, with: {message: x}}]\n";
+    let workflow = |name: &str, events: &str, pattern: &str| {
+        format!(
+            "apiVersion: nexus/v1\nkind: Workflow\nmetadata: {{name: {name}}}\nspec:\n  on: [{{event: {events}, pattern: \"{pattern}\"}}]\n{log_step}"
+        )
+    };
+    let defs = [
+        ("1.yaml", workflow("into-out", "file.created", "/out/*.txt")),
+        (
+            "2.yaml",
+            workflow("gone-from-in", "file.deleted", "/in/*.txt"),
+        ),
+        ("3.yaml", workflow("moves", "[file.moved]", "/**/*.txt")),
+        (
+            "4.yaml",
+            workflow("created-anywhere", "file.created", "/**/*.txt"),
+        ),
+        ("5.yaml", workflow("unrelated", "file.created", "/logs/*")),
+    ];
+    let refs: Vec<(&str, &str)> = defs.iter().map(|(n, y)| (*n, y.as_str())).collect();
+    let mut agent = Agent::new_on(Backend::Sqlite, &refs);
+    fs::create_dir_all(agent.path("/out")).unwrap();
+    agent.spawn(&[]);
+    let key = agent.user_key("ops", "reader");
+    agent.write("/in/a.txt", "a");
+    agent.wait_runs("created-anywhere", 1);
+    fs::rename(agent.path("/in/a.txt"), agent.path("/out/a.txt")).unwrap();
+    agent.wait_runs("moves", 1);
+    agent.wait_runs("gone-from-in", 1);
+    agent.wait_runs("into-out", 1);
+    agent.barrier();
+
+    let out = agent.cli(
+        &key,
+        &["events", "list", "--path", "/out/a.txt", "-o", "json"],
+    );
+    let events = json(&out.stdout);
+    let moved = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "file.moved")
+        .unwrap_or_else(|| panic!("no move recorded: {events}"));
+    assert_eq!(moved["old_path"], "/in/a.txt");
+    let mut agent_says: Vec<(String, bool, String)> = moved["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["workflow"].as_str().unwrap().to_owned(),
+                d["decision"] == "run",
+                d["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    agent_says.sort();
+
+    let offline = crate::support::nexusd(&[
+        "test-match",
+        "-f",
+        agent.config.to_str().unwrap(),
+        "--event",
+        "file.moved",
+        "--old-path",
+        "/in/a.txt",
+        "--path",
+        "/out/a.txt",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(offline.code, 0, "{offline:?}");
+    let report = json(&offline.stdout);
+    let mut test_match_says: Vec<(String, bool, String)> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            !r["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("no pattern matched")
+        })
+        .map(|r| {
+            (
+                r["workflow"].as_str().unwrap().to_owned(),
+                r["matched"].as_bool().unwrap(),
+                r["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    test_match_says.sort();
+    assert_eq!(agent_says, test_match_says);
+    assert_eq!(
+        agent_says,
+        [
+            (
+                "created-anywhere".to_owned(),
+                false,
+                "event type file.moved not listed (triggers on file.created)".to_owned()
+            ),
+            (
+                "gone-from-in".to_owned(),
+                true,
+                "moved out: pattern `/in/*.txt` matched the old path (seen as file.deleted)"
+                    .to_owned()
+            ),
+            (
+                "into-out".to_owned(),
+                true,
+                "moved in: pattern `/out/*.txt` matched the new path (seen as file.created)"
+                    .to_owned()
+            ),
+            (
+                "moves".to_owned(),
+                true,
+                "pattern `/**/*.txt` matched".to_owned()
+            ),
+        ]
+    );
+    let unrelated = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["workflow"] == "unrelated")
+        .unwrap();
+    assert_eq!(
+        unrelated["reason"],
+        "no pattern matched (patterns: /logs/*)"
+    );
+    let without_old = crate::support::nexusd(&[
+        "test-match",
+        "-f",
+        agent.config.to_str().unwrap(),
+        "--event",
+        "file.moved",
+        "--path",
+        "/out/a.txt",
+    ]);
+    assert_eq!(without_old.code, 1);
+    assert!(
+        without_old
+            .stderr
+            .contains("`--event file.moved` needs `--old-path`"),
+        "{without_old:?}"
+    );
+    assert!(agent.stop().success());
 }
 
 /// `GET /metrics`: Prometheus text whose counters move with the work.

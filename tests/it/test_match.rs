@@ -53,7 +53,9 @@ fn an_unlisted_event_type_is_named() {
         .find(|l| l.starts_with("backup-important"))
         .unwrap();
     assert!(
-        line.ends_with("event type not listed (triggers on file.created, file.updated)"),
+        line.ends_with(
+            "event type file.deleted not listed (triggers on file.created, file.updated)"
+        ),
         "{line}"
     );
 }
