@@ -3,6 +3,7 @@
 //! The binary (`main.rs`) only parses the command line and maps errors to
 //! exit codes; everything else lives here, one module per concept.
 
+pub mod agent;
 pub mod api;
 pub mod auth;
 pub mod cli;

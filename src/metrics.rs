@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::api::RunStatus;
 use crate::events::EventType;
 
 /// Upper bounds of the run duration histogram, in seconds.
@@ -18,7 +19,7 @@ const BUCKETS: [f64; 12] = [
 pub struct Metrics {
     events: [AtomicU64; 5],
     /// Runs that reached a state, by (workflow, status).
-    runs: Mutex<BTreeMap<(String, &'static str), u64>>,
+    runs: Mutex<BTreeMap<(String, RunStatus), u64>>,
     durations: [AtomicU64; BUCKETS.len() + 1],
     duration_sum_ms: AtomicU64,
     retries: AtomicU64,
@@ -50,7 +51,7 @@ impl Metrics {
     }
 
     /// A run entered `status`; a finished one adds its duration.
-    pub fn run(&self, workflow: &str, status: &'static str, duration_ms: Option<i64>) {
+    pub fn run(&self, workflow: &str, status: RunStatus, duration_ms: Option<i64>) {
         {
             let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
             match runs.get_mut(&(workflow.to_owned(), status)) {
@@ -60,7 +61,7 @@ impl Metrics {
                 }
             }
         }
-        if status == "retrying" {
+        if status == RunStatus::Retrying {
             self.retries.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(ms) = duration_ms {
@@ -96,7 +97,7 @@ impl Metrics {
 
     /// The exposition text; `queue` holds the current (status, count) of
     /// unfinished runs and `workflows` the live count.
-    pub fn render(&self, queue: &[(String, i64)], workflows: usize) -> String {
+    pub fn render(&self, queue: &[(RunStatus, i64)], workflows: usize) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -156,10 +157,10 @@ impl Metrics {
             out,
             "# HELP nexus_queue_depth Runs not finished, by state.\n# TYPE nexus_queue_depth gauge"
         );
-        for status in ["queued", "running", "retrying"] {
+        for status in RunStatus::UNFINISHED {
             let n = queue
                 .iter()
-                .find(|(s, _)| s == status)
+                .find(|(s, _)| *s == status)
                 .map_or(0, |(_, n)| *n);
             let _ = writeln!(out, "nexus_queue_depth{{status=\"{status}\"}} {n}");
         }

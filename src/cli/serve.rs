@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 use super::{LogFormat, ServeArgs};
-use crate::engine::{ServeOptions, serve};
+use crate::agent::{ServeOptions, serve};
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let filter = EnvFilter::try_from_env("NEXUS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));

@@ -3,73 +3,23 @@
 //! position. Structs are destructured field by field so a new raw field
 //! cannot be silently ignored.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::diagnostics::Diagnostics;
-use super::duration::parse_duration;
-use super::model::{Burst, Kind, RetryPolicy, SourceRef, Trigger, Workflow};
+use super::doc::{Doc, Ptr, at};
+use super::model::{Burst, Kind, RetryPolicy, Trigger, Workflow};
 use super::names;
 use super::raw::{
-    RawBurst, RawDocument, RawKind, RawMetadata, RawPipelineSpec, RawRetry, RawStage, RawTrigger,
+    RawBurst, RawDocument, RawKind, RawMetadata, RawPipelineSpec, RawStage, RawTrigger,
     RawWorkflowSpec,
 };
+use super::retry::compile_retry;
 use super::steps::compile_steps;
-use super::yaml::{Located, Node, Target};
+use super::yaml::Target;
 use crate::events::{EventSet, EventType};
 use crate::pattern::Pattern;
-
-/// A JSON pointer into the document being compiled.
-pub type Ptr = Vec<String>;
-
-/// Appends segments to a pointer.
-pub fn at(base: &[String], more: &[&dyn ToString]) -> Ptr {
-    let mut p = base.to_vec();
-    p.extend(more.iter().map(|s| s.to_string()));
-    p
-}
-
-/// The document being compiled, for positions and problems.
-pub struct Doc<'a> {
-    pub file: &'a Path,
-    pub root: &'a Located<Node>,
-    pub diags: &'a mut Diagnostics,
-}
-
-impl Doc<'_> {
-    pub fn error(&mut self, ptr: &[String], target: Target, message: impl Into<String>) {
-        let pos = self.root.position(ptr, target);
-        self.diags.error(self.file, pos, message);
-    }
-
-    pub fn warning(&mut self, ptr: &[String], target: Target, message: impl Into<String>) {
-        let pos = self.root.position(ptr, target);
-        self.diags.warning(self.file, pos, message);
-    }
-
-    fn source(&self) -> SourceRef {
-        SourceRef {
-            file: self.file.to_path_buf(),
-            line: self.root.pos.line,
-            column: self.root.pos.col,
-        }
-    }
-
-    /// Parses a duration field, reporting a bad one.
-    pub fn duration(&mut self, text: Option<&str>, ptr: Ptr, default: Duration) -> Duration {
-        match text.map(parse_duration) {
-            None => default,
-            Some(Ok(d)) => d,
-            Some(Err(message)) => {
-                self.error(&ptr, Target::Value, message);
-                default
-            }
-        }
-    }
-}
 
 /// Compiles one document already checked by the schema. A `Pipeline` yields
 /// one workflow per stage.
@@ -333,51 +283,4 @@ fn compile_patterns(
         }
     }
     out
-}
-
-/// Compiles a retry policy (also used by steps).
-pub fn compile_retry(doc: &mut Doc<'_>, raw: RawRetry, ptr: &[String]) -> RetryPolicy {
-    let RawRetry {
-        max_attempts,
-        backoff,
-        multiplier,
-        max_backoff,
-        non_retryable_exit_codes,
-    } = raw;
-    let defaults = RetryPolicy::default();
-    if max_attempts == 0 {
-        doc.error(
-            &at(ptr, &[&"max_attempts"]),
-            Target::Value,
-            "`max_attempts` must be at least 1",
-        );
-    }
-    let multiplier = multiplier.unwrap_or(defaults.multiplier);
-    if !(multiplier.is_finite() && multiplier >= 1.0) {
-        doc.error(
-            &at(ptr, &[&"multiplier"]),
-            Target::Value,
-            "`multiplier` must be at least 1",
-        );
-    }
-    let backoff = doc.duration(backoff.as_deref(), at(ptr, &[&"backoff"]), defaults.backoff);
-    let max_backoff = doc.duration(
-        max_backoff.as_deref(),
-        at(ptr, &[&"max_backoff"]),
-        defaults.max_backoff.max(backoff),
-    );
-    if max_backoff < backoff {
-        doc.error(
-            &at(ptr, &[&"max_backoff"]),
-            Target::Value,
-            "`max_backoff` is shorter than `backoff`",
-        );
-    }
-    RetryPolicy {
-        max_attempts: max_attempts.max(1),
-        backoff,
-        multiplier,
-        max_backoff,
-        non_retryable_exit_codes,
-    }
 }

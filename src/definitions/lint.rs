@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::compile::{Doc, at};
+use super::doc::{Doc, at};
 use super::model::{Action, StepKind, Workflow};
 use super::yaml::Target;
 use crate::events::{EventType, path_fields};

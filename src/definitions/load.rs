@@ -5,8 +5,9 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::compile::{Doc, compile_document};
+use super::compile::compile_document;
 use super::diagnostics::Diagnostics;
+use super::doc::Doc;
 use super::model::DefinitionSet;
 use super::schema;
 use super::yaml::{self, Limits, Located, Node, Pos, Target};

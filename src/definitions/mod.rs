@@ -4,12 +4,14 @@
 
 pub mod compile;
 pub mod diagnostics;
+pub mod doc;
 pub mod duration;
 pub mod lint;
 pub mod load;
 pub mod model;
 pub mod names;
 pub mod raw;
+pub mod retry;
 pub mod schema;
 pub mod steps;
 pub mod yaml;

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::compile::{Doc, Ptr, at, compile_retry};
+use super::doc::{Doc, Ptr, at};
 use super::model::{Action, BodyTemplate, RunStep, Shell, Step, StepKind, UrlPiece, WebhookStep};
 use super::names;
 use super::raw::{RawShell, RawStep, RawWebhook};
+use super::retry::compile_retry;
 use super::yaml::Target;
 use crate::templates::pieces::{self, Piece};
 use crate::templates::{Scope, Template, shell};

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::causes::Causes;
 use crate::definitions::model::{RetryPolicy, Step, StepKind, Workflow};
+use crate::events::causes::{Causes, Recent};
 use crate::events::{Event, now_ms};
 use crate::steps::{self, StepContext, StepOutcome, StepStatus};
 use crate::store::{AttemptEnd, RunStatus, StepRecord, Store, Write, Writer};
@@ -20,7 +20,7 @@ pub struct RunChange {
     pub run: String,
     pub workflow: String,
     pub path: String,
-    pub status: &'static str,
+    pub status: RunStatus,
     pub attempt: u32,
     pub reason: Option<String>,
     pub error: Option<String>,
@@ -34,7 +34,7 @@ impl RunChange {
             run: run.to_owned(),
             workflow: workflow.to_owned(),
             path: path.to_owned(),
-            status: status.as_str(),
+            status,
             attempt: 0,
             reason: None,
             error: None,
@@ -58,7 +58,7 @@ pub struct Runtime {
     /// How long a claim on a run holds without renewal.
     pub lease: Duration,
     /// API users' file writes awaiting their events.
-    pub actors: Arc<super::causes::Recent<String>>,
+    pub actors: Arc<Recent<String>>,
     pub output_cap: usize,
     pub shutdown: CancellationToken,
     /// Run state changes, for live followers.
@@ -391,7 +391,7 @@ mod tests {
             ),
             http: Default::default(),
             causes: Arc::new(Causes::default()),
-            actors: Arc::new(super::super::causes::Recent::default()),
+            actors: Arc::new(Recent::default()),
             output_cap: 1024,
             node: "node-test".into(),
             lease: Duration::from_secs(30),

@@ -1,6 +1,7 @@
 //! File events: what changed, as triggers name it, and how changes on disk
 //! become events (watcher hints, the file index, the reconciler).
 
+pub mod causes;
 pub mod ignore;
 pub mod index;
 pub mod openfiles;

@@ -18,7 +18,7 @@ use crate::definitions::{Limits, load_text};
 use crate::engine::intake::{Arrival, Target};
 use crate::engine::registry::{Action, ApplyError, ApplyOptions, content_hash};
 use crate::events::{Event, EventType, Source, new_id, now_ms};
-use crate::store::{RunFilter, StoredDefinition, timestamp};
+use crate::store::{RunFilter, RunStatus, StoredDefinition, timestamp};
 
 pub async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> {
     Json(json!({"user": caller.user, "role": caller.role.as_str()}))
@@ -511,25 +511,11 @@ pub struct RunsQuery {
     path: Option<String>,
 }
 
-const STATUSES: [&str; 7] = [
-    "queued",
-    "running",
-    "retrying",
-    "succeeded",
-    "failed",
-    "cancelled",
-    "skipped",
-];
-
 fn run_filter(q: RunsQuery, default_limit: i64) -> Result<RunFilter, ApiError> {
-    if let Some(s) = &q.status
-        && !STATUSES.contains(&s.as_str())
-    {
-        return Err(ApiError::bad_request(format!(
-            "unknown status `{s}`: expected one of {}",
-            STATUSES.join(", ")
-        )));
-    }
+    let status = match q.status.as_deref() {
+        Some(s) => Some(RunStatus::parse(s).map_err(ApiError::bad_request)?),
+        None => None,
+    };
     let limit = q.limit.unwrap_or(default_limit);
     if !(1..=10_000).contains(&limit) {
         return Err(ApiError::bad_request("`limit` must be between 1 and 10000"));
@@ -537,7 +523,7 @@ fn run_filter(q: RunsQuery, default_limit: i64) -> Result<RunFilter, ApiError> {
     Ok(RunFilter {
         stages: false,
         workflow: q.workflow,
-        status: q.status,
+        status,
         path: q.path,
         limit,
     })

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::engine::causes::Causes;
 use crate::events::Event;
+use crate::events::causes::Causes;
 
 /// How a step ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -328,9 +328,10 @@ impl Store {
         let own = if own { "OR owner = $1 " } else { "" };
         let sql = format!(
             "UPDATE runs SET owner = $1, lease_until_ms = $2, fence = fence + 1 WHERE id IN (\
-             SELECT id FROM runs WHERE status IN ('queued', 'running', 'retrying') \
+             SELECT id FROM runs WHERE status IN {unfinished} \
              AND (owner IS NULL {own}OR lease_until_ms < $3) ORDER BY queued_ms, id LIMIT 10000{lock}) \
-             RETURNING id"
+             RETURNING id",
+            unfinished = RunStatus::UNFINISHED_SQL
         );
         let claimed = sqlx::query(&sql)
             .bind(node)
@@ -347,13 +348,15 @@ impl Store {
 
     /// Keeps `node`'s leases on its unfinished runs until `until_ms`.
     pub async fn renew_leases(&self, node: &str, until_ms: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE runs SET lease_until_ms = $1 WHERE owner = $2 AND status IN ('queued', 'running', 'retrying')",
-        )
-        .bind(until_ms)
-        .bind(node)
-        .execute(&self.pool)
-        .await?;
+        let sql = format!(
+            "UPDATE runs SET lease_until_ms = $1 WHERE owner = $2 AND status IN {}",
+            RunStatus::UNFINISHED_SQL
+        );
+        let done = sqlx::query(&sql)
+            .bind(until_ms)
+            .bind(node)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 
@@ -361,12 +364,11 @@ impl Store {
     /// tells the other agents (PostgreSQL), which take them up at once.
     pub async fn release_leases(&self, node: &str) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE runs SET lease_until_ms = 0 WHERE owner = $1 AND status IN ('queued', 'running', 'retrying')",
-        )
-        .bind(node)
-        .execute(&mut *tx)
-        .await?;
+        let sql = format!(
+            "UPDATE runs SET lease_until_ms = 0 WHERE owner = $1 AND status IN {}",
+            RunStatus::UNFINISHED_SQL
+        );
+        let done = sqlx::query(&sql).bind(node).execute(&mut *tx).await?;
         if done.rows_affected() > 0 {
             notify::notify_in(self.backend, &mut *tx, notify::RUNS).await?;
         }
@@ -403,7 +405,8 @@ impl Store {
                     id: r.get("id"),
                     fence: r.get("fence"),
                     workflow: r.get("workflow"),
-                    status: r.get("status"),
+                    status: RunStatus::parse(&r.get::<String, _>("status"))
+                        .unwrap_or(RunStatus::Queued),
                     attempts: u32::try_from(r.get::<i64, _>("attempts")).unwrap_or(0),
                     next_attempt_ms: r.get("next_attempt_ms"),
                     event: Event {

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, StoreError};
+use super::{RunStatus, Store, StoreError};
 
 /// Which runs a listing covers.
 #[derive(Debug, Clone, Default)]
@@ -13,7 +13,7 @@ pub struct RunFilter {
     /// A workflow's name; with `stages`, a pipeline's: its stages' runs.
     pub workflow: Option<String>,
     pub stages: bool,
-    pub status: Option<String>,
+    pub status: Option<RunStatus>,
     /// Only runs whose event is on this path.
     pub path: Option<String>,
     pub limit: i64,
@@ -74,7 +74,7 @@ impl Store {
             }
         }
         if let Some(s) = &f.status {
-            binds.push(s.clone());
+            binds.push(s.as_str().to_owned());
             sql += &format!(" AND r.status = ${}", binds.len());
         }
         if let Some(p) = &f.path {
@@ -361,12 +361,18 @@ impl Store {
 
 impl Store {
     /// Unfinished runs by state, for the metrics.
-    pub async fn queue_depth(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT status, COUNT(*) AS n FROM runs WHERE status IN ('queued', 'running', 'retrying') GROUP BY status",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(|r| (r.get("status"), r.get("n"))).collect())
+    pub async fn queue_depth(&self) -> Result<Vec<(RunStatus, i64)>, StoreError> {
+        let sql = format!(
+            "SELECT status, COUNT(*) AS n FROM runs WHERE status IN {} GROUP BY status",
+            RunStatus::UNFINISHED_SQL
+        );
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let status = RunStatus::parse(&r.get::<String, _>("status")).ok()?;
+                Some((status, r.get("n")))
+            })
+            .collect())
     }
 }

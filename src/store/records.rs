@@ -2,41 +2,10 @@
 
 use sqlx::{Any, Transaction};
 
+pub use crate::api::RunStatus;
+
 use super::StoreError;
 use crate::events::Event;
-
-/// A run's state (SPEC section 7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunStatus {
-    Queued,
-    Running,
-    Retrying,
-    Succeeded,
-    Failed,
-    Cancelled,
-    Skipped,
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Queued => "queued",
-            RunStatus::Running => "running",
-            RunStatus::Retrying => "retrying",
-            RunStatus::Succeeded => "succeeded",
-            RunStatus::Failed => "failed",
-            RunStatus::Cancelled => "cancelled",
-            RunStatus::Skipped => "skipped",
-        }
-    }
-
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled | RunStatus::Skipped
-        )
-    }
-}
 
 /// A run to insert with its event.
 #[derive(Debug, Clone)]
@@ -72,7 +41,7 @@ pub struct UnfinishedRun {
     /// The fencing counter of this node's claim.
     pub fence: i64,
     pub workflow: String,
-    pub status: String,
+    pub status: RunStatus,
     pub attempts: u32,
     pub next_attempt_ms: Option<i64>,
     /// The event as this run's workflow saw it.

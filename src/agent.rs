@@ -1,0 +1,261 @@
+//! The agent put together: the store, the definitions, the engine's
+//! workers, the HTTP server and the event loop, each a task supervised here
+//! and all stopped by one cancellation token (SIGINT, SIGTERM). The one
+//! module that knows every layer; none of them knows it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::definitions::{Limits, load_config_dir};
+use crate::engine::event_loop::EventLoop;
+use crate::engine::intake::Intake;
+use crate::engine::registry::{Action, Registry, documents_of};
+use crate::engine::run::Runtime;
+use crate::engine::{config_dir, dispatch, leases, workers};
+use crate::events::causes::{Causes, Recent};
+use crate::events::ignore::Ignore;
+use crate::events::reconcile::{Reconciler, Timing};
+use crate::events::watcher;
+use crate::store::{Store, Writer};
+
+/// How the agent runs (`nexusd serve` flags).
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub data_dir: PathBuf,
+    pub config_dir: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub max_chain_depth: u32,
+    pub ignore: Vec<String>,
+    pub secrets_dir: Option<PathBuf>,
+    pub shutdown_grace: Duration,
+    pub output_cap: usize,
+    pub event_buffer: usize,
+    /// `postgres://...` to record in PostgreSQL; `None` for the SQLite file.
+    pub database_url: Option<String>,
+    /// Finished runs older than this are deleted.
+    pub retention: Duration,
+    /// This agent's name in run leases; by default the host and the data dir.
+    pub node_id: Option<String>,
+    /// How long a claim on a run holds without renewal.
+    pub lease: Duration,
+    /// How often to look for other agents' changes when no notification
+    /// came (PostgreSQL's LISTEN/NOTIFY wakes agents at once).
+    pub poll_interval: Duration,
+}
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("creating the data dir `{}`", opts.data_dir.display()))?;
+    let data_dir = opts.data_dir.canonicalize()?;
+    let output_dir = data_dir.join(crate::datadir::OUTPUT_DIR);
+    std::fs::create_dir_all(&output_dir)
+        .with_context(|| format!("creating `{}`", output_dir.display()))?;
+    let store = Store::open(opts.database_url.as_deref(), &data_dir).await?;
+    tracing::info!(backend = ?store.backend(), "store open");
+    let registry = Arc::new(Registry::open(store.clone(), opts.secrets_dir.clone()).await?);
+    if let Some(dir) = &opts.config_dir {
+        apply_config_dir_at_start(&registry, dir).await?;
+    }
+    tracing::info!(
+        workflows = registry.live().current().workflows.len(),
+        "definitions loaded"
+    );
+    let ignore = Ignore::new(&opts.ignore).map_err(anyhow::Error::msg)?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_worker(shutdown.clone()));
+
+    let root = cap_std::fs::Dir::open_ambient_dir(&data_dir, cap_std::ambient_authority())
+        .with_context(|| format!("opening the data dir `{}`", data_dir.display()))?;
+    let writer = Writer::start(store.clone());
+    let rt = Arc::new(Runtime {
+        store: store.clone(),
+        writer: writer.clone(),
+        data_dir: data_dir.clone(),
+        root: Arc::new(root),
+        http: Default::default(),
+        causes: Arc::new(Causes::default()),
+        actors: Arc::new(Recent::default()),
+        output_cap: opts.output_cap,
+        node: opts
+            .node_id
+            .clone()
+            .unwrap_or_else(|| default_node_id(&data_dir)),
+        lease: opts.lease,
+        shutdown: shutdown.clone(),
+        changes: tokio::sync::broadcast::channel(1024).0,
+        clock: Default::default(),
+    });
+    let checkpoints = tokio::spawn(workers::checkpoint_worker(store.clone(), shutdown.clone()));
+    let retention = tokio::spawn(workers::retention_worker(
+        store.clone(),
+        opts.retention,
+        shutdown.clone(),
+    ));
+    let (dispatcher, dispatch_done) =
+        dispatch::start(Arc::clone(&rt), opts.workers, opts.shutdown_grace);
+    let dispatch_task = tokio::spawn(dispatch_done);
+
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, "http listening");
+    let intake = Intake {
+        rt: Arc::clone(&rt),
+        live: registry.live().clone(),
+        registry: Arc::clone(&registry),
+        dispatcher: dispatcher.clone(),
+        max_chain_depth: opts.max_chain_depth,
+    };
+    let api = crate::server::Api {
+        registry: Arc::clone(&registry),
+        rt: Arc::clone(&rt),
+        intake: intake.clone(),
+    };
+    let server = tokio::spawn(crate::server::http_worker(listener, api, shutdown.clone()));
+
+    tracing::info!(node = %rt.node, "node");
+    let wakeups = store.listen(shutdown.clone());
+    let leases = tokio::spawn(leases::lease_worker(
+        Arc::clone(&rt),
+        registry.live().clone(),
+        dispatcher.clone(),
+        wakeups.clone(),
+        opts.poll_interval,
+    ));
+    let refresh = tokio::spawn(workers::refresh_worker(
+        Arc::clone(&registry),
+        wakeups,
+        opts.poll_interval,
+        shutdown.clone(),
+    ));
+    let config_task = opts.config_dir.clone().map(|dir| {
+        tokio::spawn(config_dir::config_worker(
+            dir,
+            Arc::clone(&registry),
+            opts.poll_interval,
+            shutdown.clone(),
+        ))
+    });
+
+    // The index loads while the watches go in (one per directory): both are
+    // needed before the comparison of the tree with the index, neither
+    // needs the other.
+    let watching = {
+        let (dir, buffer, ignore) = (data_dir.clone(), opts.event_buffer, ignore.clone());
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            watcher::watch(&dir, buffer, ignore).map(|w| (w, started.elapsed()))
+        })
+    };
+    let index_started = Instant::now();
+    let index = store.load_index().await?;
+    let index_ms = index_started.elapsed().as_millis() as u64;
+    let ((watch, hints), watch_time) = watching.await?.context("watching the data dir")?;
+    tracing::info!(
+        files = index.len(),
+        index_ms,
+        watch_ms = watch_time.as_millis() as u64,
+        "index loaded, data dir watched"
+    );
+    let reconciler = Reconciler::new(data_dir.clone(), index, ignore, Timing::default());
+    let events = EventLoop {
+        intake,
+        poll_interval: opts.poll_interval,
+    };
+    let result = events.run(reconciler, watch, hints).await;
+    shutdown.cancel();
+    let _ = dispatch_task.await;
+    // What the runs recorded is committed before the last checkpoint.
+    writer.flush().await;
+    let _ = server.await;
+    let _ = checkpoints.await;
+    let _ = retention.await;
+    let _ = refresh.await;
+    let _ = leases.await;
+    // Whatever this node leaves unfinished, another node may take up now
+    // rather than when the lease runs out.
+    match store.release_leases(&rt.node).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(runs = n, "unfinished runs released to other nodes"),
+        Err(e) => {
+            tracing::warn!(error = %e, "releasing the unfinished runs failed; they wait for their lease to run out")
+        }
+    }
+    if let Err(e) = store.checkpoint(true).await {
+        tracing::warn!(error = %e, "final checkpoint failed");
+    }
+    if let Some(t) = config_task {
+        let _ = t.await;
+    }
+    tracing::info!("stopped");
+    result
+}
+
+/// Applies the config dir before anything runs; an invalid one stops the
+/// start (the operator is there to see it), unlike a later reload.
+async fn apply_config_dir_at_start(
+    registry: &Registry,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let loaded = load_config_dir(dir, &Limits::default());
+    for w in loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity != crate::definitions::Severity::Error)
+    {
+        tracing::warn!("{w}");
+    }
+    let docs = match documents_of(loaded) {
+        Ok(docs) => docs,
+        Err(diagnostics) => {
+            eprint!("{diagnostics}");
+            anyhow::bail!(
+                "the definitions in `{}` are invalid: fix the errors above",
+                dir.display()
+            );
+        }
+    };
+    let opts = config_dir::apply_options(dir);
+    match registry.apply(docs, &opts).await {
+        Ok(report) => {
+            for line in report.iter().filter(|a| a.action != Action::Unchanged) {
+                tracing::info!("{line}");
+            }
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!("applying `{}`: {e}", dir.display())),
+    }
+}
+
+/// The host's name and the data dir: the same agent restarted is the same
+/// node, and takes its own unfinished runs back at once.
+fn default_node_id(data_dir: &std::path::Path) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned());
+    format!("{host}:{}", data_dir.display())
+}
+
+async fn signal_worker(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        () = shutdown.cancelled() => {}
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,265 @@
+//! The event loop: watch hints and whole-tree comparisons become changes,
+//! changes become events through the intake; at start, the runs a previous
+//! agent left unfinished are taken up first.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::intake::{Arrival, Intake, Target};
+use super::leases::take_up;
+use crate::events::index::FileMeta;
+use crate::events::reconcile::{Change, Hint, Reconciler};
+use crate::events::watcher::Watch;
+use crate::events::{Event, EventType, Source, new_id, now_ms};
+use crate::store::IndexOp;
+
+/// Turns hints into changes, changes into recorded events and runs.
+pub struct EventLoop {
+    pub intake: Intake,
+    /// How often the tree is compared with the index while some directory
+    /// has no watch (`--poll-interval`).
+    pub poll_interval: Duration,
+}
+
+impl EventLoop {
+    pub async fn run(
+        &self,
+        mut rec: Reconciler,
+        mut watch: Watch,
+        mut hints: mpsc::Receiver<Hint>,
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let mut changes: Vec<Change> = Vec::new();
+        let mut version = self.intake.live.current();
+        rec.set_settle_rules(version.settle_rules());
+        let caught_up = rec.scan_all(Instant::now(), &mut changes);
+        self.record_gap(
+            "start: changes made while nexusd was not running",
+            caught_up,
+            started,
+        )
+        .await;
+        self.resume().await;
+        let scanned = 0..changes.len();
+        self.process(std::mem::take(&mut changes), scanned, rec.take_settled())
+            .await;
+        release_free_memory();
+        tracing::info!(
+            files = rec.index_len(),
+            changes = caught_up,
+            ms = started.elapsed().as_millis() as u64,
+            "ready"
+        );
+        // While the watch is degraded: when to compare the tree next.
+        let mut next_poll = Instant::now() + self.poll_interval;
+        loop {
+            let deadline = rec.next_deadline().map(tokio::time::Instant::from_std);
+            let poll_at = watch
+                .is_degraded()
+                .then(|| tokio::time::Instant::from_std(next_poll));
+            tokio::select! {
+                biased;
+                () = self.intake.rt.shutdown.cancelled() => break,
+                () = watch.lost_wake.notified() => {}
+                hint = hints.recv() => match hint {
+                    Some(h) => {
+                        let now = Instant::now();
+                        rec.hint(h, now, &mut changes);
+                        let mut more = 0;
+                        while let Ok(h) = hints.try_recv() {
+                            rec.hint(h, now, &mut changes);
+                            more += 1;
+                            if more >= 4096 {
+                                break;
+                            }
+                        }
+                    }
+                    None => break,
+                },
+                () = sleep_until_opt(deadline) => {}
+                () = sleep_until_opt(poll_at) => {}
+            }
+            let current = self.intake.live.current();
+            if !Arc::ptr_eq(&current, &version) {
+                rec.set_settle_rules(current.settle_rules());
+                version = current;
+            }
+            // Lost events and a due poll share one comparison of the tree.
+            let lost = watch.lost.swap(false, Ordering::SeqCst);
+            let mut scanned = 0..0;
+            let poll = watch.is_degraded() && Instant::now() >= next_poll;
+            if lost || poll {
+                let scan_started = Instant::now();
+                if poll {
+                    next_poll = scan_started + self.poll_interval;
+                    // The limit may have been raised: watched again, the
+                    // comparison below covers the time without.
+                    watch.rewatch();
+                }
+                if lost {
+                    tracing::warn!(
+                        "watch events were lost (queue overflow or watcher error): rescanning the data dir"
+                    );
+                }
+                let before = changes.len();
+                let found = rec.scan_all(scan_started, &mut changes);
+                scanned = before..changes.len();
+                release_free_memory();
+                if lost {
+                    self.record_gap("overflow: watch events were lost", found, scan_started)
+                        .await;
+                } else if found > 0 {
+                    self.record_gap(
+                        "poll: directories without a watch (the inotify watch limit)",
+                        found,
+                        scan_started,
+                    )
+                    .await;
+                }
+            }
+            rec.tick(Instant::now(), &mut changes);
+            let settled = rec.take_settled();
+            if !changes.is_empty() || !settled.is_empty() {
+                self.process(std::mem::take(&mut changes), scanned, settled)
+                    .await;
+            }
+        }
+        drop(watch);
+        Ok(())
+    }
+
+    /// Records a whole-tree comparison as a gap, in the store and the log.
+    async fn record_gap(&self, reason: &str, changes: usize, started: Instant) {
+        let scan_ms = started.elapsed().as_millis() as u64;
+        crate::metrics::METRICS.gap(changes);
+        tracing::info!(
+            reason,
+            changes,
+            scan_ms,
+            "gap: the tree was compared with the index"
+        );
+        if let Err(e) = self
+            .intake
+            .rt
+            .store
+            .record_gap(reason, changes, scan_ms, now_ms())
+            .await
+        {
+            tracing::error!(error = %e, "recording the gap failed");
+        }
+    }
+
+    /// Claims the runs a previous agent of this node left unfinished
+    /// (killed, crashed), and those no node holds any more, and runs them.
+    async fn resume(&self) {
+        // Until it succeeds: this node's lease renewals would keep runs it
+        // failed to claim from every other node.
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let (node, until) = self.intake.rt.lease_now();
+            match self
+                .intake
+                .rt
+                .store
+                .claim_unfinished(&node, until, now_ms(), true)
+                .await
+            {
+                Ok(runs) => {
+                    return take_up(
+                        &self.intake.rt,
+                        &self.intake.live,
+                        &self.intake.dispatcher,
+                        runs,
+                    )
+                    .await;
+                }
+                Err(e) => tracing::error!(error = %e, "cannot claim unfinished runs; trying again"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.intake.rt.shutdown.cancelled() => return,
+            }
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Records the events of `changes` with their runs, and the index
+    /// entries `settled` without an event, then hands the runs over. The
+    /// changes in `scanned` came from a comparison of the tree.
+    async fn process(
+        &self,
+        changes: Vec<Change>,
+        scanned: std::ops::Range<usize>,
+        settled: Vec<(String, FileMeta)>,
+    ) {
+        let rt = &self.intake.rt;
+        // First: a change of the same path later in the batch wins.
+        let mut index: Vec<IndexOp> = settled
+            .into_iter()
+            .map(|(path, meta)| IndexOp::Put(path, meta))
+            .collect();
+        let mut arrivals = Vec::with_capacity(changes.len());
+        for (i, c) in changes.into_iter().enumerate() {
+            if let Some(old) = &c.old_path {
+                index.push(IndexOp::Remove(old.clone()));
+            }
+            match c.meta {
+                Some(m) if c.kind != EventType::Deleted => {
+                    index.push(IndexOp::Put(c.path.clone(), m))
+                }
+                _ => index.push(IndexOp::Remove(c.path.clone())),
+            }
+            let event = Event {
+                id: new_id("evt_"),
+                kind: c.kind,
+                size: c.meta.map(|m| m.size),
+                mtime_ms: c.meta.map(|m| m.mtime_ms()),
+                observed_ms: now_ms(),
+                cause: rt.causes.take(&c.path),
+                actor: rt.actors.take(&c.path),
+                source: if scanned.contains(&i) {
+                    Source::Scan
+                } else {
+                    Source::Watch
+                },
+                path: c.path,
+                old_path: c.old_path,
+                raw_abs: c.raw,
+            };
+            tracing::debug!(event = %event.id, kind = %event.kind, path = %event.path, "event");
+            arrivals.push(Arrival {
+                event,
+                target: Target::Matched,
+            });
+        }
+        let plan = self.intake.plan(arrivals, index);
+        // While the database is unreachable, wait for it: new hints queue up
+        // meanwhile (and past the buffer, a rescan finds their changes).
+        if let Err(e) = self.intake.commit_patiently(&plan).await {
+            tracing::error!(error = %e, events = plan.events.len(), "recording events failed; their runs are not started (the next start finds the changes again)");
+            return;
+        }
+        self.intake.publish(plan).await;
+    }
+}
+
+/// Gives the allocator's free pages back to the system after a whole-tree
+/// walk: its buffers (one arena per walking thread) are gone, and an idle
+/// agent should not keep their size resident.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
