@@ -1,12 +1,20 @@
 //! The HTTP API's wire types: what the server answers, the store's reads
-//! return and the CLI reads back. Nothing here knows where the values come
-//! from; every layer may use it.
+//! return and the CLI reads back, and what the OpenAPI document
+//! (`GET /v1/openapi.json`, `schemas/openapi.json`) is generated from.
+//! Nothing here knows where the values come from; every layer may use it.
+//!
+//! Times are RFC 3339 strings in UTC with milliseconds
+//! (`2026-11-26T04:06:36.123Z`); a time not reached yet is `null`.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 /// A run's state (SPEC section 7), spelled the same in the database, the
 /// API and the metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     Queued,
@@ -74,7 +82,7 @@ impl std::fmt::Display for RunStatus {
 }
 
 /// What one workflow near an event decided, as the decision log keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Decision {
     pub workflow: String,
     pub decision: DecisionKind,
@@ -86,11 +94,11 @@ pub struct Decision {
     pub reason: Option<String>,
     /// The run's status now; filled in when the log is read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_status: Option<String>,
+    pub run_status: Option<RunStatus>,
 }
 
 /// The three outcomes of an event for a workflow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum DecisionKind {
     /// A run was started.
     #[serde(rename = "run")]
@@ -101,6 +109,458 @@ pub enum DecisionKind {
     /// A pattern matched the path, but the workflow does not run.
     #[serde(rename = "not matched")]
     NotMatched,
+}
+
+/// Every error answer: `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `method_not_allowed`, `conflict`, `invalid`, `payload_too_large`,
+    /// `unavailable` or `internal`.
+    pub code: String,
+    pub message: String,
+    /// An invalid apply or diff: every problem, with its position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<Vec<DiagnosticItem>>,
+}
+
+/// One problem in a definition file.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DiagnosticItem {
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+    /// `error` or `warning`.
+    pub severity: String,
+    pub message: String,
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: HealthStatus,
+    pub version: String,
+    /// Why it is degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Ok,
+    /// Working, but some directory has no watch (the inotify watch limit)
+    /// and is polled, seconds late.
+    Degraded,
+}
+
+/// `GET /v1/whoami`: the key's user and role.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Whoami {
+    pub user: String,
+    /// `reader`, `writer` or `admin`.
+    pub role: String,
+}
+
+/// What one apply did to one definition (kubectl's words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Created,
+    Configured,
+    Unchanged,
+    Pruned,
+    Deleted,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Created => "created",
+            Action::Configured => "configured",
+            Action::Unchanged => "unchanged",
+            Action::Pruned => "pruned",
+            Action::Deleted => "deleted",
+        }
+    }
+}
+
+/// One line of an apply's report: `workflow/NAME created`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Applied {
+    /// `Workflow` or `Pipeline`.
+    pub kind: String,
+    pub name: String,
+    pub action: Action,
+}
+
+impl std::fmt::Display for Applied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{} {}",
+            self.kind.to_lowercase(),
+            self.name,
+            self.action.as_str()
+        )
+    }
+}
+
+/// `POST /v1/apply`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApplyAnswer {
+    pub dry_run: bool,
+    pub results: Vec<Applied>,
+}
+
+/// `DELETE /v1/workflows/{name}`, `POST /v1/workflows/{name}/rollback`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Results {
+    pub results: Vec<Applied>,
+}
+
+/// One definition's change in a diff.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DiffItem {
+    pub kind: String,
+    pub name: String,
+    pub action: Action,
+    /// A unified diff, live above and the body below; empty when unchanged.
+    pub diff: String,
+}
+
+/// `POST /v1/diff`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DiffAnswer {
+    /// True when any definition would change.
+    pub differs: bool,
+    pub results: Vec<DiffItem>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkflowStatus {
+    Active,
+    Paused,
+}
+
+/// A definition as the API lists it (SPEC section 7).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkflowSummary {
+    pub name: String,
+    /// `Workflow` or `Pipeline`.
+    pub kind: String,
+    pub description: Option<String>,
+    pub status: WorkflowStatus,
+    pub revision: i64,
+    /// The triggers as written (a pipeline: all its stages').
+    #[schema(value_type = Vec<Object>)]
+    pub triggers: Vec<Value>,
+    /// What applied it: `api`, `files:PATHS`, `config-dir:PATH`.
+    pub source: String,
+    pub applied_by: String,
+    pub applied_at: Option<String>,
+    /// A pipeline's stages, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stages: Option<Vec<String>>,
+    /// A pipeline's stages paused on their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_stages: Option<Vec<String>>,
+}
+
+/// `GET /v1/workflows`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkflowList {
+    pub workflows: Vec<WorkflowSummary>,
+}
+
+/// One entry of a definition's history.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RevisionSummary {
+    pub revision: i64,
+    /// `created`, `configured`, `pruned`, `deleted` or `rolled-back`.
+    pub action: String,
+    pub source: String,
+    pub applied_by: String,
+    pub applied_at: Option<String>,
+}
+
+/// `GET /v1/workflows/{name}`: the definition, its document and history.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkflowDetail {
+    #[serde(flatten)]
+    pub summary: WorkflowSummary,
+    /// The document as applied (JSON).
+    #[schema(value_type = Object)]
+    pub document: Value,
+    pub revisions: Vec<RevisionSummary>,
+}
+
+/// `GET /v1/workflows/{name}?revision=N`: one revision's document.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RevisionDetail {
+    pub name: String,
+    pub kind: String,
+    pub revision: i64,
+    pub action: String,
+    pub source: String,
+    pub applied_by: String,
+    pub applied_at: Option<String>,
+    /// `null` for a removal.
+    #[schema(value_type = Option<Object>)]
+    pub document: Value,
+}
+
+/// `GET /v1/workflows/{name}` answers either.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum WorkflowOrRevision {
+    Workflow(Box<WorkflowDetail>),
+    Revision(Box<RevisionDetail>),
+}
+
+/// `POST /v1/workflows/{name}/pause` and `/resume`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PauseAnswer {
+    pub name: String,
+    pub status: WorkflowStatus,
+}
+
+/// `POST /v1/workflows/{name}/trigger`: the file the run is for (or
+/// `?path=`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerRequest {
+    /// A virtual path: absolute, rooted at the data dir.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// The run a trigger started (or recorded as skipped: paused).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TriggerAnswer {
+    pub run: String,
+    pub workflow: String,
+    pub event: String,
+    pub status: RunStatus,
+}
+
+/// A run's event, as its workflow saw it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunEvent {
+    pub id: String,
+    /// `file.created`, `file.updated`, `file.deleted`, `file.moved` or
+    /// `metadata.changed`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub path: String,
+    pub old_path: Option<String>,
+    /// The run whose write caused the event (`runs/{id}` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caused_by_run: Option<String>,
+    /// The API user whose request caused it (`runs/{id}` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// `watch`, `scan` or `api` (`runs/{id}` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// One run.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Run {
+    pub id: String,
+    pub workflow: String,
+    pub status: RunStatus,
+    /// Why it was skipped or cancelled.
+    pub reason: Option<String>,
+    pub attempts: i64,
+    pub chain_depth: i64,
+    pub event: RunEvent,
+    pub queued_at: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// `GET /v1/runs`, `GET /v1/workflows/{name}/runs`: newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunList {
+    pub runs: Vec<Run>,
+}
+
+/// One step of one attempt.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StepResult {
+    pub name: String,
+    /// `succeeded`, `failed` or `skipped`.
+    pub status: String,
+    pub exit_code: Option<i64>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+    /// What the step put out (`$NEXUS_OUTPUT`, a built-in's result).
+    #[schema(value_type = Option<Object>)]
+    pub output: Option<Value>,
+    pub error: Option<String>,
+}
+
+/// One attempt of a run.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AttemptResult {
+    pub attempt: i64,
+    /// `running`, `succeeded`, `failed` or `interrupted`.
+    pub status: String,
+    pub error: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub steps: Vec<StepResult>,
+}
+
+/// `GET /v1/runs/{id}`: a run with every attempt and its steps.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunDetail {
+    #[serde(flatten)]
+    pub run: Run,
+    pub attempt_log: Vec<AttemptResult>,
+    /// The last attempt's steps: the run's outcome.
+    pub steps: Vec<StepResult>,
+}
+
+/// `GET /v1/workflows/{name}/stats`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Stats {
+    pub workflow: String,
+    pub total: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    /// Succeeded over succeeded and failed; `null` before any ran.
+    pub success_rate: Option<f64>,
+    pub avg_duration_ms: Option<f64>,
+    pub p95_duration_ms: Option<i64>,
+    pub errors: i64,
+}
+
+/// One failed attempt.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunError {
+    pub run: String,
+    pub workflow: String,
+    pub path: String,
+    pub attempt: i64,
+    pub error: Option<String>,
+    pub at: Option<String>,
+}
+
+/// `GET /v1/workflows/{name}/errors`: newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorList {
+    pub errors: Vec<RunError>,
+}
+
+/// One recorded event with its decision log.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EventRecord {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub path: String,
+    pub old_path: Option<String>,
+    pub size: Option<i64>,
+    pub observed_at: Option<String>,
+    pub caused_by_run: Option<String>,
+    pub chain_depth: i64,
+    pub actor: Option<String>,
+    /// `watch`, `scan` or `api`.
+    pub source: String,
+    /// The runs it started (or skipped), then the workflows near it that
+    /// did not run; empty when no pattern matched the path.
+    pub decisions: Vec<Decision>,
+}
+
+/// `GET /v1/events`: newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EventList {
+    pub events: Vec<EventRecord>,
+}
+
+/// A run entering a state: one `run` event of `GET /v1/events/stream`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunChange {
+    pub run: String,
+    pub workflow: String,
+    pub path: String,
+    pub status: RunStatus,
+    pub attempt: u32,
+    pub reason: Option<String>,
+    pub error: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub at: String,
+}
+
+impl RunChange {
+    /// A change to `status` now, with nothing more said.
+    pub fn new(run: &str, workflow: &str, path: &str, status: RunStatus) -> RunChange {
+        RunChange {
+            run: run.to_owned(),
+            workflow: workflow.to_owned(),
+            path: path.to_owned(),
+            status,
+            attempt: 0,
+            reason: None,
+            error: None,
+            duration_ms: None,
+            at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryType {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FileEntry {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: EntryType,
+    pub size: u64,
+    pub modified_at: Option<String>,
+}
+
+/// `GET /v1/files`, `GET /v1/files/{path}` of a directory (or with
+/// `?list=true`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Listing {
+    pub path: String,
+    pub entries: Vec<FileEntry>,
+}
+
+/// A write or an append: the file and how many bytes were written.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FileWritten {
+    pub path: String,
+    pub bytes: u64,
+}
+
+/// `DELETE /v1/files/{path}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FileDeleted {
+    pub path: String,
+    pub deleted: bool,
 }
 
 #[cfg(test)]

@@ -17,48 +17,7 @@ use crate::definitions::{Diagnostics, Limits, Loaded, load_text};
 use crate::events::now_ms;
 use crate::store::{DefinitionWrite, Store, StoreError, StoredDefinition};
 
-/// What one apply did to one definition (kubectl's words).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    Created,
-    Configured,
-    Unchanged,
-    Pruned,
-    Deleted,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Created => "created",
-            Action::Configured => "configured",
-            Action::Unchanged => "unchanged",
-            Action::Pruned => "pruned",
-            Action::Deleted => "deleted",
-        }
-    }
-}
-
-/// One line of an apply's report: `workflow/NAME created`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Applied {
-    pub kind: String,
-    pub name: String,
-    pub action: Action,
-}
-
-impl std::fmt::Display for Applied {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}/{} {}",
-            self.kind.to_lowercase(),
-            self.name,
-            self.action.as_str()
-        )
-    }
-}
+pub use crate::api::{Action, Applied};
 
 /// Why an apply was refused.
 #[derive(Debug, thiserror::Error)]

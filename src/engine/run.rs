@@ -1,5 +1,6 @@
 //! One run: its attempts, each attempt's steps, and what is recorded.
 
+pub use crate::api::RunChange;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,37 +13,6 @@ use crate::events::causes::{Causes, Recent};
 use crate::events::{Event, now_ms};
 use crate::steps::{self, StepContext, StepOutcome, StepStatus};
 use crate::store::{AttemptEnd, RunStatus, StepRecord, Store, Write, Writer};
-
-/// A run entering a state: streamed by `GET /v1/events?follow=true` and
-/// counted by the metrics.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RunChange {
-    pub run: String,
-    pub workflow: String,
-    pub path: String,
-    pub status: RunStatus,
-    pub attempt: u32,
-    pub reason: Option<String>,
-    pub error: Option<String>,
-    pub duration_ms: Option<i64>,
-    pub at: String,
-}
-
-impl RunChange {
-    pub fn new(run: &str, workflow: &str, path: &str, status: RunStatus) -> RunChange {
-        RunChange {
-            run: run.to_owned(),
-            workflow: workflow.to_owned(),
-            path: path.to_owned(),
-            status,
-            attempt: 0,
-            reason: None,
-            error: None,
-            duration_ms: None,
-            at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-        }
-    }
-}
 
 /// What every run shares.
 pub struct Runtime {

@@ -5,16 +5,17 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
 
-/// `{"error": {"code", "message"}}` with its status.
+use crate::api::{DiagnosticItem, ErrorBody, ErrorDetail};
+
+/// `{"error": {"code", "message"}}` ([`ErrorBody`]) with its status.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    /// More, for the `error` object (an invalid apply's diagnostics).
-    pub details: Option<(&'static str, Value)>,
+    /// An invalid apply's problems, for the `error` object.
+    pub diagnostics: Option<Vec<DiagnosticItem>>,
 }
 
 impl ApiError {
@@ -23,7 +24,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
-            details: None,
+            diagnostics: None,
         }
     }
 
@@ -57,19 +58,22 @@ impl ApiError {
         )
     }
 
-    pub fn with(mut self, key: &'static str, value: Value) -> ApiError {
-        self.details = Some((key, value));
+    pub fn with_diagnostics(mut self, diagnostics: Vec<DiagnosticItem>) -> ApiError {
+        self.diagnostics = Some(diagnostics);
         self
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some((key, value)) = self.details {
-            error[key] = value;
-        }
-        (self.status, axum::Json(json!({ "error": error }))).into_response()
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+                diagnostics: self.diagnostics,
+            },
+        };
+        (self.status, axum::Json(body)).into_response()
     }
 }
 

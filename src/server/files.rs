@@ -13,10 +13,11 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use cap_std::fs::{Dir, OpenOptions};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use utoipa::IntoParams;
 
 use super::error::{Body, P, Q};
 use super::{Api, ApiError, Caller};
+use crate::api::{EntryType, ErrorBody, FileDeleted, FileEntry, FileWritten, Listing};
 use crate::datadir::{Vpath, atomic_write, io_error, make_parent, vpath};
 use crate::store::timestamp;
 
@@ -86,23 +87,45 @@ fn file_error(root: &Dir, what: &str, path: &Vpath, e: &std::io::Error) -> ApiEr
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ReadQuery {
+    /// List instead of read: a file shows as one entry.
     #[serde(default)]
     list: bool,
 }
 
-pub async fn list_root(State(api): State<Api>) -> Result<Response, ApiError> {
+/// The data dir's top level (nexusd's own state dir left out).
+#[utoipa::path(get, path = "/v1/files", tag = "files",
+    responses(
+        (status = 200, description = "The entries, by name", body = Listing),
+        (status = 409, description = "The data dir cannot be listed", body = ErrorBody),
+    ))]
+pub async fn list_root(State(api): State<Api>) -> Result<Json<Listing>, ApiError> {
     let root = Arc::clone(&api.rt.root);
     let entries = blocking(move || list_dir(&root, std::path::Path::new(""))).await?;
     entries
-        .map(|e| Json(json!({"path": "/", "entries": e})).into_response())
+        .map(|entries| {
+            Json(Listing {
+                path: "/".to_owned(),
+                entries,
+            })
+        })
         .map_err(|e| ApiError::conflict(format!("cannot list the data dir: {e}")))
 }
 
 /// A file's bytes, or a directory's entries (also with `?list=true`, which
 /// shows a file as one entry).
+#[utoipa::path(get, path = "/v1/files/{path}", tag = "files",
+    params(("path" = String, Path, description = "A path relative to the data dir (`DIR/NAME`)"), ReadQuery),
+    responses(
+        (status = 200, description = "The file's bytes, or the directory's entries",
+            content((Vec<u8> = "application/octet-stream"), (Listing = "application/json"))),
+        (status = 403, description = "The agent may not read it", body = ErrorBody),
+        (status = 404, description = "No such file", body = ErrorBody),
+        (status = 409, description = "It cannot be read as it is", body = ErrorBody),
+    ))]
 pub async fn read(
     State(api): State<Api>,
     uri: Uri,
@@ -118,15 +141,23 @@ pub async fn read(
         if meta.is_dir() {
             let entries =
                 list_dir(&root, &path.rel).map_err(|e| file_error(&root, "list", &path, &e))?;
-            return Ok(Json(json!({"path": path.virt, "entries": entries})).into_response());
+            return Ok(Json(Listing {
+                path: path.virt,
+                entries,
+            })
+            .into_response());
         }
         if q.list {
             let name = path
                 .rel
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned());
-            let entry = entry_json(&name.unwrap_or_default(), &meta);
-            return Ok(Json(json!({"path": path.virt, "entries": [entry]})).into_response());
+            let entry = entry_of(&name.unwrap_or_default(), &meta);
+            return Ok(Json(Listing {
+                path: path.virt,
+                entries: vec![entry],
+            })
+            .into_response());
         }
         let mut bytes = Vec::new();
         root.open(&path.rel)
@@ -141,7 +172,7 @@ pub async fn read(
     .await?
 }
 
-fn list_dir(root: &Dir, rel: &std::path::Path) -> std::io::Result<Vec<Value>> {
+fn list_dir(root: &Dir, rel: &std::path::Path) -> std::io::Result<Vec<FileEntry>> {
     let dir = if rel.as_os_str().is_empty() {
         root.try_clone()?
     } else {
@@ -155,30 +186,44 @@ fn list_dir(root: &Dir, rel: &std::path::Path) -> std::io::Result<Vec<Value>> {
             continue;
         }
         if let Ok(meta) = entry.metadata() {
-            out.push(entry_json(&name, &meta));
+            out.push(entry_of(&name, &meta));
         }
     }
-    out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
 
-fn entry_json(name: &str, meta: &cap_std::fs::Metadata) -> Value {
+fn entry_of(name: &str, meta: &cap_std::fs::Metadata) -> FileEntry {
     let kind = if meta.is_dir() {
-        "dir"
+        EntryType::Dir
     } else if meta.is_symlink() {
-        "symlink"
+        EntryType::Symlink
     } else {
-        "file"
+        EntryType::File
     };
     let mtime = meta
         .modified()
         .ok()
         .and_then(|t| t.into_std().duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    json!({"name": name, "type": kind, "size": meta.len(), "modified_at": timestamp(mtime)})
+    FileEntry {
+        name: name.to_owned(),
+        kind,
+        size: meta.len(),
+        modified_at: timestamp(mtime),
+    }
 }
 
-/// Replaces (or creates) a file atomically.
+/// Replaces (or creates) a file atomically; the event it causes records
+/// the caller.
+#[utoipa::path(put, path = "/v1/files/{path}", tag = "files",
+    params(("path" = String, Path, description = "A path relative to the data dir (`DIR/NAME`); missing directories are made")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's new content"),
+    responses(
+        (status = 200, description = "Replaced", body = FileWritten),
+        (status = 201, description = "Created", body = FileWritten),
+        (status = 409, description = "A directory is in the way", body = ErrorBody),
+    ))]
 pub async fn write(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
@@ -202,12 +247,24 @@ pub async fn write(
         } else {
             StatusCode::CREATED
         };
-        Ok((status, Json(json!({"path": path.virt, "bytes": len}))).into_response())
+        let written = FileWritten {
+            path: path.virt,
+            bytes: len as u64,
+        };
+        Ok((status, Json(written)).into_response())
     })
     .await?
 }
 
-/// `POST /v1/files/{path}:append` appends the body.
+/// `POST /v1/files/{path}:append` appends the body (creating the file).
+#[utoipa::path(post, path = "/v1/files/{path}", tag = "files",
+    params(("path" = String, Path, description = "A path relative to the data dir, then `:append` (`DIR/NAME:append`)")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The bytes to append"),
+    responses(
+        (status = 200, description = "Appended", body = FileWritten),
+        (status = 403, description = "The agent may not write it", body = ErrorBody),
+        (status = 409, description = "A directory is in the way", body = ErrorBody),
+    ))]
 pub async fn append(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
@@ -227,11 +284,24 @@ pub async fn append(
         root.open_with(&path.rel, OpenOptions::new().append(true).create(true))
             .and_then(|mut f| f.write_all(&body))
             .map_err(|e| file_error(&root, "append to", &path, &e))?;
-        Ok(Json(json!({"path": path.virt, "bytes": len})).into_response())
+        Ok(Json(FileWritten {
+            path: path.virt,
+            bytes: len as u64,
+        })
+        .into_response())
     })
     .await?
 }
 
+/// Deletes a file.
+#[utoipa::path(delete, path = "/v1/files/{path}", tag = "files",
+    params(("path" = String, Path, description = "A path relative to the data dir (`DIR/NAME`)")),
+    responses(
+        (status = 200, description = "Deleted", body = FileDeleted),
+        (status = 403, description = "The agent may not delete it", body = ErrorBody),
+        (status = 404, description = "No such file", body = ErrorBody),
+        (status = 409, description = "It is a directory", body = ErrorBody),
+    ))]
 pub async fn remove(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
@@ -242,7 +312,11 @@ pub async fn remove(
     blocking(move || {
         root.remove_file(&path.rel)
             .map_err(|e| file_error(&root, "delete", &path, &e))?;
-        Ok(Json(json!({"path": path.virt, "deleted": true})).into_response())
+        Ok(Json(FileDeleted {
+            path: path.virt,
+            deleted: true,
+        })
+        .into_response())
     })
     .await?
 }

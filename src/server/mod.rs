@@ -5,18 +5,19 @@
 
 mod error;
 mod files;
+pub mod openapi;
 mod routes;
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::api::{Health, HealthStatus};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 pub use self::error::ApiError;
@@ -75,6 +76,7 @@ pub fn router(api: Api) -> Router {
         .route("/v1/whoami", get(routes::whoami));
     Router::new()
         .route("/health", get(health))
+        .route("/v1/openapi.json", get(openapi::openapi_json))
         .route("/metrics", get(routes::metrics))
         .merge(v1)
         .fallback(not_found)
@@ -86,15 +88,21 @@ pub fn router(api: Api) -> Router {
 
 /// `ok`, or `degraded` while some directory of the data dir has no watch
 /// (its changes are then found by polling, seconds late).
-async fn health() -> Json<Value> {
-    if crate::metrics::METRICS.watch_degraded() {
-        return Json(json!({
-            "status": "degraded",
-            "version": env!("CARGO_PKG_VERSION"),
-            "reason": "the inotify watch limit is reached: some directories are polled; raise fs.inotify.max_user_watches",
-        }));
-    }
-    Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+#[utoipa::path(get, path = "/health", tag = "operations", security(()),
+    responses((status = 200, description = "The agent answers", body = Health)))]
+async fn health() -> Json<Health> {
+    let degraded = crate::metrics::METRICS.watch_degraded();
+    Json(Health {
+        status: if degraded {
+            HealthStatus::Degraded
+        } else {
+            HealthStatus::Ok
+        },
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        reason: degraded.then(|| {
+            "the inotify watch limit is reached: some directories are polled; raise fs.inotify.max_user_watches".to_owned()
+        }),
+    })
 }
 
 async fn not_found() -> ApiError {
@@ -112,7 +120,7 @@ async fn method_not_allowed() -> ApiError {
 /// The least role a route needs; `None` for the public ones. The one place
 /// the role matrix of SPEC section 7 lives.
 pub fn required_role(method: &Method, path: &str) -> Option<Role> {
-    if path == "/health" || path == "/metrics" {
+    if path == "/health" || path == "/metrics" || path == "/v1/openapi.json" {
         return None;
     }
     let reads = *method == Method::GET || *method == Method::HEAD;

@@ -9,10 +9,17 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::IntoParams;
 
 use super::error::{Body, JsonBody, P, Q};
 use super::{Api, ApiError, Caller};
+use crate::api::{
+    ApplyAnswer, DiagnosticItem, DiffAnswer, DiffItem, ErrorBody, ErrorList, EventList,
+    PauseAnswer, Results, RevisionDetail, RevisionSummary, RunDetail, RunList, Stats,
+    TriggerAnswer, TriggerRequest, Whoami, WorkflowDetail, WorkflowList, WorkflowOrRevision,
+    WorkflowStatus, WorkflowSummary,
+};
 use crate::definitions::load::SourceDocument;
 use crate::definitions::{Limits, load_text};
 use crate::engine::intake::{Arrival, Target};
@@ -20,15 +27,24 @@ use crate::engine::registry::{Action, ApplyError, ApplyOptions, content_hash};
 use crate::events::{Event, EventType, Source, new_id, now_ms};
 use crate::store::{RunFilter, RunStatus, StoredDefinition, timestamp};
 
-pub async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> {
-    Json(json!({"user": caller.user, "role": caller.role.as_str()}))
+/// The key's user and role.
+#[utoipa::path(get, path = "/v1/whoami", tag = "auth",
+    responses((status = 200, description = "The caller", body = Whoami)))]
+pub async fn whoami(Extension(caller): Extension<Caller>) -> Json<Whoami> {
+    Json(Whoami {
+        user: caller.user,
+        role: caller.role.as_str().to_owned(),
+    })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ApplyQuery {
+    /// Check and report, change nothing.
     #[serde(default)]
     dry_run: bool,
+    /// Remove this source's definitions that the body does not name.
     #[serde(default)]
     prune: bool,
     /// Which source the set stands for (what `prune` compares); `api` by default.
@@ -47,10 +63,16 @@ fn body_documents(bytes: &[u8]) -> Result<Vec<SourceDocument>, ApiError> {
     let mut loaded = load_text(name, bytes, &limits);
     crate::definitions::load::map_sources(bytes, name, &mut loaded.diagnostics);
     if loaded.diagnostics.has_errors() {
-        let list: Vec<Value> = loaded
+        let list: Vec<DiagnosticItem> = loaded
             .diagnostics
             .errors()
-            .map(|d| serde_json::to_value(d).unwrap_or(Value::Null))
+            .map(|d| DiagnosticItem {
+                file: d.file.display().to_string(),
+                line: d.line,
+                column: d.column,
+                severity: d.severity.to_string(),
+                message: d.message.clone(),
+            })
             .collect();
         let first = loaded
             .diagnostics
@@ -61,7 +83,7 @@ fn body_documents(bytes: &[u8]) -> Result<Vec<SourceDocument>, ApiError> {
         return Err(ApiError::invalid(format!(
             "the definitions are invalid, nothing was applied: {first}"
         ))
-        .with("diagnostics", Value::Array(list)));
+        .with_diagnostics(list));
     }
     Ok(loaded.documents)
 }
@@ -83,12 +105,19 @@ fn apply_error(e: ApplyError) -> ApiError {
     }
 }
 
+/// Applies a set of definitions (multi-document YAML), all or nothing.
+#[utoipa::path(post, path = "/v1/apply", tag = "definitions", params(ApplyQuery),
+    request_body(content = String, content_type = "application/yaml", description = "Workflow and Pipeline documents"),
+    responses(
+        (status = 200, description = "What the apply did to each definition", body = ApplyAnswer),
+        (status = 422, description = "The definitions are invalid (with their diagnostics), or the set was refused; nothing was applied", body = ErrorBody),
+    ))]
 pub async fn apply(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
     Q(q): Q<ApplyQuery>,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ApplyAnswer>, ApiError> {
     let docs = body_documents(&body)?;
     let opts = ApplyOptions {
         source: source_of(q.source)?,
@@ -97,24 +126,36 @@ pub async fn apply(
         dry_run: q.dry_run,
     };
     let report = api.registry.apply(docs, &opts).await.map_err(apply_error)?;
-    Ok(Json(json!({"dry_run": q.dry_run, "results": report})))
+    Ok(Json(ApplyAnswer {
+        dry_run: q.dry_run,
+        results: report,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DiffQuery {
+    /// Which source the set stands for; `api` by default.
     source: Option<String>,
+    /// Also show what a pruning apply would remove.
     #[serde(default)]
     prune: bool,
 }
 
 /// What an apply of the body would change, with a unified diff of each
 /// definition (live above, the body below).
+#[utoipa::path(post, path = "/v1/diff", tag = "definitions", params(DiffQuery),
+    request_body(content = String, content_type = "application/yaml", description = "Workflow and Pipeline documents"),
+    responses(
+        (status = 200, description = "Each definition's change", body = DiffAnswer),
+        (status = 422, description = "The definitions are invalid (with their diagnostics)", body = ErrorBody),
+    ))]
 pub async fn diff(
     State(api): State<Api>,
     Q(q): Q<DiffQuery>,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DiffAnswer>, ApiError> {
     let docs = body_documents(&body)?;
     let source = source_of(q.source)?;
     let live = api
@@ -135,7 +176,12 @@ pub async fn diff(
         };
         let old_yaml = old.map(|o| yaml_of(&o.document)).unwrap_or_default();
         let diff = unified(&old_yaml, &yaml_of(&new_text), &doc.kind, &doc.name);
-        out.push(json!({"kind": doc.kind, "name": doc.name, "action": action, "diff": diff}));
+        out.push(DiffItem {
+            kind: doc.kind.clone(),
+            name: doc.name.clone(),
+            action,
+            diff,
+        });
     }
     if q.prune {
         for old in live
@@ -143,13 +189,19 @@ pub async fn diff(
             .filter(|d| d.source == source && !named.contains(d.name.as_str()))
         {
             let diff = unified(&yaml_of(&old.document), "", &old.kind, &old.name);
-            out.push(
-                json!({"kind": old.kind, "name": old.name, "action": Action::Pruned, "diff": diff}),
-            );
+            out.push(DiffItem {
+                kind: old.kind.clone(),
+                name: old.name.clone(),
+                action: Action::Pruned,
+                diff,
+            });
         }
     }
-    let differs = out.iter().any(|c| c["action"] != "unchanged");
-    Ok(Json(json!({"differs": differs, "results": out})))
+    let differs = out.iter().any(|c| c.action != Action::Unchanged);
+    Ok(Json(DiffAnswer {
+        differs,
+        results: out,
+    }))
 }
 
 /// A stored document as YAML, for people to read.
@@ -171,44 +223,41 @@ fn unified(old: &str, new: &str, kind: &str, name: &str) -> String {
 }
 
 /// A definition as the API shows it (SPEC section 7).
-fn workflow_json(d: &StoredDefinition, paused: &BTreeSet<String>) -> Value {
+fn workflow_summary(d: &StoredDefinition, paused: &BTreeSet<String>) -> WorkflowSummary {
     let doc: Value = serde_json::from_str(&d.document).unwrap_or(Value::Null);
+    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
     let (triggers, stages) = if d.kind == "Pipeline" {
-        let stages = doc["spec"]["stages"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let triggers: Vec<Value> = stages
+        let stages = list(&doc["spec"]["stages"]);
+        let triggers = stages.iter().flat_map(|s| list(&s["on"])).collect();
+        let names = stages
             .iter()
-            .flat_map(|s| s["on"].as_array().cloned().unwrap_or_default())
+            .filter_map(|s| s["name"].as_str().map(str::to_owned))
             .collect();
-        let names: Vec<Value> = stages.iter().map(|s| s["name"].clone()).collect();
-        (Value::Array(triggers), Some(names))
+        (triggers, Some(names))
     } else {
-        (doc["spec"]["on"].clone(), None)
+        (list(&doc["spec"]["on"]), None)
     };
-    let mut w = json!({
-        "name": d.name,
-        "kind": d.kind,
-        "description": doc["metadata"]["description"],
-        "status": if paused.contains(&d.name) { "paused" } else { "active" },
-        "revision": d.revision,
-        "triggers": triggers,
-        "source": d.source,
-        "applied_by": d.applied_by,
-        "applied_at": timestamp(Some(d.applied_ms)),
-    });
-    if let Some(stages) = stages {
-        w["stages"] = json!(stages);
-        let paused_stages: Vec<String> = paused
-            .iter()
-            .filter_map(|p| p.strip_prefix(&format!("{}/", d.name)).map(str::to_owned))
-            .collect();
-        if !paused_stages.is_empty() {
-            w["paused_stages"] = json!(paused_stages);
-        }
+    let paused_stages: Vec<String> = paused
+        .iter()
+        .filter_map(|p| p.strip_prefix(&format!("{}/", d.name)).map(str::to_owned))
+        .collect();
+    WorkflowSummary {
+        name: d.name.clone(),
+        kind: d.kind.clone(),
+        description: doc["metadata"]["description"].as_str().map(str::to_owned),
+        status: if paused.contains(&d.name) {
+            WorkflowStatus::Paused
+        } else {
+            WorkflowStatus::Active
+        },
+        revision: d.revision,
+        triggers,
+        source: d.source.clone(),
+        applied_by: d.applied_by.clone(),
+        applied_at: timestamp(Some(d.applied_ms)),
+        paused_stages: (stages.is_some() && !paused_stages.is_empty()).then_some(paused_stages),
+        stages,
     }
-    w
 }
 
 async fn definition(api: &Api, name: &str) -> Result<StoredDefinition, ApiError> {
@@ -220,7 +269,10 @@ async fn definition(api: &Api, name: &str) -> Result<StoredDefinition, ApiError>
         .ok_or_else(|| ApiError::not_found(format!("no workflow or pipeline named `{name}`")))
 }
 
-pub async fn list_workflows(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
+/// Every applied definition.
+#[utoipa::path(get, path = "/v1/workflows", tag = "workflows",
+    responses((status = 200, description = "The definitions, by name", body = WorkflowList)))]
+pub async fn list_workflows(State(api): State<Api>) -> Result<Json<WorkflowList>, ApiError> {
     let defs = api
         .registry
         .store()
@@ -228,21 +280,30 @@ pub async fn list_workflows(State(api): State<Api>) -> Result<Json<Value>, ApiEr
         .await
         .map_err(ApiError::store)?;
     let paused = api.registry.paused_names();
-    let list: Vec<Value> = defs.iter().map(|d| workflow_json(d, &paused)).collect();
-    Ok(Json(json!({ "workflows": list })))
+    let workflows = defs.iter().map(|d| workflow_summary(d, &paused)).collect();
+    Ok(Json(WorkflowList { workflows }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct GetQuery {
+    /// One revision's document instead of the live definition.
     revision: Option<i64>,
 }
 
+/// A definition with its document and history, or one revision.
+#[utoipa::path(get, path = "/v1/workflows/{name}", tag = "workflows",
+    params(("name" = String, Path, description = "A workflow or pipeline"), GetQuery),
+    responses(
+        (status = 200, description = "The definition (or with `revision`, that revision)", body = WorkflowOrRevision),
+        (status = 404, description = "No such definition or revision", body = ErrorBody),
+    ))]
 pub async fn get_workflow(
     State(api): State<Api>,
     P(name): P<String>,
     Q(q): Q<GetQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WorkflowOrRevision>, ApiError> {
     let store = api.registry.store();
     let revisions = store.revisions(&name).await.map_err(ApiError::store)?;
     if let Some(n) = q.revision {
@@ -254,34 +315,56 @@ pub async fn get_workflow(
             .as_deref()
             .and_then(|d| serde_json::from_str(d).ok())
             .unwrap_or(Value::Null);
-        return Ok(Json(json!({
-            "name": rev.name, "kind": rev.kind, "revision": rev.revision, "action": rev.action,
-            "source": rev.source, "applied_by": rev.applied_by, "applied_at": timestamp(Some(rev.applied_ms)),
-            "document": document,
-        })));
+        return Ok(Json(WorkflowOrRevision::Revision(Box::new(
+            RevisionDetail {
+                name: rev.name.clone(),
+                kind: rev.kind.clone(),
+                revision: rev.revision,
+                action: rev.action.clone(),
+                source: rev.source.clone(),
+                applied_by: rev.applied_by.clone(),
+                applied_at: timestamp(Some(rev.applied_ms)),
+                document,
+            },
+        ))));
     }
     let d = definition(&api, &name).await?;
-    let mut w = workflow_json(&d, &api.registry.paused_names());
-    w["document"] = serde_json::from_str(&d.document).unwrap_or(Value::Null);
-    w["revisions"] = json!(
-        revisions
-            .iter()
-            .map(
-                |r| json!({"revision": r.revision, "action": r.action, "source": r.source,
-            "applied_by": r.applied_by, "applied_at": timestamp(Some(r.applied_ms))})
-            )
-            .collect::<Vec<_>>()
-    );
-    Ok(Json(w))
+    let revisions = revisions
+        .iter()
+        .map(|r| RevisionSummary {
+            revision: r.revision,
+            action: r.action.clone(),
+            source: r.source.clone(),
+            applied_by: r.applied_by.clone(),
+            applied_at: timestamp(Some(r.applied_ms)),
+        })
+        .collect();
+    Ok(Json(WorkflowOrRevision::Workflow(Box::new(
+        WorkflowDetail {
+            summary: workflow_summary(&d, &api.registry.paused_names()),
+            document: serde_json::from_str(&d.document).unwrap_or(Value::Null),
+            revisions,
+        },
+    ))))
 }
 
+/// Removes a definition (a new revision records the removal).
+#[utoipa::path(delete, path = "/v1/workflows/{name}", tag = "workflows",
+    params(("name" = String, Path, description = "A workflow or pipeline")),
+    responses(
+        (status = 200, description = "Deleted", body = Results),
+        (status = 404, description = "No such definition", body = ErrorBody),
+        (status = 422, description = "Refused: the set without it does not hold", body = ErrorBody),
+    ))]
 pub async fn delete_workflow(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
     P(name): P<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Results>, ApiError> {
     match api.registry.delete(&name, &caller.user).await {
-        Ok(Some(done)) => Ok(Json(json!({"results": [done]}))),
+        Ok(Some(done)) => Ok(Json(Results {
+            results: vec![done],
+        })),
         Ok(None) => Err(ApiError::not_found(format!(
             "no workflow or pipeline named `{name}`"
         ))),
@@ -289,19 +372,28 @@ pub async fn delete_workflow(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RollbackQuery {
+    /// The revision whose document to apply again.
     revision: i64,
 }
 
 /// Applies an old revision's document again (a new revision).
+#[utoipa::path(post, path = "/v1/workflows/{name}/rollback", tag = "workflows",
+    params(("name" = String, Path, description = "A workflow or pipeline"), RollbackQuery),
+    responses(
+        (status = 200, description = "Applied again", body = Results),
+        (status = 404, description = "No such revision", body = ErrorBody),
+        (status = 422, description = "A removal, or a document that no longer compiles", body = ErrorBody),
+    ))]
 pub async fn rollback(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
     P(name): P<String>,
     Q(q): Q<RollbackQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Results>, ApiError> {
     let store = api.registry.store();
     let revisions = store.revisions(&name).await.map_err(ApiError::store)?;
     let Some(rev) = revisions.iter().find(|r| r.revision == q.revision) else {
@@ -343,7 +435,7 @@ pub async fn rollback(
         .apply(vec![doc], &opts)
         .await
         .map_err(apply_error)?;
-    Ok(Json(json!({"results": report})))
+    Ok(Json(Results { results: report }))
 }
 
 /// A name `pause`/`resume` accept: a definition, or a pipeline's stage.
@@ -370,7 +462,7 @@ async fn set_paused(
     caller: &Caller,
     name: &str,
     paused: bool,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PauseAnswer>, ApiError> {
     if !pausable(api, name).await? {
         return Err(ApiError::not_found(format!(
             "no workflow or pipeline named `{name}`"
@@ -381,48 +473,70 @@ async fn set_paused(
         .await
         .map_err(ApiError::store)?;
     tracing::info!(workflow = name, user = %caller.user, "{}", if paused { "paused" } else { "resumed" });
-    Ok(Json(json!({
-        "name": name,
-        "status": if paused { "paused" } else { "active" },
-    })))
+    Ok(Json(PauseAnswer {
+        name: name.to_owned(),
+        status: if paused {
+            WorkflowStatus::Paused
+        } else {
+            WorkflowStatus::Active
+        },
+    }))
 }
 
+/// Pauses a definition (or a pipeline's stage): its runs are recorded as
+/// skipped until it is resumed.
+#[utoipa::path(post, path = "/v1/workflows/{name}/pause", tag = "workflows",
+    params(("name" = String, Path, description = "A workflow, a pipeline or a stage (`PIPELINE/STAGE`)")),
+    responses(
+        (status = 200, description = "Paused", body = PauseAnswer),
+        (status = 404, description = "No such definition", body = ErrorBody),
+    ))]
 pub async fn pause(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
     P(name): P<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PauseAnswer>, ApiError> {
     set_paused(&api, &caller, &name, true).await
 }
 
+/// Resumes a paused definition (or stage).
+#[utoipa::path(post, path = "/v1/workflows/{name}/resume", tag = "workflows",
+    params(("name" = String, Path, description = "A workflow, a pipeline or a stage (`PIPELINE/STAGE`)")),
+    responses(
+        (status = 200, description = "Active again", body = PauseAnswer),
+        (status = 404, description = "No such definition", body = ErrorBody),
+    ))]
 pub async fn resume(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
     P(name): P<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PauseAnswer>, ApiError> {
     set_paused(&api, &caller, &name, false).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct TriggerBody {
-    path: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct TriggerQuery {
+    /// The file the run is for, when the body does not say.
     path: Option<String>,
 }
 
 /// Starts a run of a workflow (a pipeline: its first stage) for a file,
 /// as if the file had just been created; patterns are not consulted.
+#[utoipa::path(post, path = "/v1/workflows/{name}/trigger", tag = "workflows",
+    params(("name" = String, Path, description = "A workflow or pipeline"), TriggerQuery),
+    request_body(content = TriggerRequest, description = "The file (or give `?path=`); an empty body is `{}`"),
+    responses(
+        (status = 202, description = "The run, queued (or skipped: paused)", body = TriggerAnswer),
+        (status = 404, description = "No such workflow, or no such file", body = ErrorBody),
+    ))]
 pub async fn trigger(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
     P(name): P<String>,
     Q(q): Q<TriggerQuery>,
-    JsonBody(body): JsonBody<TriggerBody>,
+    JsonBody(body): JsonBody<TriggerRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Some(path) = body.path.or(q.path) else {
         return Err(ApiError::bad_request(
@@ -493,21 +607,28 @@ pub async fn trigger(
     tracing::info!(workflow = %workflow.name, path = %run.event.path, user = %caller.user, run = %run.id, "triggered");
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({
-            "run": run.id,
-            "workflow": workflow.name,
-            "event": event,
-            "status": run.status.as_str(),
-        })),
+        Json(TriggerAnswer {
+            run: run.id,
+            workflow: workflow.name.clone(),
+            event,
+            status: run.status,
+        }),
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RunsQuery {
+    /// 1 to 10000.
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<i64>,
+    /// Only runs in this state.
+    #[param(value_type = Option<RunStatus>)]
     status: Option<String>,
+    /// Only this workflow's runs (a pipeline: its stages').
     workflow: Option<String>,
+    /// Only runs for events on this virtual path.
     path: Option<String>,
 }
 
@@ -529,23 +650,33 @@ fn run_filter(q: RunsQuery, default_limit: i64) -> Result<RunFilter, ApiError> {
     })
 }
 
+/// A definition's runs (a pipeline: its stages'), newest first.
+#[utoipa::path(get, path = "/v1/workflows/{name}/runs", tag = "runs",
+    params(("name" = String, Path, description = "A workflow or pipeline"), RunsQuery),
+    responses(
+        (status = 200, description = "Runs, newest first (20 by default)", body = RunList),
+        (status = 404, description = "No such definition", body = ErrorBody),
+    ))]
 pub async fn workflow_runs(
     State(api): State<Api>,
     P(name): P<String>,
     Q(q): Q<RunsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunList>, ApiError> {
     let d = definition(&api, &name).await?;
     let mut f = run_filter(q, 20)?;
     f.workflow = Some(name);
     f.stages = d.kind == "Pipeline";
     let runs = api.rt.store.list_runs(&f).await.map_err(ApiError::store)?;
-    Ok(Json(json!({ "runs": runs })))
+    Ok(Json(RunList { runs }))
 }
 
+/// Runs, newest first.
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(RunsQuery),
+    responses((status = 200, description = "Runs, newest first (50 by default)", body = RunList)))]
 pub async fn list_runs(
     State(api): State<Api>,
     Q(q): Q<RunsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunList>, ApiError> {
     let mut f = run_filter(q, 50)?;
     if let Some(w) = &f.workflow {
         let def = api
@@ -557,10 +688,20 @@ pub async fn list_runs(
         f.stages = def.is_some_and(|d| d.kind == "Pipeline");
     }
     let runs = api.rt.store.list_runs(&f).await.map_err(ApiError::store)?;
-    Ok(Json(json!({ "runs": runs })))
+    Ok(Json(RunList { runs }))
 }
 
-pub async fn get_run(State(api): State<Api>, P(id): P<String>) -> Result<Json<Value>, ApiError> {
+/// One run with every attempt and its steps.
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs",
+    params(("id" = String, Path, description = "A run id (`run_...`)")),
+    responses(
+        (status = 200, description = "The run", body = RunDetail),
+        (status = 404, description = "No such run", body = ErrorBody),
+    ))]
+pub async fn get_run(
+    State(api): State<Api>,
+    P(id): P<String>,
+) -> Result<Json<RunDetail>, ApiError> {
     match api
         .rt
         .store
@@ -573,7 +714,14 @@ pub async fn get_run(State(api): State<Api>, P(id): P<String>) -> Result<Json<Va
     }
 }
 
-pub async fn stats(State(api): State<Api>, P(name): P<String>) -> Result<Json<Value>, ApiError> {
+/// Counts and durations of a definition's runs.
+#[utoipa::path(get, path = "/v1/workflows/{name}/stats", tag = "runs",
+    params(("name" = String, Path, description = "A workflow or pipeline")),
+    responses(
+        (status = 200, description = "The statistics", body = Stats),
+        (status = 404, description = "No such definition", body = ErrorBody),
+    ))]
+pub async fn stats(State(api): State<Api>, P(name): P<String>) -> Result<Json<Stats>, ApiError> {
     let d = definition(&api, &name).await?;
     let stats = api
         .rt
@@ -584,17 +732,27 @@ pub async fn stats(State(api): State<Api>, P(name): P<String>) -> Result<Json<Va
     Ok(Json(stats))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ErrorsQuery {
+    /// 1 to 10000 (20 by default).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<i64>,
 }
 
+/// A definition's failed attempts, newest first.
+#[utoipa::path(get, path = "/v1/workflows/{name}/errors", tag = "runs",
+    params(("name" = String, Path, description = "A workflow or pipeline"), ErrorsQuery),
+    responses(
+        (status = 200, description = "Failed attempts, newest first", body = ErrorList),
+        (status = 404, description = "No such definition", body = ErrorBody),
+    ))]
 pub async fn errors(
     State(api): State<Api>,
     P(name): P<String>,
     Q(q): Q<ErrorsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ErrorList>, ApiError> {
     let d = definition(&api, &name).await?;
     let limit = q.limit.unwrap_or(20);
     if !(1..=10_000).contains(&limit) {
@@ -606,16 +764,22 @@ pub async fn errors(
         .run_errors(&name, d.kind == "Pipeline", limit)
         .await
         .map_err(ApiError::store)?;
-    Ok(Json(json!({ "errors": errors })))
+    Ok(Json(ErrorList { errors }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// Only events on this virtual path.
     path: Option<String>,
     /// `10m` (that long ago) or an RFC 3339 time.
     since: Option<String>,
+    /// 1 to 10000 (50 by default).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<i64>,
+    /// Stream run changes instead (server-sent events, `event: run`, each
+    /// a `RunChange`), until the client goes away.
     #[serde(default)]
     follow: bool,
     /// With `follow`: only this workflow's runs (a pipeline: its stages').
@@ -624,6 +788,11 @@ pub struct EventsQuery {
 
 /// The decision log (`?path=&since=`), or with `follow=true` a stream of
 /// run state changes as server-sent events, until the client goes away.
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery),
+    responses(
+        (status = 200, description = "Events, newest first, each with what it started and why; with `follow=true`, a stream of `run` events whose data is a RunChange (and `lagged` events when this client read too slowly)",
+            content((EventList = "application/json"), (String = "text/event-stream"))),
+    ))]
 pub async fn events(
     State(api): State<Api>,
     Q(q): Q<EventsQuery>,
@@ -667,7 +836,7 @@ pub async fn events(
         .list_events(&f)
         .await
         .map_err(ApiError::store)?;
-    Ok(Json(json!({ "events": events })).into_response())
+    Ok(Json(EventList { events }).into_response())
 }
 
 fn parse_since(text: &str) -> Option<i64> {
@@ -719,7 +888,9 @@ fn follow(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-/// `GET /metrics`: Prometheus text.
+/// Prometheus text: events, runs and their durations, queue depth, gaps.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "The exposition text", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String)))]
 pub async fn metrics(State(api): State<Api>) -> Result<axum::response::Response, ApiError> {
     let queue = api.rt.store.queue_depth().await.map_err(ApiError::store)?;
     let workflows = api.registry.live().current().workflows.len();

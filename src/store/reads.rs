@@ -1,11 +1,14 @@
 //! What the API and the CLI read: runs with their attempts and steps, and
 //! per-workflow statistics.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{RunStatus, Store, StoreError};
+use crate::api::{
+    AttemptResult, Decision, EventRecord, Run, RunDetail, RunError, RunEvent, Stats, StepResult,
+};
 
 /// Which runs a listing covers.
 #[derive(Debug, Clone, Default)]
@@ -23,41 +26,62 @@ const RUN_COLUMNS: &str = "r.id, r.workflow, r.status, r.reason, r.attempts, r.c
      r.finished_ms, r.duration_ms, r.error, r.event_id, r.event_type, r.path, r.old_path";
 
 /// A time in RFC 3339 with milliseconds, as the API shows times.
-pub fn timestamp(ms: Option<i64>) -> Value {
-    match ms.and_then(|ms| u64::try_from(ms).ok()) {
-        Some(ms) => {
-            let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-            Value::String(humantime::format_rfc3339_millis(t).to_string())
-        }
-        None => Value::Null,
+pub fn timestamp(ms: Option<i64>) -> Option<String> {
+    let ms = u64::try_from(ms?).ok()?;
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    Some(humantime::format_rfc3339_millis(t).to_string())
+}
+
+/// A stored status; one this agent does not know (a newer one's) reads as
+/// `queued`.
+fn status_of(r: &AnyRow) -> RunStatus {
+    RunStatus::parse(&r.get::<String, _>("status")).unwrap_or(RunStatus::Queued)
+}
+
+fn run_row(r: &AnyRow) -> Run {
+    Run {
+        id: r.get("id"),
+        workflow: r.get("workflow"),
+        status: status_of(r),
+        reason: r.get("reason"),
+        attempts: r.get("attempts"),
+        chain_depth: r.get("chain_depth"),
+        event: RunEvent {
+            id: r.get("event_id"),
+            kind: r.get("event_type"),
+            path: r.get("path"),
+            old_path: r.get("old_path"),
+            caused_by_run: None,
+            actor: None,
+            source: None,
+        },
+        queued_at: timestamp(r.get("queued_ms")),
+        started_at: timestamp(r.get("started_ms")),
+        finished_at: timestamp(r.get("finished_ms")),
+        duration_ms: r.get("duration_ms"),
+        error: r.get("error"),
     }
 }
 
-fn run_json(r: &AnyRow) -> Value {
-    json!({
-        "id": r.get::<String, _>("id"),
-        "workflow": r.get::<String, _>("workflow"),
-        "status": r.get::<String, _>("status"),
-        "reason": r.get::<Option<String>, _>("reason"),
-        "attempts": r.get::<i64, _>("attempts"),
-        "chain_depth": r.get::<i64, _>("chain_depth"),
-        "event": {
-            "id": r.get::<String, _>("event_id"),
-            "type": r.get::<String, _>("event_type"),
-            "path": r.get::<String, _>("path"),
-            "old_path": r.get::<Option<String>, _>("old_path"),
-        },
-        "queued_at": timestamp(r.get("queued_ms")),
-        "started_at": timestamp(r.get("started_ms")),
-        "finished_at": timestamp(r.get("finished_ms")),
-        "duration_ms": r.get::<Option<i64>, _>("duration_ms"),
-        "error": r.get::<Option<String>, _>("error"),
-    })
+fn step_row(s: &AnyRow) -> StepResult {
+    StepResult {
+        name: s.get("name"),
+        status: s.get("status"),
+        exit_code: s.get("exit_code"),
+        started_at: timestamp(s.get("started_ms")),
+        finished_at: timestamp(s.get("finished_ms")),
+        stdout: s.get("stdout"),
+        stderr: s.get("stderr"),
+        output: s
+            .get::<Option<String>, _>("output")
+            .map(|o| serde_json::from_str::<Value>(&o).unwrap_or(Value::String(o))),
+        error: s.get("error"),
+    }
 }
 
 impl Store {
     /// Runs, newest first.
-    pub async fn list_runs(&self, f: &RunFilter) -> Result<Vec<Value>, StoreError> {
+    pub async fn list_runs(&self, f: &RunFilter) -> Result<Vec<Run>, StoreError> {
         let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs r WHERE 1 = 1");
         let mut binds: Vec<String> = Vec::new();
         if let Some(w) = &f.workflow {
@@ -90,11 +114,11 @@ impl Store {
             q = q.bind(b);
         }
         let rows = q.fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(run_json).collect())
+        Ok(rows.iter().map(run_row).collect())
     }
 
     /// One run with its attempts and the steps of each.
-    pub async fn run_detail(&self, id: &str) -> Result<Option<Value>, StoreError> {
+    pub async fn run_detail(&self, id: &str) -> Result<Option<RunDetail>, StoreError> {
         let sql = format!(
             "SELECT {RUN_COLUMNS}, e.cause_run_id, e.actor, e.source FROM runs r LEFT JOIN events e ON e.id = r.event_id WHERE r.id = $1"
         );
@@ -105,10 +129,10 @@ impl Store {
         else {
             return Ok(None);
         };
-        let mut run = run_json(&row);
-        run["event"]["caused_by_run"] = json!(row.get::<Option<String>, _>("cause_run_id"));
-        run["event"]["actor"] = json!(row.get::<Option<String>, _>("actor"));
-        run["event"]["source"] = json!(row.get::<Option<String>, _>("source"));
+        let mut run = run_row(&row);
+        run.event.caused_by_run = row.get("cause_run_id");
+        run.event.actor = row.get("actor");
+        run.event.source = row.get("source");
         let attempts = sqlx::query(
             "SELECT attempt, status, error, started_ms, finished_ms FROM attempts WHERE run_id = $1 ORDER BY attempt",
         )
@@ -122,46 +146,40 @@ impl Store {
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
-        let step_json = |s: &AnyRow| {
-            json!({
-                "name": s.get::<String, _>("name"),
-                "status": s.get::<String, _>("status"),
-                "exit_code": s.get::<Option<i64>, _>("exit_code"),
-                "started_at": timestamp(s.get("started_ms")),
-                "finished_at": timestamp(s.get("finished_ms")),
-                "stdout": s.get::<Option<String>, _>("stdout"),
-                "stderr": s.get::<Option<String>, _>("stderr"),
-                "output": s.get::<Option<String>, _>("output")
-                    .map(|o| serde_json::from_str::<Value>(&o).unwrap_or(Value::String(o))),
-                "error": s.get::<Option<String>, _>("error"),
-            })
-        };
         let last_attempt = attempts.last().map(|a| a.get::<i64, _>("attempt"));
-        run["attempt_log"] = attempts
+        let attempt_log = attempts
             .iter()
             .map(|a| {
                 let n: i64 = a.get("attempt");
-                json!({
-                    "attempt": n,
-                    "status": a.get::<String, _>("status"),
-                    "error": a.get::<Option<String>, _>("error"),
-                    "started_at": timestamp(a.get("started_ms")),
-                    "finished_at": timestamp(a.get("finished_ms")),
-                    "steps": steps.iter().filter(|s| s.get::<i64, _>("attempt") == n).map(step_json).collect::<Vec<_>>(),
-                })
+                AttemptResult {
+                    attempt: n,
+                    status: a.get("status"),
+                    error: a.get("error"),
+                    started_at: timestamp(a.get("started_ms")),
+                    finished_at: timestamp(a.get("finished_ms")),
+                    steps: steps
+                        .iter()
+                        .filter(|s| s.get::<i64, _>("attempt") == n)
+                        .map(step_row)
+                        .collect(),
+                }
             })
             .collect();
         // `steps` are those of the last attempt, the run's outcome.
-        run["steps"] = steps
+        let steps = steps
             .iter()
             .filter(|s| Some(s.get::<i64, _>("attempt")) == last_attempt)
-            .map(step_json)
+            .map(step_row)
             .collect();
-        Ok(Some(run))
+        Ok(Some(RunDetail {
+            run,
+            attempt_log,
+            steps,
+        }))
     }
 
     /// Counts and durations of a workflow's (or pipeline's) runs.
-    pub async fn run_stats(&self, workflow: &str, stages: bool) -> Result<Value, StoreError> {
+    pub async fn run_stats(&self, workflow: &str, stages: bool) -> Result<Stats, StoreError> {
         let filter = if stages {
             "(workflow = $1 OR workflow LIKE $2)"
         } else {
@@ -183,10 +201,10 @@ impl Store {
         for r in &rows {
             let n: i64 = r.get("n");
             total += n;
-            match r.get::<String, _>("status").as_str() {
-                "succeeded" => succeeded = n,
-                "failed" => failed = n,
-                "skipped" => skipped = n,
+            match status_of(r) {
+                RunStatus::Succeeded => succeeded = n,
+                RunStatus::Failed => failed = n,
+                RunStatus::Skipped => skipped = n,
                 _ => {}
             }
         }
@@ -212,17 +230,18 @@ impl Store {
             durations[i.clamp(1, durations.len()) - 1]
         });
         let ran = succeeded + failed;
-        Ok(json!({
-            "workflow": workflow,
-            "total": total,
-            "succeeded": succeeded,
-            "failed": failed,
-            "skipped": skipped,
-            "success_rate": if ran == 0 { Value::Null } else { json!(((succeeded as f64 / ran as f64) * 10_000.0).round() / 10_000.0) },
-            "avg_duration_ms": avg.map(|a| (a * 10.0).round() / 10.0),
-            "p95_duration_ms": p95,
-            "errors": failed,
-        }))
+        Ok(Stats {
+            workflow: workflow.to_owned(),
+            total,
+            succeeded,
+            failed,
+            skipped,
+            success_rate: (ran > 0)
+                .then(|| ((succeeded as f64 / ran as f64) * 10_000.0).round() / 10_000.0),
+            avg_duration_ms: avg.map(|a| (a * 10.0).round() / 10.0),
+            p95_duration_ms: p95,
+            errors: failed,
+        })
     }
 
     /// The failed attempts of a workflow's runs, newest first.
@@ -231,7 +250,7 @@ impl Store {
         workflow: &str,
         stages: bool,
         limit: i64,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<Vec<RunError>, StoreError> {
         let filter = if stages {
             "(r.workflow = $1 OR r.workflow LIKE $2)"
         } else {
@@ -253,15 +272,13 @@ impl Store {
             .await?;
         Ok(rows
             .iter()
-            .map(|r| {
-                json!({
-                    "run": r.get::<String, _>("id"),
-                    "workflow": r.get::<String, _>("workflow"),
-                    "path": r.get::<String, _>("path"),
-                    "attempt": r.get::<i64, _>("attempt"),
-                    "error": r.get::<Option<String>, _>("error"),
-                    "at": timestamp(r.get("finished_ms")),
-                })
+            .map(|r| RunError {
+                run: r.get("id"),
+                workflow: r.get("workflow"),
+                path: r.get("path"),
+                attempt: r.get("attempt"),
+                error: r.get("error"),
+                at: timestamp(r.get("finished_ms")),
             })
             .collect())
     }
@@ -278,7 +295,7 @@ pub struct EventFilter {
 impl Store {
     /// Events, newest first, each with its decision log; a decision that
     /// started a run shows the run's current status.
-    pub async fn list_events(&self, f: &EventFilter) -> Result<Vec<Value>, StoreError> {
+    pub async fn list_events(&self, f: &EventFilter) -> Result<Vec<EventRecord>, StoreError> {
         let mut sql = "SELECT id, type, path, old_path, size, observed_ms, cause_run_id, chain_depth, actor, source, decisions \
                        FROM events WHERE 1 = 1"
             .to_owned();
@@ -300,34 +317,30 @@ impl Store {
             q = q.bind(t);
         }
         let rows = q.fetch_all(&self.pool).await?;
-        let mut events: Vec<Value> = rows
+        let mut events: Vec<EventRecord> = rows
             .iter()
-            .map(|r| {
-                let decisions = r
+            .map(|r| EventRecord {
+                id: r.get("id"),
+                kind: r.get("type"),
+                path: r.get("path"),
+                old_path: r.get("old_path"),
+                size: r.get("size"),
+                observed_at: timestamp(r.get("observed_ms")),
+                caused_by_run: r.get("cause_run_id"),
+                chain_depth: r.get("chain_depth"),
+                actor: r.get("actor"),
+                source: r.get("source"),
+                decisions: r
                     .get::<Option<String>, _>("decisions")
-                    .and_then(|d| serde_json::from_str::<Value>(&d).ok())
-                    .unwrap_or_else(|| json!([]));
-                json!({
-                    "id": r.get::<String, _>("id"),
-                    "type": r.get::<String, _>("type"),
-                    "path": r.get::<String, _>("path"),
-                    "old_path": r.get::<Option<String>, _>("old_path"),
-                    "size": r.get::<Option<i64>, _>("size"),
-                    "observed_at": timestamp(r.get("observed_ms")),
-                    "caused_by_run": r.get::<Option<String>, _>("cause_run_id"),
-                    "chain_depth": r.get::<i64, _>("chain_depth"),
-                    "actor": r.get::<Option<String>, _>("actor"),
-                    "source": r.get::<String, _>("source"),
-                    "decisions": decisions,
-                })
+                    .and_then(|d| serde_json::from_str::<Vec<Decision>>(&d).ok())
+                    .unwrap_or_default(),
             })
             .collect();
         // The runs' statuses now (a queued run may have finished, or been
         // superseded).
         let ids: Vec<String> = events
             .iter()
-            .flat_map(|e| e["decisions"].as_array().cloned().unwrap_or_default())
-            .filter_map(|d| d["run"].as_str().map(str::to_owned))
+            .flat_map(|e| e.decisions.iter().filter_map(|d| d.run.clone()))
             .collect();
         for chunk in ids.chunks(500) {
             let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
@@ -341,15 +354,13 @@ impl Store {
             }
             for r in q.fetch_all(&self.pool).await? {
                 let id: String = r.get("id");
-                let status: String = r.get("status");
+                let status = status_of(&r);
                 let reason: Option<String> = r.get("reason");
-                for e in &mut events {
-                    for d in e["decisions"].as_array_mut().into_iter().flatten() {
-                        if d["run"].as_str() == Some(id.as_str()) {
-                            d["run_status"] = json!(status);
-                            if reason.is_some() {
-                                d["reason"] = json!(reason);
-                            }
+                for d in events.iter_mut().flat_map(|e| e.decisions.iter_mut()) {
+                    if d.run.as_deref() == Some(id.as_str()) {
+                        d.run_status = Some(status);
+                        if reason.is_some() {
+                            d.reason.clone_from(&reason);
                         }
                     }
                 }
