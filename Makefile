@@ -16,8 +16,11 @@ run: build
 	./target/release/nexusd validate -f workflows.example
 	./target/release/nexusd serve --data-dir ./nexus-data --config-dir workflows.example
 
+# The suite, then the API against its OpenAPI document (schemathesis, in a
+# virtual environment the script makes).
 test:
 	$(CARGO) test --all-targets
+	bash tests/schemathesis/run.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,0 +1,191 @@
+//! `runs`: list (or follow) and inspect runs.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use reqwest::Method;
+
+use super::{
+    Client, Reply, block_on, cell, duration, enc, print_structured, print_table, short_time,
+};
+use crate::api::{RunChange, RunDetail, RunList};
+use crate::cli::{OutputFormat, RunsCommand};
+
+pub(super) fn print_runs(v: &RunList, with_workflow: bool) {
+    let rows: Vec<Vec<String>> = v
+        .runs
+        .iter()
+        .map(|r| {
+            let mut row = vec![short_time(r.queued_at.as_deref())];
+            if with_workflow {
+                row.push(r.workflow.clone());
+            }
+            row.push(r.event.path.clone());
+            row.push(duration(r.duration_ms));
+            row.push(r.status.to_string());
+            if with_workflow {
+                row.push(r.id.clone());
+            }
+            row
+        })
+        .collect();
+    if with_workflow {
+        print_table(
+            &["TIMESTAMP", "WORKFLOW", "FILE", "DURATION", "STATUS", "RUN"],
+            &rows,
+            &[19, 20, 28, 8, 9, 36],
+        );
+    } else {
+        // The seed's fields, within 80 columns; `-o json` has the run ids.
+        print_table(
+            &["TIMESTAMP", "FILE", "DURATION", "STATUS"],
+            &rows,
+            &[19, 34, 8, 9],
+        );
+    }
+}
+
+pub fn runs(command: RunsCommand) -> anyhow::Result<ExitCode> {
+    block_on(async move {
+        match command {
+            RunsCommand::List {
+                workflow,
+                status,
+                limit,
+                follow,
+                client,
+                output,
+            } => {
+                let c = Client::new(&client)?;
+                let mut path = format!("/v1/runs?limit={limit}");
+                if let Some(w) = &workflow {
+                    path.push_str(&format!("&workflow={}", enc(w)));
+                }
+                if let Some(st) = status {
+                    path.push_str(&format!("&status={}", enc(&st)));
+                }
+                if follow {
+                    return follow_runs(&c, workflow.as_deref(), output).await;
+                }
+                let v: RunList = c.call(Method::GET, &path, None).await?;
+                if print_structured(output, &v)? {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                print_runs(&v, true);
+            }
+            RunsCommand::Get { id, client, output } => {
+                let c = Client::new(&client)?;
+                let v: RunDetail = c
+                    .call(Method::GET, &format!("/v1/runs/{}", enc(&id)), None)
+                    .await?;
+                if print_structured(output, &v)? {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let run = &v.run;
+                println!("run:       {}", run.id);
+                println!("workflow:  {}", run.workflow);
+                println!("status:    {}", run.status);
+                if let Some(reason) = &run.reason {
+                    println!("reason:    {reason}");
+                }
+                println!("attempts:  {}", run.attempts);
+                let e = &run.event;
+                println!("event:     {} {} ({})", e.kind, e.path, e.id);
+                if let Some(cause) = &e.caused_by_run {
+                    println!("caused by: run {cause}");
+                }
+                if let Some(actor) = &e.actor {
+                    println!("actor:     {actor}");
+                }
+                println!("queued:    {}", short_time(run.queued_at.as_deref()));
+                println!("duration:  {}", duration(run.duration_ms));
+                if let Some(error) = &run.error {
+                    println!("error:     {error}");
+                }
+                let rows: Vec<Vec<String>> = v
+                    .steps
+                    .iter()
+                    .map(|st| {
+                        vec![
+                            st.name.clone(),
+                            st.status.clone(),
+                            cell(st.exit_code),
+                            cell(st.error.as_deref()),
+                        ]
+                    })
+                    .collect();
+                if !rows.is_empty() {
+                    println!();
+                    print_table(&["STEP", "STATUS", "EXIT", "ERROR"], &rows, &[24, 9, 4, 40]);
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Prints run changes as the server streams them, one line each (`-o
+/// json`: one JSON object per line), until interrupted or the server stops.
+async fn follow_runs(
+    c: &Client,
+    workflow: Option<&str>,
+    output: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    let mut url = format!("{}/v1/events?follow=true", c.base);
+    if let Some(w) = workflow {
+        url.push_str(&format!("&workflow={}", enc(w)));
+    }
+    let mut req = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()?
+        .get(&url);
+    if let Some(key) = &c.key {
+        req = req.bearer_auth(key);
+    }
+    let mut resp = req.send().await.map_err(|_| {
+        anyhow!(
+            "cannot reach nexusd at {}: connection refused or host unreachable",
+            c.base
+        )
+    })?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let bytes = resp.bytes().await.unwrap_or_default().to_vec();
+        Reply { status, bytes }.ok()?;
+        bail!("the server refused the stream ({status})");
+    }
+    if output == OutputFormat::Table {
+        println!("{:<19}  {:<9}  {:<24}  FILE", "TIME", "STATUS", "WORKFLOW");
+    }
+    let mut buffer = String::new();
+    let mut stdout = std::io::stdout();
+    while let Some(chunk) = resp.chunk().await.context("reading the stream")? {
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let data: String = block
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect();
+            let Ok(change) = serde_json::from_str::<RunChange>(&data) else {
+                continue;
+            };
+            match output {
+                OutputFormat::Table => writeln!(
+                    stdout,
+                    "{:<19}  {:<9}  {:<24}  {}",
+                    short_time(Some(&change.at)),
+                    change.status,
+                    change.workflow,
+                    change.path
+                )?,
+                _ => writeln!(stdout, "{data}")?,
+            }
+            stdout.flush()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
