@@ -25,6 +25,17 @@ pub fn name_error(name: &str) -> String {
     )
 }
 
+/// The stage's name when `workflow` is a stage of `pipeline`
+/// (`PIPELINE/STAGE`, how a stage's runs are named).
+pub fn stage_of<'a>(pipeline: &str, workflow: &'a str) -> Option<&'a str> {
+    workflow.strip_prefix(pipeline)?.strip_prefix('/')
+}
+
+/// True when `workflow` is `name` itself or one of its stages.
+pub fn is_or_stage_of(name: &str, workflow: &str) -> bool {
+    workflow == name || stage_of(name, workflow).is_some()
+}
+
 /// The message for a step name that breaks the rule, or `None`.
 pub fn check_step_name(name: &str) -> Option<String> {
     let valid = !name.is_empty()
@@ -42,6 +53,15 @@ pub fn step_name_error(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stages_belong_to_their_pipeline_only() {
+        assert_eq!(stage_of("docs", "docs/extract"), Some("extract"));
+        assert_eq!(stage_of("docs", "docs-2/extract"), None);
+        assert_eq!(stage_of("docs", "docs"), None);
+        assert!(is_or_stage_of("docs", "docs") && is_or_stage_of("docs", "docs/a"));
+        assert!(!is_or_stage_of("docs", "docsx/a"));
+    }
 
     #[test]
     fn names_follow_the_dns_label_rule() {

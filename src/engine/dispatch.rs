@@ -138,13 +138,13 @@ async fn enqueue(rt: &Runtime, state: &mut State, job: Job) {
             );
             tracing::debug!(run = %old.run_id, superseded_by = %job.run_id, "run superseded");
             rt.writer
-                .send(Write::RunClosed {
+                .send(Write::RunClosed(crate::store::RunClose {
                     run_id: old.run_id.clone(),
                     fence: old.fence,
                     status: RunStatus::Skipped,
                     reason: reason.clone(),
                     at_ms: now_ms(),
-                })
+                }))
                 .await;
             let mut change = super::run::RunChange::new(
                 &old.run_id,
@@ -270,13 +270,13 @@ async fn drain(rt: &Runtime, mut state: State, mut tasks: JoinSet<String>, grace
         for (run_id, fence) in &state.in_flight {
             tracing::warn!(run = %run_id, "run cancelled at shutdown after the grace period");
             rt.writer
-                .send(Write::RunClosed {
+                .send(Write::RunClosed(crate::store::RunClose {
                     run_id: run_id.clone(),
                     fence: *fence,
                     status: RunStatus::Cancelled,
                     reason: "shutdown".to_owned(),
                     at_ms: now_ms(),
-                })
+                }))
                 .await;
         }
     }

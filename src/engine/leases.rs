@@ -28,13 +28,13 @@ pub async fn take_up(
     for run in runs {
         let Some(workflow) = live.workflows.iter().find(|w| w.name == run.workflow) else {
             rt.writer
-                .send(Write::RunClosed {
+                .send(Write::RunClosed(crate::store::RunClose {
                     run_id: run.id.clone(),
                     fence: run.fence,
                     status: RunStatus::Cancelled,
                     reason: "workflow removed before the run could finish".to_owned(),
                     at_ms: now_ms(),
-                })
+                }))
                 .await;
             continue;
         };

@@ -101,20 +101,21 @@ pub async fn execute(rt: &Runtime, job: &Job) {
         rt.changed(c);
     };
     let finish = |end: AttemptEnd| {
-        rt.writer.send(Write::AttemptFinished {
-            run_id: job.run_id.clone(),
-            fence: job.fence,
-            end,
-        })
+        rt.writer
+            .send(Write::AttemptFinished(crate::store::AttemptFinish {
+                run_id: job.run_id.clone(),
+                fence: job.fence,
+                end,
+            }))
     };
     loop {
         rt.writer
-            .send(Write::AttemptStarted {
+            .send(Write::AttemptStarted(crate::store::AttemptStart {
                 run_id: job.run_id.clone(),
                 fence: job.fence,
                 attempt,
                 at_ms: rt.clock.now_ms(),
-            })
+            }))
             .await;
         change(RunStatus::Running, attempt, None);
         tracing::info!(run = %job.run_id, workflow = %job.workflow.name, path = %job.event.path, attempt, "run started");

@@ -21,6 +21,7 @@ use crate::api::{
     WorkflowStatus, WorkflowSummary,
 };
 use crate::definitions::load::SourceDocument;
+use crate::definitions::names;
 use crate::definitions::{Limits, load_text};
 use crate::engine::intake::{Arrival, Target};
 use crate::engine::registry::{Action, ApplyError, ApplyOptions, content_hash};
@@ -239,7 +240,7 @@ fn workflow_summary(d: &StoredDefinition, paused: &BTreeSet<String>) -> Workflow
     };
     let paused_stages: Vec<String> = paused
         .iter()
-        .filter_map(|p| p.strip_prefix(&format!("{}/", d.name)).map(str::to_owned))
+        .filter_map(|p| names::stage_of(&d.name, p).map(str::to_owned))
         .collect();
     WorkflowSummary {
         name: d.name.clone(),
@@ -545,16 +546,11 @@ pub async fn trigger(
     };
     let vpath = crate::datadir::vpath(&path).map_err(ApiError::bad_request)?;
     let live = api.registry.live().current();
-    let stage_prefix = format!("{name}/");
+    // A workflow by its name; a pipeline by its first stage.
     let Some(workflow) = live
         .workflows
         .iter()
-        .find(|w| w.name == name)
-        .or_else(|| {
-            live.workflows
-                .iter()
-                .find(|w| w.name.starts_with(&stage_prefix))
-        })
+        .find(|w| names::is_or_stage_of(&name, &w.name))
         .map(Arc::clone)
     else {
         return Err(ApiError::not_found(format!(
@@ -858,9 +854,9 @@ fn follow(
     use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
     use tokio::sync::broadcast::error::RecvError;
     let wanted = move |w: &str| {
-        workflow.as_deref().is_none_or(|want| {
-            w == want || w.strip_prefix(want).is_some_and(|r| r.starts_with('/'))
-        })
+        workflow
+            .as_deref()
+            .is_none_or(|want| names::is_or_stage_of(want, w))
     };
     let stream = futures_util::stream::unfold((rx, shutdown), move |(mut rx, shutdown)| {
         let wanted = wanted.clone();

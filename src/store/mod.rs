@@ -26,7 +26,7 @@ pub use notify::Wakeups;
 pub use reads::{EventFilter, RunFilter, timestamp};
 pub use records::{AttemptEnd, NewRun, RunStatus, StepRecord, UnfinishedRun};
 pub use users::{KeyOwner, User};
-pub use writer::{Write, Writer};
+pub use writer::{AttemptFinish, AttemptStart, RunClose, Write, Writer};
 
 use crate::events::Event;
 use crate::events::index::FileMeta;

@@ -32,6 +32,23 @@ pub fn timestamp(ms: Option<i64>) -> Option<String> {
     Some(humantime::format_rfc3339_millis(t).to_string())
 }
 
+/// `column` names the workflow `name` or, with `stages`, one of its
+/// stages (a pipeline's runs are its stages', named `PIPELINE/STAGE`): the
+/// condition, on placeholders `$first` and the one after, and what to bind
+/// to them. The SQL spelling of [`crate::definitions::names::is_or_stage_of`].
+fn membership(column: &str, name: &str, stages: bool, first: usize) -> (String, [String; 2]) {
+    let second = if stages {
+        format!("{name}/%")
+    } else {
+        name.to_owned()
+    };
+    let op = if stages { "LIKE" } else { "=" };
+    (
+        format!("({column} = ${first} OR {column} {op} ${})", first + 1),
+        [name.to_owned(), second],
+    )
+}
+
 /// A stored status; one this agent does not know (a newer one's) reads as
 /// `queued`.
 fn status_of(r: &AnyRow) -> RunStatus {
@@ -85,17 +102,9 @@ impl Store {
         let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs r WHERE 1 = 1");
         let mut binds: Vec<String> = Vec::new();
         if let Some(w) = &f.workflow {
-            binds.push(w.clone());
-            if f.stages {
-                binds.push(format!("{w}/%"));
-                sql += &format!(
-                    " AND (r.workflow = ${} OR r.workflow LIKE ${})",
-                    binds.len() - 1,
-                    binds.len()
-                );
-            } else {
-                sql += &format!(" AND r.workflow = ${}", binds.len());
-            }
+            let (condition, values) = membership("r.workflow", w, f.stages, binds.len() + 1);
+            sql += &format!(" AND {condition}");
+            binds.extend(values);
         }
         if let Some(s) = &f.status {
             binds.push(s.as_str().to_owned());
@@ -180,20 +189,10 @@ impl Store {
 
     /// Counts and durations of a workflow's (or pipeline's) runs.
     pub async fn run_stats(&self, workflow: &str, stages: bool) -> Result<Stats, StoreError> {
-        let filter = if stages {
-            "(workflow = $1 OR workflow LIKE $2)"
-        } else {
-            "(workflow = $1 OR workflow = $2)"
-        };
+        let (filter, [name, like]) = membership("workflow", workflow, stages, 1);
         let sql = format!("SELECT status, COUNT(*) AS n FROM runs WHERE {filter} GROUP BY status");
-        // The second pattern is the name again for a workflow, its stages for a pipeline.
-        let like = if stages {
-            format!("{workflow}/%")
-        } else {
-            workflow.to_owned()
-        };
         let rows = sqlx::query(&sql)
-            .bind(workflow)
+            .bind(&name)
             .bind(&like)
             .fetch_all(&self.pool)
             .await?;
@@ -215,7 +214,7 @@ impl Store {
              AND status IN ('succeeded', 'failed') ORDER BY finished_ms DESC LIMIT 10000"
         );
         let mut durations: Vec<i64> = sqlx::query(&sql)
-            .bind(workflow)
+            .bind(&name)
             .bind(&like)
             .fetch_all(&self.pool)
             .await?
@@ -251,23 +250,15 @@ impl Store {
         stages: bool,
         limit: i64,
     ) -> Result<Vec<RunError>, StoreError> {
-        let filter = if stages {
-            "(r.workflow = $1 OR r.workflow LIKE $2)"
-        } else {
-            "(r.workflow = $1 OR r.workflow = $2)"
-        };
+        let (filter, [name, like]) = membership("r.workflow", workflow, stages, 1);
         let sql = format!(
             "SELECT r.id, r.workflow, r.path, a.attempt, a.error, a.finished_ms FROM attempts a JOIN runs r ON r.id = a.run_id \
              WHERE {filter} AND a.status = 'failed' ORDER BY a.finished_ms DESC LIMIT {}",
             limit.clamp(1, 10_000)
         );
         let rows = sqlx::query(&sql)
-            .bind(workflow)
-            .bind(if stages {
-                format!("{workflow}/%")
-            } else {
-                workflow.to_owned()
-            })
+            .bind(&name)
+            .bind(&like)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows

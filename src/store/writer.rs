@@ -25,27 +25,38 @@ const GIVE_UP: Duration = Duration::from_secs(60);
 /// One recorded change of a run.
 #[derive(Debug, Clone)]
 pub enum Write {
-    AttemptStarted {
-        run_id: String,
-        fence: i64,
-        attempt: u32,
-        at_ms: i64,
-    },
+    AttemptStarted(AttemptStart),
     Step(StepRecord),
-    /// Ends an attempt and moves the run to `end.next` (`retrying` or final).
-    AttemptFinished {
-        run_id: String,
-        fence: i64,
-        end: AttemptEnd,
-    },
-    /// Ends a run that never started an attempt (`skipped`, `cancelled`).
-    RunClosed {
-        run_id: String,
-        fence: i64,
-        status: RunStatus,
-        reason: String,
-        at_ms: i64,
-    },
+    AttemptFinished(AttemptFinish),
+    RunClosed(RunClose),
+}
+
+/// A run starts an attempt: `running`.
+#[derive(Debug, Clone)]
+pub struct AttemptStart {
+    pub run_id: String,
+    /// The claim the change is made under (see [`still_held`]).
+    pub fence: i64,
+    pub attempt: u32,
+    pub at_ms: i64,
+}
+
+/// Ends an attempt and moves the run to `end.next` (`retrying` or final).
+#[derive(Debug, Clone)]
+pub struct AttemptFinish {
+    pub run_id: String,
+    pub fence: i64,
+    pub end: AttemptEnd,
+}
+
+/// Ends a run that never started an attempt (`skipped`, `cancelled`).
+#[derive(Debug, Clone)]
+pub struct RunClose {
+    pub run_id: String,
+    pub fence: i64,
+    pub status: RunStatus,
+    pub reason: String,
+    pub at_ms: i64,
 }
 
 // Nearly every message is a `Write`: boxing it would only add an allocation.
@@ -161,9 +172,9 @@ impl Store {
 
 fn run_of(w: &Write) -> &str {
     match w {
-        Write::AttemptStarted { run_id, .. }
-        | Write::AttemptFinished { run_id, .. }
-        | Write::RunClosed { run_id, .. } => run_id,
+        Write::AttemptStarted(w) => &w.run_id,
+        Write::AttemptFinished(w) => &w.run_id,
+        Write::RunClosed(w) => &w.run_id,
         Write::Step(s) => &s.run_id,
     }
 }
@@ -178,8 +189,8 @@ fn segments(writes: &[Write]) -> Vec<&[Write]> {
     let mut ended: HashSet<&str> = HashSet::new();
     for (i, w) in writes.iter().enumerate() {
         let run = run_of(w);
-        let cut = ended.contains(run)
-            || (matches!(w, Write::AttemptStarted { .. }) && started.contains(run));
+        let cut =
+            ended.contains(run) || (matches!(w, Write::AttemptStarted(_)) && started.contains(run));
         if cut {
             out.push(&writes[start..i]);
             start = i;
@@ -187,10 +198,10 @@ fn segments(writes: &[Write]) -> Vec<&[Write]> {
             ended.clear();
         }
         match w {
-            Write::AttemptStarted { .. } => {
+            Write::AttemptStarted(_) => {
                 started.insert(run);
             }
-            Write::AttemptFinished { .. } | Write::RunClosed { .. } => {
+            Write::AttemptFinished(_) | Write::RunClosed(_) => {
                 ended.insert(run);
             }
             Write::Step(_) => {}
@@ -202,34 +213,13 @@ fn segments(writes: &[Write]) -> Vec<&[Write]> {
     out
 }
 
-/// One run's attempt start, end or close, as a segment writes them.
-struct Started<'a> {
-    run_id: &'a str,
-    fence: i64,
-    attempt: u32,
-    at_ms: i64,
-}
-
-struct Finished<'a> {
-    run_id: &'a str,
-    fence: i64,
-    end: &'a AttemptEnd,
-}
-
-struct Closed<'a> {
-    run_id: &'a str,
-    fence: i64,
-    status: RunStatus,
-    reason: &'a str,
-    at_ms: i64,
-}
-
+/// Writes one segment: its changes grouped by kind, each kind as a few
+/// multi-row statements.
 async fn write_segment(
     tx: &mut Transaction<'_, Any>,
     seg: &[Write],
     batch: super::Batch,
 ) -> Result<(), StoreError> {
-    let rows = batch.rows;
     let mut started = Vec::new();
     let mut steps: Vec<&StepRecord> = Vec::new();
     // A later record of the same step replaces the earlier.
@@ -238,17 +228,7 @@ async fn write_segment(
     let mut closed = Vec::new();
     for w in seg {
         match w {
-            Write::AttemptStarted {
-                run_id,
-                fence,
-                attempt,
-                at_ms,
-            } => started.push(Started {
-                run_id,
-                fence: *fence,
-                attempt: *attempt,
-                at_ms: *at_ms,
-            }),
+            Write::AttemptStarted(w) => started.push(w),
             Write::Step(s) => match step_at.entry((&s.run_id, s.attempt, s.idx)) {
                 std::collections::hash_map::Entry::Occupied(e) => steps[*e.get()] = s,
                 std::collections::hash_map::Entry::Vacant(e) => {
@@ -256,126 +236,141 @@ async fn write_segment(
                     steps.push(s);
                 }
             },
-            Write::AttemptFinished { run_id, fence, end } => finished.push(Finished {
-                run_id,
-                fence: *fence,
-                end,
-            }),
-            Write::RunClosed {
-                run_id,
-                fence,
-                status,
-                reason,
-                at_ms,
-            } => closed.push(Closed {
-                run_id,
-                fence: *fence,
-                status: *status,
-                reason,
-                at_ms: *at_ms,
-            }),
+            Write::AttemptFinished(w) => finished.push(w),
+            Write::RunClosed(w) => closed.push(w),
         }
     }
-    for chunk in started.chunks(rows) {
-        let sql = format!(
-            "WITH v (id, fence, attempts, at_ms) AS (VALUES {}) \
-             UPDATE runs SET status = 'running', attempts = v.attempts, started_ms = COALESCE(runs.started_ms, v.at_ms) \
-             FROM v WHERE runs.id = v.id AND runs.fence = v.fence RETURNING runs.id",
-            batch.values(4, chunk.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for w in chunk {
-            q = q
-                .bind(w.run_id)
-                .bind(w.fence)
-                .bind(i64::from(w.attempt))
-                .bind(w.at_ms);
-        }
-        let kept = still_held(q.fetch_all(&mut **tx).await?, chunk, |w| w.run_id);
-        if kept.is_empty() {
-            continue;
-        }
-        let sql = format!(
-            "INSERT INTO attempts (run_id, attempt, status, started_ms) VALUES {} \
-             ON CONFLICT (run_id, attempt) DO UPDATE SET status = 'running', error = NULL, finished_ms = NULL, started_ms = excluded.started_ms",
-            batch.values(4, kept.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for w in kept {
-            q = q
-                .bind(w.run_id)
-                .bind(i64::from(w.attempt))
-                .bind("running")
-                .bind(w.at_ms);
-        }
-        q.execute(&mut **tx).await?;
+    for chunk in started.chunks(batch.rows) {
+        write_starts(tx, chunk, batch).await?;
     }
-    for chunk in steps.chunks(rows) {
+    for chunk in steps.chunks(batch.rows) {
         records::insert_steps(tx, chunk, batch).await?;
     }
-    for chunk in finished.chunks(rows) {
-        let sql = format!(
-            "WITH v (id, fence, status, error, next_ms, fin, at_ms) AS (VALUES {}) \
-             UPDATE runs SET status = v.status, error = v.error, next_attempt_ms = v.next_ms, \
-             finished_ms = CASE WHEN v.fin THEN v.at_ms ELSE NULL END, \
-             duration_ms = CASE WHEN v.fin THEN v.at_ms - COALESCE(runs.started_ms, v.at_ms) ELSE NULL END \
-             FROM v WHERE runs.id = v.id AND runs.fence = v.fence RETURNING runs.id",
-            batch.values(7, chunk.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for w in chunk {
-            q = q
-                .bind(w.run_id)
-                .bind(w.fence)
-                .bind(w.end.next.as_str())
-                .bind(&w.end.error)
-                .bind(w.end.next_attempt_ms)
-                .bind(w.end.next.is_final())
-                .bind(w.end.at_ms);
-        }
-        let kept = still_held(q.fetch_all(&mut **tx).await?, chunk, |w| w.run_id);
-        if kept.is_empty() {
-            continue;
-        }
-        let sql = format!(
-            "WITH v (run_id, attempt, status, error, at_ms) AS (VALUES {}) \
-             UPDATE attempts SET status = v.status, error = v.error, finished_ms = v.at_ms \
-             FROM v WHERE attempts.run_id = v.run_id AND attempts.attempt = v.attempt",
-            batch.values(5, kept.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for w in kept {
-            q = q
-                .bind(w.run_id)
-                .bind(i64::from(w.end.attempt))
-                .bind(if w.end.succeeded {
-                    "succeeded"
-                } else {
-                    "failed"
-                })
-                .bind(&w.end.error)
-                .bind(w.end.at_ms);
-        }
-        q.execute(&mut **tx).await?;
+    for chunk in finished.chunks(batch.rows) {
+        write_finishes(tx, chunk, batch).await?;
     }
-    for chunk in closed.chunks(rows) {
-        let sql = format!(
-            "WITH v (id, fence, status, reason, at_ms) AS (VALUES {}) \
-             UPDATE runs SET status = v.status, reason = v.reason, finished_ms = v.at_ms \
-             FROM v WHERE runs.id = v.id AND runs.fence = v.fence RETURNING runs.id",
-            batch.values(5, chunk.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for w in chunk {
-            q = q
-                .bind(w.run_id)
-                .bind(w.fence)
-                .bind(w.status.as_str())
-                .bind(w.reason)
-                .bind(w.at_ms);
-        }
-        still_held(q.fetch_all(&mut **tx).await?, chunk, |w| w.run_id);
+    for chunk in closed.chunks(batch.rows) {
+        write_closes(tx, chunk, batch).await?;
     }
+    Ok(())
+}
+
+/// Attempts starting: the runs `running` (under their claim), and an
+/// attempt row each.
+async fn write_starts(
+    tx: &mut Transaction<'_, Any>,
+    chunk: &[&AttemptStart],
+    batch: super::Batch,
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "WITH v (id, fence, attempts, at_ms) AS (VALUES {}) \
+         UPDATE runs SET status = 'running', attempts = v.attempts, started_ms = COALESCE(runs.started_ms, v.at_ms) \
+         FROM v WHERE runs.id = v.id AND runs.fence = v.fence RETURNING runs.id",
+        batch.values(4, chunk.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for w in chunk {
+        q = q
+            .bind(&w.run_id)
+            .bind(w.fence)
+            .bind(i64::from(w.attempt))
+            .bind(w.at_ms);
+    }
+    let kept = still_held(q.fetch_all(&mut **tx).await?, chunk, |w| &w.run_id);
+    if kept.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO attempts (run_id, attempt, status, started_ms) VALUES {} \
+         ON CONFLICT (run_id, attempt) DO UPDATE SET status = 'running', error = NULL, finished_ms = NULL, started_ms = excluded.started_ms",
+        batch.values(4, kept.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for w in kept {
+        q = q
+            .bind(&w.run_id)
+            .bind(i64::from(w.attempt))
+            .bind("running")
+            .bind(w.at_ms);
+    }
+    q.execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Attempts ending: the runs to their next state, the attempts closed.
+async fn write_finishes(
+    tx: &mut Transaction<'_, Any>,
+    chunk: &[&AttemptFinish],
+    batch: super::Batch,
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "WITH v (id, fence, status, error, next_ms, fin, at_ms) AS (VALUES {}) \
+         UPDATE runs SET status = v.status, error = v.error, next_attempt_ms = v.next_ms, \
+         finished_ms = CASE WHEN v.fin THEN v.at_ms ELSE NULL END, \
+         duration_ms = CASE WHEN v.fin THEN v.at_ms - COALESCE(runs.started_ms, v.at_ms) ELSE NULL END \
+         FROM v WHERE runs.id = v.id AND runs.fence = v.fence RETURNING runs.id",
+        batch.values(7, chunk.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for w in chunk {
+        q = q
+            .bind(&w.run_id)
+            .bind(w.fence)
+            .bind(w.end.next.as_str())
+            .bind(&w.end.error)
+            .bind(w.end.next_attempt_ms)
+            .bind(w.end.next.is_final())
+            .bind(w.end.at_ms);
+    }
+    let kept = still_held(q.fetch_all(&mut **tx).await?, chunk, |w| &w.run_id);
+    if kept.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "WITH v (run_id, attempt, status, error, at_ms) AS (VALUES {}) \
+         UPDATE attempts SET status = v.status, error = v.error, finished_ms = v.at_ms \
+         FROM v WHERE attempts.run_id = v.run_id AND attempts.attempt = v.attempt",
+        batch.values(5, kept.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for w in kept {
+        q = q
+            .bind(&w.run_id)
+            .bind(i64::from(w.end.attempt))
+            .bind(if w.end.succeeded {
+                "succeeded"
+            } else {
+                "failed"
+            })
+            .bind(&w.end.error)
+            .bind(w.end.at_ms);
+    }
+    q.execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Runs closed without an attempt.
+async fn write_closes(
+    tx: &mut Transaction<'_, Any>,
+    chunk: &[&RunClose],
+    batch: super::Batch,
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "WITH v (id, fence, status, reason, at_ms) AS (VALUES {}) \
+         UPDATE runs SET status = v.status, reason = v.reason, finished_ms = v.at_ms \
+         FROM v WHERE runs.id = v.id AND runs.fence = v.fence RETURNING runs.id",
+        batch.values(5, chunk.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for w in chunk {
+        q = q
+            .bind(&w.run_id)
+            .bind(w.fence)
+            .bind(w.status.as_str())
+            .bind(&w.reason)
+            .bind(w.at_ms);
+    }
+    still_held(q.fetch_all(&mut **tx).await?, chunk, |w| &w.run_id);
     Ok(())
 }
 
@@ -383,15 +378,16 @@ async fn write_segment(
 /// `RETURNING` ids): changes to a run are recorded only while the claim that
 /// made them is the run's latest; a node that lost the run records nothing,
 /// and says so.
-fn still_held<T>(
+fn still_held<'a, T>(
     returned: Vec<sqlx::any::AnyRow>,
-    chunk: &[T],
+    chunk: &'a [&'a T],
     run_of: impl Fn(&T) -> &str,
-) -> Vec<&T> {
+) -> Vec<&'a T> {
     use sqlx::Row;
     let accepted: HashSet<String> = returned.iter().map(|r| r.get::<String, _>(0)).collect();
     chunk
         .iter()
+        .copied()
         .filter(|w| {
             let run_id = run_of(w);
             let held = accepted.contains(run_id);
@@ -411,16 +407,16 @@ mod tests {
     use super::*;
 
     fn started(run: &str, attempt: u32) -> Write {
-        Write::AttemptStarted {
+        Write::AttemptStarted(AttemptStart {
             run_id: run.into(),
             fence: 1,
             attempt,
             at_ms: 0,
-        }
+        })
     }
 
     fn finished(run: &str, attempt: u32) -> Write {
-        Write::AttemptFinished {
+        Write::AttemptFinished(AttemptFinish {
             run_id: run.into(),
             fence: 1,
             end: AttemptEnd {
@@ -431,7 +427,7 @@ mod tests {
                 at_ms: 0,
                 next_attempt_ms: None,
             },
-        }
+        })
     }
 
     #[test]
