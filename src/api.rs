@@ -167,6 +167,16 @@ pub struct Whoami {
     pub role: String,
 }
 
+/// One definition file of an apply or a diff sent as JSON
+/// (`Content-Type: application/json`, a list of them): errors name `file`,
+/// with lines and columns in `text`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceFile {
+    pub file: String,
+    pub text: String,
+}
+
 /// What one apply did to one definition (kubectl's words).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

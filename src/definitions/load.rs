@@ -165,15 +165,14 @@ pub fn load_text_typed_only(name: &Path, bytes: &[u8], limits: &Limits) -> Loade
     merge(vec![result], Diagnostics::default())
 }
 
-/// The line that names the file the lines below it come from, in a text
-/// that joins several files (what `nexusd apply` sends). A YAML comment.
-pub const SOURCE_MARKER: &str = "# nexus-source: ";
-
-/// Reads the definition files under `paths` (as [`load_paths`] finds them)
-/// and joins them into one multi-document YAML text, each file after a
-/// `---` and a [`SOURCE_MARKER`] line, so that positions in the text lead
-/// back to the files ([`map_sources`]). Unreadable paths are diagnostics.
-pub fn join_sources(paths: &[PathBuf], limits: &Limits) -> Result<String, Diagnostics> {
+/// Reads the definition files under `paths` (as [`load_paths`] finds them),
+/// each as one source `(file, text)`: what `nexusd apply` and `diff` send,
+/// so the agent's errors name the files, lines and columns as they are.
+/// Unreadable, oversized, non-UTF-8 and empty files are diagnostics.
+pub fn read_sources(
+    paths: &[PathBuf],
+    limits: &Limits,
+) -> Result<Vec<(String, String)>, Diagnostics> {
     let mut diagnostics = Diagnostics::default();
     let mut inputs: Vec<(PathBuf, Vec<u8>)> = Vec::new();
     for path in paths {
@@ -199,7 +198,7 @@ pub fn join_sources(paths: &[PathBuf], limits: &Limits) -> Result<String, Diagno
             }
         }
     }
-    let mut text = String::new();
+    let mut sources = Vec::new();
     for (file, bytes) in inputs {
         if bytes.len() > limits.max_file_bytes {
             diagnostics.error(
@@ -212,75 +211,27 @@ pub fn join_sources(paths: &[PathBuf], limits: &Limits) -> Result<String, Diagno
             );
             continue;
         }
-        let Ok(content) = std::str::from_utf8(&bytes) else {
-            diagnostics.error(&file, Pos::START, "file is not valid UTF-8");
-            continue;
-        };
-        if content.lines().all(|l| {
-            let l = l.trim();
-            l.is_empty() || l.starts_with('#') || l == "---"
-        }) {
-            diagnostics.error(
-                &file,
-                Pos::START,
-                "no definitions in this file: it is empty",
-            );
-            continue;
-        }
-        let name = file.display().to_string().replace('\n', " ");
-        text.push_str("---\n");
-        text.push_str(SOURCE_MARKER);
-        text.push_str(&name);
-        text.push('\n');
-        text.push_str(content);
-        if !content.ends_with('\n') {
-            text.push('\n');
+        match String::from_utf8(bytes) {
+            Ok(text) => sources.push((file.display().to_string(), text)),
+            Err(_) => diagnostics.error(&file, Pos::START, "file is not valid UTF-8"),
         }
     }
     if diagnostics.has_errors() {
         return Err(diagnostics);
     }
-    Ok(text)
+    Ok(sources)
 }
 
-/// Leads positions in a joined text (named `name`) back to the files
-/// [`SOURCE_MARKER`] lines name, in the diagnostics and in their messages.
-pub fn map_sources(text: &[u8], name: &Path, diagnostics: &mut Diagnostics) {
-    let mut markers: Vec<(u32, String)> = Vec::new();
-    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
-        if let Some(file) = line.strip_prefix(SOURCE_MARKER.as_bytes()) {
-            markers.push((
-                i as u32 + 1,
-                String::from_utf8_lossy(file).trim_end().to_owned(),
-            ));
-        }
-    }
-    if markers.is_empty() {
-        return;
-    }
-    let locate = |line: u32| -> Option<(String, u32)> {
-        let (at, file) = markers.iter().rev().find(|(at, _)| *at < line)?;
-        Some((file.clone(), line - at))
-    };
-    let prefix = format!("{}:", name.display());
-    diagnostics.remap(|d| {
-        if d.file == name
-            && let Some((file, line)) = locate(d.line)
-        {
-            d.file = PathBuf::from(file);
-            d.line = line;
-        }
-        // "... (first defined at NAME:LINE:COL)"
-        if let Some(at) = d.message.find(&prefix) {
-            let rest = &d.message[at + prefix.len()..];
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            if let Ok(line) = digits.parse::<u32>()
-                && let Some((file, line)) = locate(line)
-            {
-                d.message = format!("{}{file}:{line}{}", &d.message[..at], &rest[digits.len()..]);
-            }
-        }
-    });
+/// Loads definitions from sources in memory, each `(file name, text)` (an
+/// apply of several files): each is loaded as that file, on every core, and
+/// names are checked across all of them.
+pub fn load_sources(sources: Vec<(PathBuf, Vec<u8>)>, limits: &Limits) -> Loaded {
+    let inputs = sources
+        .into_iter()
+        .map(|(name, bytes)| Input::Bytes(name, bytes))
+        .collect();
+    let results = parallel_map(inputs, |input| load_input(input, limits));
+    merge(results, Diagnostics::default())
 }
 
 enum Input {

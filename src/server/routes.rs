@@ -16,11 +16,12 @@ use super::error::{Body, JsonBody, P, Q};
 use super::{Api, ApiError, Caller};
 use crate::api::{
     ApplyAnswer, DiagnosticItem, DiffAnswer, DiffItem, ErrorBody, ErrorList, EventList,
-    PauseAnswer, Results, RevisionDetail, RevisionSummary, RunDetail, RunList, Stats,
+    PauseAnswer, Results, RevisionDetail, RevisionSummary, RunDetail, RunList, SourceFile, Stats,
     TriggerAnswer, TriggerRequest, Whoami, WorkflowDetail, WorkflowList, WorkflowOrRevision,
     WorkflowStatus, WorkflowSummary,
 };
 use crate::definitions::load::SourceDocument;
+use crate::definitions::load::load_sources;
 use crate::definitions::names;
 use crate::definitions::{Limits, load_text};
 use crate::engine::intake::{Arrival, Target};
@@ -52,17 +53,41 @@ pub struct ApplyQuery {
     source: Option<String>,
 }
 
-/// The documents of an apply or diff body (multi-document YAML).
-fn body_documents(bytes: &[u8]) -> Result<Vec<SourceDocument>, ApiError> {
-    let name = Path::new("<request>");
+/// The documents of an apply or diff body: definition files as JSON
+/// (`[{file, text}]`, what the CLI sends), or multi-document YAML.
+fn body_documents(
+    headers: &axum::http::HeaderMap,
+    bytes: &[u8],
+) -> Result<Vec<SourceDocument>, ApiError> {
     // The body holds many files: its own size limit is the request's.
     let limits = Limits {
         max_file_bytes: super::MAX_BODY_BYTES,
         max_documents: 100_000,
         ..Limits::default()
     };
-    let mut loaded = load_text(name, bytes, &limits);
-    crate::definitions::load::map_sources(bytes, name, &mut loaded.diagnostics);
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.trim_start().starts_with("application/json"));
+    let loaded = if json {
+        let files: Vec<SourceFile> = serde_json::from_slice(bytes).map_err(|e| {
+            ApiError::bad_request(format!(
+                "bad JSON body: {e} (expected a list of {{\"file\", \"text\"}})"
+            ))
+        })?;
+        if files.is_empty() {
+            return Err(ApiError::invalid(
+                "no definition files in the request: nothing was applied",
+            ));
+        }
+        let sources = files
+            .into_iter()
+            .map(|f| (std::path::PathBuf::from(f.file), f.text.into_bytes()))
+            .collect();
+        load_sources(sources, &limits)
+    } else {
+        load_text(Path::new("<request>"), bytes, &limits)
+    };
     if loaded.diagnostics.has_errors() {
         let list: Vec<DiagnosticItem> = loaded
             .diagnostics
@@ -108,7 +133,8 @@ fn apply_error(e: ApplyError) -> ApiError {
 
 /// Applies a set of definitions (multi-document YAML), all or nothing.
 #[utoipa::path(post, path = "/v1/apply", tag = "definitions", params(ApplyQuery),
-    request_body(content = String, content_type = "application/yaml", description = "Workflow and Pipeline documents"),
+    request_body(description = "Definition files (`[{file, text}]`, what `nexusd apply` sends: errors name the files) or multi-document YAML",
+        content((Vec<SourceFile> = "application/json"), (String = "application/yaml"))),
     responses(
         (status = 200, description = "What the apply did to each definition", body = ApplyAnswer),
         (status = 422, description = "The definitions are invalid (with their diagnostics), or the set was refused; nothing was applied", body = ErrorBody),
@@ -117,9 +143,10 @@ pub async fn apply(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
     Q(q): Q<ApplyQuery>,
+    headers: axum::http::HeaderMap,
     Body(body): Body,
 ) -> Result<Json<ApplyAnswer>, ApiError> {
-    let docs = body_documents(&body)?;
+    let docs = body_documents(&headers, &body)?;
     let opts = ApplyOptions {
         source: source_of(q.source)?,
         who: caller.user,
@@ -147,7 +174,8 @@ pub struct DiffQuery {
 /// What an apply of the body would change, with a unified diff of each
 /// definition (live above, the body below).
 #[utoipa::path(post, path = "/v1/diff", tag = "definitions", params(DiffQuery),
-    request_body(content = String, content_type = "application/yaml", description = "Workflow and Pipeline documents"),
+    request_body(description = "Definition files (`[{file, text}]`, what `nexusd apply` sends: errors name the files) or multi-document YAML",
+        content((Vec<SourceFile> = "application/json"), (String = "application/yaml"))),
     responses(
         (status = 200, description = "Each definition's change", body = DiffAnswer),
         (status = 422, description = "The definitions are invalid (with their diagnostics)", body = ErrorBody),
@@ -155,9 +183,10 @@ pub struct DiffQuery {
 pub async fn diff(
     State(api): State<Api>,
     Q(q): Q<DiffQuery>,
+    headers: axum::http::HeaderMap,
     Body(body): Body,
 ) -> Result<Json<DiffAnswer>, ApiError> {
-    let docs = body_documents(&body)?;
+    let docs = body_documents(&headers, &body)?;
     let source = source_of(q.source)?;
     let live = api
         .registry

@@ -269,6 +269,40 @@ fn gitops_session(backend: Backend) {
     assert_eq!(err["error"]["code"], "invalid");
     assert_eq!(err["error"]["diagnostics"][0]["line"], 8, "{body}");
     assert_eq!(revision("b"), 1);
+    // As the CLI sends them: files as JSON, each error at its own file.
+    let send_json = |body: &str| {
+        block_on(async {
+            let resp = reqwest::Client::new()
+                .post(format!("{}/v1/apply", agent.url()))
+                .bearer_auth(&key)
+                .header("content-type", "application/json")
+                .body(body.to_owned())
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.text().await.unwrap())
+        })
+    };
+    let files = serde_json::json!([
+        {"file": "ok.yaml", "text": WORKFLOW_A},
+        {"file": "team/bad.yaml", "text": WORKFLOW_B.replace("file.created", "file.create")},
+    ]);
+    let (status, body) = send_json(&files.to_string());
+    assert_eq!(status, 422, "{body}");
+    let d = &json(&body)["error"]["diagnostics"][0];
+    assert_eq!(
+        (d["file"].as_str(), d["line"].as_i64(), d["column"].as_i64()),
+        (Some("team/bad.yaml"), Some(8), Some(14)),
+        "{body}"
+    );
+    let (status, body) = send_json(r#"[{"file": "a.yaml"}]"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("expected a list of"), "{body}");
+    let (status, body) = send_json("[]");
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("no definition files"), "{body}");
+    assert_eq!(revision("b"), 1);
 
     fs::write(defs.join("b.yaml"), WORKFLOW_B).unwrap();
     let applied = cli(&["apply", "-f", "defs"]);

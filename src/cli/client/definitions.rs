@@ -6,18 +6,20 @@ use anyhow::bail;
 use reqwest::Method;
 
 use super::{Client, block_on, enc, print_structured};
-use crate::api::{ApplyAnswer, DiffAnswer};
+use crate::api::{ApplyAnswer, DiffAnswer, SourceFile};
 use crate::cli::{ApplyArgs, DiffArgs};
 
-/// Definition files as one multi-document body, each file after a line
-/// naming it: the agent validates the whole set, and its errors name the
-/// files, lines and columns.
+/// The definition files, each with its name: the agent validates the
+/// whole set, and its errors name the files, lines and columns.
 fn definitions_body(
     paths: &[std::path::PathBuf],
     limits: &crate::definitions::Limits,
-) -> anyhow::Result<Vec<u8>> {
-    match crate::definitions::load::join_sources(paths, limits) {
-        Ok(text) => Ok(text.into_bytes()),
+) -> anyhow::Result<Vec<SourceFile>> {
+    match crate::definitions::load::read_sources(paths, limits) {
+        Ok(sources) => Ok(sources
+            .into_iter()
+            .map(|(file, text)| SourceFile { file, text })
+            .collect()),
         Err(diagnostics) => {
             eprint!("{diagnostics}");
             bail!("the definitions cannot be read: nothing was applied");
@@ -47,7 +49,7 @@ pub fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
             args.dry_run,
             enc(&source)
         );
-        let reply: ApplyAnswer = client.call(Method::POST, &path, Some(body)).await?;
+        let reply: ApplyAnswer = client.call_json(Method::POST, &path, &body).await?;
         if print_structured(args.output, &reply)? {
             return Ok(ExitCode::SUCCESS);
         }
@@ -65,7 +67,7 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
     block_on(async move {
         let client = Client::new(&args.client)?;
         let path = format!("/v1/diff?prune={}&source={}", args.prune, enc(&source));
-        let reply: DiffAnswer = client.call(Method::POST, &path, Some(body)).await?;
+        let reply: DiffAnswer = client.call_json(Method::POST, &path, &body).await?;
         for r in &reply.results {
             print!("{}", r.diff);
         }

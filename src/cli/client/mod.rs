@@ -61,8 +61,22 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> anyhow::Result<Reply> {
+        self.send_typed(method, path, body, None).await
+    }
+
+    /// [`Client::send`] with a `Content-Type`.
+    async fn send_typed(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        content_type: Option<&str>,
+    ) -> anyhow::Result<Reply> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
+        if let Some(t) = content_type {
+            req = req.header(reqwest::header::CONTENT_TYPE, t);
+        }
         if let Some(key) = &self.key {
             req = req.bearer_auth(key);
         }
@@ -86,6 +100,22 @@ impl Client {
             .with_context(|| format!("reading the reply from {}", self.base))?
             .to_vec();
         Ok(Reply { status, bytes })
+    }
+
+    /// Sends `body` as JSON and reads the answer, as [`Client::call`].
+    pub async fn call_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &impl Serialize,
+    ) -> anyhow::Result<T> {
+        let bytes = serde_json::to_vec(body)?;
+        let reply = self
+            .send_typed(method, path, Some(bytes), Some("application/json"))
+            .await?;
+        reply.ok()?;
+        serde_json::from_slice(&reply.bytes)
+            .context("the server's reply is not what this nexusd expects (another version?)")
     }
 
     /// Sends a request and reads its answer; an error reply is an error

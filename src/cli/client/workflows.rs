@@ -164,12 +164,12 @@ pub fn workflows(command: WorkflowsCommand) -> anyhow::Result<ExitCode> {
             }
             WorkflowsCommand::Trigger { name, path, client } => {
                 let c = Client::new(&client)?;
-                let body = serde_json::to_vec(&TriggerRequest { path: Some(path) })?;
+                let body = TriggerRequest { path: Some(path) };
                 let v: TriggerAnswer = c
-                    .call(
+                    .call_json(
                         Method::POST,
                         &format!("/v1/workflows/{}/trigger", enc(&name)),
-                        Some(body),
+                        &body,
                     )
                     .await?;
                 println!("run/{} {}", v.run, v.status);
