@@ -34,19 +34,18 @@ pub fn timestamp(ms: Option<i64>) -> Option<String> {
 
 /// `column` names the workflow `name` or, with `stages`, one of its
 /// stages (a pipeline's runs are its stages', named `PIPELINE/STAGE`): the
-/// condition, on placeholders `$first` and the one after, and what to bind
-/// to them. The SQL spelling of [`crate::definitions::names::is_or_stage_of`].
-fn membership(column: &str, name: &str, stages: bool, first: usize) -> (String, [String; 2]) {
-    let second = if stages {
-        format!("{name}/%")
+/// condition, on placeholders from `$first`, and what to bind to them. The
+/// SQL spelling of [`crate::definitions::names::is_or_stage_of`]; a plain
+/// workflow is one equality, which the index on the column serves.
+fn membership(column: &str, name: &str, stages: bool, first: usize) -> (String, Vec<String>) {
+    if stages {
+        (
+            format!("({column} = ${first} OR {column} LIKE ${})", first + 1),
+            vec![name.to_owned(), format!("{name}/%")],
+        )
     } else {
-        name.to_owned()
-    };
-    let op = if stages { "LIKE" } else { "=" };
-    (
-        format!("({column} = ${first} OR {column} {op} ${})", first + 1),
-        [name.to_owned(), second],
-    )
+        (format!("{column} = ${first}"), vec![name.to_owned()])
+    }
 }
 
 /// A stored status; one this agent does not know (a newer one's) reads as
@@ -189,13 +188,13 @@ impl Store {
 
     /// Counts and durations of a workflow's (or pipeline's) runs.
     pub async fn run_stats(&self, workflow: &str, stages: bool) -> Result<Stats, StoreError> {
-        let (filter, [name, like]) = membership("workflow", workflow, stages, 1);
+        let (filter, binds) = membership("workflow", workflow, stages, 1);
         let sql = format!("SELECT status, COUNT(*) AS n FROM runs WHERE {filter} GROUP BY status");
-        let rows = sqlx::query(&sql)
-            .bind(&name)
-            .bind(&like)
-            .fetch_all(&self.pool)
-            .await?;
+        let mut q = sqlx::query(&sql);
+        for b in &binds {
+            q = q.bind(b);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
         let (mut total, mut succeeded, mut failed, mut skipped) = (0i64, 0i64, 0i64, 0i64);
         for r in &rows {
             let n: i64 = r.get("n");
@@ -213,9 +212,11 @@ impl Store {
             "SELECT duration_ms FROM runs WHERE {filter} AND duration_ms IS NOT NULL \
              AND status IN ('succeeded', 'failed') ORDER BY finished_ms DESC LIMIT 10000"
         );
-        let mut durations: Vec<i64> = sqlx::query(&sql)
-            .bind(&name)
-            .bind(&like)
+        let mut q = sqlx::query(&sql);
+        for b in &binds {
+            q = q.bind(b);
+        }
+        let mut durations: Vec<i64> = q
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -250,17 +251,17 @@ impl Store {
         stages: bool,
         limit: i64,
     ) -> Result<Vec<RunError>, StoreError> {
-        let (filter, [name, like]) = membership("r.workflow", workflow, stages, 1);
+        let (filter, binds) = membership("r.workflow", workflow, stages, 1);
         let sql = format!(
             "SELECT r.id, r.workflow, r.path, a.attempt, a.error, a.finished_ms FROM attempts a JOIN runs r ON r.id = a.run_id \
              WHERE {filter} AND a.status = 'failed' ORDER BY a.finished_ms DESC LIMIT {}",
             limit.clamp(1, 10_000)
         );
-        let rows = sqlx::query(&sql)
-            .bind(&name)
-            .bind(&like)
-            .fetch_all(&self.pool)
-            .await?;
+        let mut q = sqlx::query(&sql);
+        for b in &binds {
+            q = q.bind(b);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
         Ok(rows
             .iter()
             .map(|r| RunError {
