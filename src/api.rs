@@ -271,7 +271,8 @@ pub struct WorkflowSummary {
     /// The triggers as written (a pipeline: all its stages').
     #[schema(value_type = Vec<Object>)]
     pub triggers: Vec<Value>,
-    /// What applied it: `api`, `files:PATHS`, `config-dir:PATH`.
+    /// What applied it: `api`, `files:PATHS` (the CLI), `dir:PATH` (the
+    /// config dir).
     pub source: String,
     pub applied_by: String,
     pub applied_at: Option<String>,
