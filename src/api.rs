@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+pub use crate::events::EventType;
+
 /// A run's state (SPEC section 7), spelled the same in the database, the
 /// API and the metrics.
 #[derive(
@@ -78,6 +80,100 @@ impl RunStatus {
 impl std::fmt::Display for RunStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// What a definition document defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum DefinitionKind {
+    Workflow,
+    Pipeline,
+}
+
+impl DefinitionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DefinitionKind::Workflow => "Workflow",
+            DefinitionKind::Pipeline => "Pipeline",
+        }
+    }
+
+    /// The stored spelling back; anything else reads as `Workflow`.
+    pub fn parse(text: &str) -> DefinitionKind {
+        if text == "Pipeline" {
+            DefinitionKind::Pipeline
+        } else {
+            DefinitionKind::Workflow
+        }
+    }
+}
+
+impl std::fmt::Display for DefinitionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+        }
+    }
+
+    /// The stored spelling back; anything else reads as `failed`.
+    pub fn parse(text: &str) -> StepStatus {
+        match text {
+            "succeeded" => StepStatus::Succeeded,
+            "skipped" => StepStatus::Skipped,
+            _ => StepStatus::Failed,
+        }
+    }
+}
+
+impl std::fmt::Display for StepStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An attempt's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AttemptStatus {
+    Running,
+    Succeeded,
+    /// Failed, or interrupted (its error says so).
+    Failed,
+}
+
+impl AttemptStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptStatus::Running => "running",
+            AttemptStatus::Succeeded => "succeeded",
+            AttemptStatus::Failed => "failed",
+        }
+    }
+
+    /// The stored spelling back; anything else reads as `failed`.
+    pub fn parse(text: &str) -> AttemptStatus {
+        match text {
+            "running" => AttemptStatus::Running,
+            "succeeded" => AttemptStatus::Succeeded,
+            _ => AttemptStatus::Failed,
+        }
     }
 }
 
@@ -203,8 +299,7 @@ impl Action {
 /// One line of an apply's report: `workflow/NAME created`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Applied {
-    /// `Workflow` or `Pipeline`.
-    pub kind: String,
+    pub kind: DefinitionKind,
     pub name: String,
     pub action: Action,
 }
@@ -214,7 +309,7 @@ impl std::fmt::Display for Applied {
         write!(
             f,
             "{}/{} {}",
-            self.kind.to_lowercase(),
+            self.kind.as_str().to_lowercase(),
             self.name,
             self.action.as_str()
         )
@@ -237,7 +332,7 @@ pub struct Results {
 /// One definition's change in a diff.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DiffItem {
-    pub kind: String,
+    pub kind: DefinitionKind,
     pub name: String,
     pub action: Action,
     /// A unified diff, live above and the body below; empty when unchanged.
@@ -263,8 +358,7 @@ pub enum WorkflowStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WorkflowSummary {
     pub name: String,
-    /// `Workflow` or `Pipeline`.
-    pub kind: String,
+    pub kind: DefinitionKind,
     pub description: Option<String>,
     pub status: WorkflowStatus,
     pub revision: i64,
@@ -316,7 +410,7 @@ pub struct WorkflowDetail {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RevisionDetail {
     pub name: String,
-    pub kind: String,
+    pub kind: DefinitionKind,
     pub revision: i64,
     pub action: String,
     pub source: String,
@@ -365,10 +459,8 @@ pub struct TriggerAnswer {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RunEvent {
     pub id: String,
-    /// `file.created`, `file.updated`, `file.deleted`, `file.moved` or
-    /// `metadata.changed`.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: EventType,
     pub path: String,
     pub old_path: Option<String>,
     /// The run whose write caused the event (`runs/{id}` only).
@@ -410,8 +502,7 @@ pub struct RunList {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct StepResult {
     pub name: String,
-    /// `succeeded`, `failed` or `skipped`.
-    pub status: String,
+    pub status: StepStatus,
     pub exit_code: Option<i64>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -427,8 +518,7 @@ pub struct StepResult {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AttemptResult {
     pub attempt: i64,
-    /// `running`, `succeeded`, `failed` or `interrupted`.
-    pub status: String,
+    pub status: AttemptStatus,
     pub error: Option<String>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -482,7 +572,7 @@ pub struct ErrorList {
 pub struct EventRecord {
     pub id: String,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: EventType,
     pub path: String,
     pub old_path: Option<String>,
     pub size: Option<i64>,
@@ -579,7 +669,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_status_is_spelled_one_way_everywhere() {
+    fn statuses_and_kinds_are_spelled_one_way_everywhere() {
         for s in RunStatus::ALL {
             assert_eq!(RunStatus::parse(s.as_str()), Ok(s));
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
@@ -592,6 +682,29 @@ mod tests {
             RunStatus::UNFINISHED_SQL,
             format!("({})", listed.join(", "))
         );
+        for t in EventType::ALL {
+            assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
+        }
+        for k in [DefinitionKind::Workflow, DefinitionKind::Pipeline] {
+            assert_eq!(DefinitionKind::parse(k.as_str()), k);
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+        for st in [
+            StepStatus::Succeeded,
+            StepStatus::Failed,
+            StepStatus::Skipped,
+        ] {
+            assert_eq!(StepStatus::parse(st.as_str()), st);
+            assert_eq!(serde_json::to_value(st).unwrap(), st.as_str());
+        }
+        for st in [
+            AttemptStatus::Running,
+            AttemptStatus::Succeeded,
+            AttemptStatus::Failed,
+        ] {
+            assert_eq!(AttemptStatus::parse(st.as_str()), st);
+            assert_eq!(serde_json::to_value(st).unwrap(), st.as_str());
+        }
         assert!(
             RunStatus::parse("done")
                 .unwrap_err()

@@ -29,8 +29,7 @@ pub struct Loaded {
 #[derive(Debug, Clone)]
 pub struct SourceDocument {
     pub name: String,
-    /// `Workflow` or `Pipeline`.
-    pub kind: String,
+    pub kind: crate::api::DefinitionKind,
     /// The document as JSON; the same value whatever its YAML layout.
     pub json: serde_json::Value,
     /// What it compiled to (a pipeline: its stages).
@@ -487,7 +486,11 @@ fn load_document(file: &Path, root: &Located<Node>, result: &mut FileResult) {
     let name = json.pointer("/metadata/name").and_then(|n| n.as_str());
     let kind = json.get("kind").and_then(|k| k.as_str());
     let source = match (name, kind) {
-        (Some(name), Some(kind)) => Some((name.to_owned(), kind.to_owned(), json.clone())),
+        (Some(name), Some(kind)) => Some((
+            name.to_owned(),
+            crate::api::DefinitionKind::parse(kind),
+            json.clone(),
+        )),
         _ => None,
     };
     let mut doc = Doc { file, root, diags };

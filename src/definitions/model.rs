@@ -18,20 +18,7 @@ pub struct SourceRef {
 }
 
 /// What a document defined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Workflow,
-    Pipeline,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Workflow => "Workflow",
-            Kind::Pipeline => "Pipeline",
-        }
-    }
-}
+pub use crate::api::DefinitionKind as Kind;
 
 /// A runnable workflow: a `Workflow` document, or one stage of a
 /// `Pipeline` (named `PIPELINE/STAGE`).

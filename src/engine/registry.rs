@@ -147,7 +147,7 @@ impl Registry {
                 Some(_) => Action::Configured,
             };
             report.push(Applied {
-                kind: doc.kind.clone(),
+                kind: doc.kind,
                 name: doc.name.clone(),
                 action,
             });
@@ -183,13 +183,13 @@ impl Registry {
                 if old.source == opts.source && !named.contains(&old.name) {
                     next.remove(&old.name);
                     report.push(Applied {
-                        kind: old.kind.clone(),
+                        kind: old.kind,
                         name: old.name.clone(),
                         action: Action::Pruned,
                     });
                     writes.push(DefinitionWrite::Remove {
                         name: old.name.clone(),
-                        kind: old.kind.clone(),
+                        kind: old.kind,
                         action: "pruned",
                         source: opts.source.clone(),
                         applied_by: opts.who.clone(),
@@ -211,7 +211,7 @@ impl Registry {
         };
         let write = DefinitionWrite::Remove {
             name: old.name.clone(),
-            kind: old.kind.clone(),
+            kind: old.kind,
             action: "deleted",
             source: old.source.clone(),
             applied_by: who.to_owned(),

@@ -296,7 +296,7 @@ async fn record(
         attempt: ctx.attempt,
         idx,
         name: step.name.clone(),
-        status: o.status.as_str().to_owned(),
+        status: o.status,
         exit_code: o.exit_code,
         started_ms: Some(started),
         finished_ms: Some(rt.clock.now_ms()),

@@ -149,13 +149,31 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::now_v7().simple())
 }
 
-/// The five kinds of change (SPEC section 3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The five kinds of change (SPEC section 3), spelled as triggers, the
+/// store and the API spell them.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum EventType {
+    #[serde(rename = "file.created")]
     Created,
+    #[serde(rename = "file.updated")]
     Updated,
+    #[serde(rename = "file.deleted")]
     Deleted,
+    #[serde(rename = "file.moved")]
     Moved,
+    #[serde(rename = "metadata.changed")]
     MetadataChanged,
 }
 

@@ -15,10 +15,10 @@ use utoipa::IntoParams;
 use super::error::{Body, JsonBody, P, Q};
 use super::{Api, ApiError, Caller};
 use crate::api::{
-    ApplyAnswer, DiagnosticItem, DiffAnswer, DiffItem, ErrorBody, ErrorList, EventList,
-    PauseAnswer, Results, RevisionDetail, RevisionSummary, RunDetail, RunList, SourceFile, Stats,
-    TriggerAnswer, TriggerRequest, Whoami, WorkflowDetail, WorkflowList, WorkflowOrRevision,
-    WorkflowStatus, WorkflowSummary,
+    ApplyAnswer, DefinitionKind, DiagnosticItem, DiffAnswer, DiffItem, ErrorBody, ErrorList,
+    EventList, PauseAnswer, Results, RevisionDetail, RevisionSummary, RunDetail, RunList,
+    SourceFile, Stats, TriggerAnswer, TriggerRequest, Whoami, WorkflowDetail, WorkflowList,
+    WorkflowOrRevision, WorkflowStatus, WorkflowSummary,
 };
 use crate::definitions::load::SourceDocument;
 use crate::definitions::load::load_sources;
@@ -205,9 +205,9 @@ pub async fn diff(
             Some(_) => Action::Configured,
         };
         let old_yaml = old.map(|o| yaml_of(&o.document)).unwrap_or_default();
-        let diff = unified(&old_yaml, &yaml_of(&new_text), &doc.kind, &doc.name);
+        let diff = unified(&old_yaml, &yaml_of(&new_text), doc.kind, &doc.name);
         out.push(DiffItem {
-            kind: doc.kind.clone(),
+            kind: doc.kind,
             name: doc.name.clone(),
             action,
             diff,
@@ -218,9 +218,9 @@ pub async fn diff(
             .iter()
             .filter(|d| d.source == source && !named.contains(d.name.as_str()))
         {
-            let diff = unified(&yaml_of(&old.document), "", &old.kind, &old.name);
+            let diff = unified(&yaml_of(&old.document), "", old.kind, &old.name);
             out.push(DiffItem {
-                kind: old.kind.clone(),
+                kind: old.kind,
                 name: old.name.clone(),
                 action: Action::Pruned,
                 diff,
@@ -240,11 +240,11 @@ fn yaml_of(document: &str) -> String {
     serde_saphyr::to_string(&value).unwrap_or_else(|_| document.to_owned())
 }
 
-fn unified(old: &str, new: &str, kind: &str, name: &str) -> String {
+fn unified(old: &str, new: &str, kind: DefinitionKind, name: &str) -> String {
     if old == new {
         return String::new();
     }
-    let label = format!("{}/{name}", kind.to_lowercase());
+    let label = format!("{}/{name}", kind.as_str().to_lowercase());
     similar::TextDiff::from_lines(old, new)
         .unified_diff()
         .context_radius(3)
@@ -256,7 +256,7 @@ fn unified(old: &str, new: &str, kind: &str, name: &str) -> String {
 fn workflow_summary(d: &StoredDefinition, paused: &BTreeSet<String>) -> WorkflowSummary {
     let doc: Value = serde_json::from_str(&d.document).unwrap_or(Value::Null);
     let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
-    let (triggers, stages) = if d.kind == "Pipeline" {
+    let (triggers, stages) = if d.kind == DefinitionKind::Pipeline {
         let stages = list(&doc["spec"]["stages"]);
         let triggers = stages.iter().flat_map(|s| list(&s["on"])).collect();
         let names = stages
@@ -273,7 +273,7 @@ fn workflow_summary(d: &StoredDefinition, paused: &BTreeSet<String>) -> Workflow
         .collect();
     WorkflowSummary {
         name: d.name.clone(),
-        kind: d.kind.clone(),
+        kind: d.kind,
         description: doc["metadata"]["description"].as_str().map(str::to_owned),
         status: if paused.contains(&d.name) {
             WorkflowStatus::Paused
@@ -348,7 +348,7 @@ pub async fn get_workflow(
         return Ok(Json(WorkflowOrRevision::Revision(Box::new(
             RevisionDetail {
                 name: rev.name.clone(),
-                kind: rev.kind.clone(),
+                kind: rev.kind,
                 revision: rev.revision,
                 action: rev.action.clone(),
                 source: rev.source.clone(),
@@ -690,7 +690,7 @@ pub async fn workflow_runs(
     let d = definition(&api, &name).await?;
     let mut f = run_filter(q, 20)?;
     f.workflow = Some(name);
-    f.stages = d.kind == "Pipeline";
+    f.stages = d.kind == DefinitionKind::Pipeline;
     let runs = api.rt.store.list_runs(&f).await.map_err(ApiError::store)?;
     Ok(Json(RunList { runs }))
 }
@@ -710,7 +710,7 @@ pub async fn list_runs(
             .definition(w)
             .await
             .map_err(ApiError::store)?;
-        f.stages = def.is_some_and(|d| d.kind == "Pipeline");
+        f.stages = def.is_some_and(|d| d.kind == DefinitionKind::Pipeline);
     }
     let runs = api.rt.store.list_runs(&f).await.map_err(ApiError::store)?;
     Ok(Json(RunList { runs }))
@@ -751,7 +751,7 @@ pub async fn stats(State(api): State<Api>, P(name): P<String>) -> Result<Json<St
     let stats = api
         .rt
         .store
-        .run_stats(&name, d.kind == "Pipeline")
+        .run_stats(&name, d.kind == DefinitionKind::Pipeline)
         .await
         .map_err(ApiError::store)?;
     Ok(Json(stats))
@@ -786,7 +786,7 @@ pub async fn errors(
     let errors = api
         .rt
         .store
-        .run_errors(&name, d.kind == "Pipeline", limit)
+        .run_errors(&name, d.kind == DefinitionKind::Pipeline, limit)
         .await
         .map_err(ApiError::store)?;
     Ok(Json(ErrorList { errors }))

@@ -16,23 +16,7 @@ use serde_json::Value;
 use crate::events::Event;
 use crate::events::causes::Causes;
 
-/// How a step ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepStatus {
-    Succeeded,
-    Failed,
-    Skipped,
-}
-
-impl StepStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepStatus::Succeeded => "succeeded",
-            StepStatus::Failed => "failed",
-            StepStatus::Skipped => "skipped",
-        }
-    }
-}
+pub use crate::api::StepStatus;
 
 /// A step's result, as recorded and as later steps see it.
 #[derive(Debug, Clone)]

@@ -1,5 +1,6 @@
 //! The applied definitions, their revisions, and pauses.
 
+use crate::api::DefinitionKind;
 use sqlx::{Any, Row, Transaction};
 
 use super::{Store, StoreError};
@@ -8,7 +9,7 @@ use super::{Store, StoreError};
 #[derive(Debug, Clone)]
 pub struct StoredDefinition {
     pub name: String,
-    pub kind: String,
+    pub kind: DefinitionKind,
     /// Canonical JSON text of the document.
     pub document: String,
     pub hash: String,
@@ -23,7 +24,7 @@ pub struct StoredDefinition {
 pub struct Revision {
     pub name: String,
     pub revision: i64,
-    pub kind: String,
+    pub kind: DefinitionKind,
     /// `created`, `configured`, `pruned`, `deleted` or `rolled-back`.
     pub action: String,
     #[serde(skip)]
@@ -47,7 +48,7 @@ pub enum DefinitionWrite {
     /// Remove the live row, recording a revision with `action`.
     Remove {
         name: String,
-        kind: String,
+        kind: DefinitionKind,
         action: &'static str,
         source: String,
         applied_by: String,
@@ -60,7 +61,7 @@ const DEF_COLUMNS: &str = "name, kind, document, hash, revision, source, applied
 fn definition_of(r: &sqlx::any::AnyRow) -> StoredDefinition {
     StoredDefinition {
         name: r.get("name"),
-        kind: r.get("kind"),
+        kind: DefinitionKind::parse(&r.get::<String, _>("kind")),
         document: r.get("document"),
         hash: r.get("hash"),
         revision: r.get("revision"),
@@ -128,7 +129,7 @@ impl Store {
             .map(|r| Revision {
                 name: r.get("name"),
                 revision: r.get("revision"),
-                kind: r.get("kind"),
+                kind: DefinitionKind::parse(&r.get::<String, _>("kind")),
                 action: r.get("action"),
                 document: r.get("document"),
                 hash: r.get("hash"),
@@ -200,7 +201,7 @@ async fn write_one(tx: &mut Transaction<'_, Any>, w: &DefinitionWrite) -> Result
             );
             sqlx::query(&sql)
                 .bind(&def.name)
-                .bind(&def.kind)
+                .bind(def.kind.as_str())
                 .bind(&def.document)
                 .bind(&def.hash)
                 .bind(def.revision)
@@ -215,7 +216,7 @@ async fn write_one(tx: &mut Transaction<'_, Any>, w: &DefinitionWrite) -> Result
             )
             .bind(&def.name)
             .bind(def.revision)
-            .bind(&def.kind)
+            .bind(def.kind.as_str())
             .bind(*action)
             .bind(&def.document)
             .bind(&def.hash)
@@ -249,7 +250,7 @@ async fn write_one(tx: &mut Transaction<'_, Any>, w: &DefinitionWrite) -> Result
                  SELECT $1, COALESCE(MAX(revision), 0) + 1, $2, $3, $4, $5, $6 FROM definition_revisions WHERE name = $1",
             )
             .bind(name)
-            .bind(kind)
+            .bind(kind.as_str())
             .bind(*action)
             .bind(source)
             .bind(applied_by)

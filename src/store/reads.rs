@@ -7,7 +7,8 @@ use sqlx::any::AnyRow;
 
 use super::{RunStatus, Store, StoreError};
 use crate::api::{
-    AttemptResult, Decision, EventRecord, Run, RunDetail, RunError, RunEvent, Stats, StepResult,
+    AttemptResult, AttemptStatus, Decision, EventRecord, EventType, Run, RunDetail, RunError,
+    RunEvent, Stats, StepResult, StepStatus,
 };
 
 /// Which runs a listing covers.
@@ -54,6 +55,13 @@ fn status_of(r: &AnyRow) -> RunStatus {
     RunStatus::parse(&r.get::<String, _>("status")).unwrap_or(RunStatus::Queued)
 }
 
+/// A stored event type; one this agent does not know reads as a creation.
+fn event_type(r: &AnyRow, column: &str) -> EventType {
+    r.get::<String, _>(column)
+        .parse()
+        .unwrap_or(EventType::Created)
+}
+
 fn run_row(r: &AnyRow) -> Run {
     Run {
         id: r.get("id"),
@@ -64,7 +72,7 @@ fn run_row(r: &AnyRow) -> Run {
         chain_depth: r.get("chain_depth"),
         event: RunEvent {
             id: r.get("event_id"),
-            kind: r.get("event_type"),
+            kind: event_type(r, "event_type"),
             path: r.get("path"),
             old_path: r.get("old_path"),
             caused_by_run: None,
@@ -82,7 +90,7 @@ fn run_row(r: &AnyRow) -> Run {
 fn step_row(s: &AnyRow) -> StepResult {
     StepResult {
         name: s.get("name"),
-        status: s.get("status"),
+        status: StepStatus::parse(&s.get::<String, _>("status")),
         exit_code: s.get("exit_code"),
         started_at: timestamp(s.get("started_ms")),
         finished_at: timestamp(s.get("finished_ms")),
@@ -161,7 +169,7 @@ impl Store {
                 let n: i64 = a.get("attempt");
                 AttemptResult {
                     attempt: n,
-                    status: a.get("status"),
+                    status: AttemptStatus::parse(&a.get::<String, _>("status")),
                     error: a.get("error"),
                     started_at: timestamp(a.get("started_ms")),
                     finished_at: timestamp(a.get("finished_ms")),
@@ -313,7 +321,7 @@ impl Store {
             .iter()
             .map(|r| EventRecord {
                 id: r.get("id"),
-                kind: r.get("type"),
+                kind: event_type(r, "type"),
                 path: r.get("path"),
                 old_path: r.get("old_path"),
                 size: r.get("size"),

@@ -55,7 +55,7 @@ pub struct StepRecord {
     pub attempt: u32,
     pub idx: usize,
     pub name: String,
-    pub status: String,
+    pub status: crate::api::StepStatus,
     pub exit_code: Option<i32>,
     pub started_ms: Option<i64>,
     pub finished_ms: Option<i64>,
@@ -119,7 +119,7 @@ pub(super) async fn insert_steps(
             .bind(i64::from(s.attempt))
             .bind(s.idx as i64)
             .bind(&s.name)
-            .bind(&s.status)
+            .bind(s.status.as_str())
             .bind(s.exit_code.map(i64::from))
             .bind(s.started_ms)
             .bind(s.finished_ms)

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::records::{self, AttemptEnd, RunStatus, StepRecord};
 use super::{Store, StoreError};
+use crate::api::AttemptStatus;
 
 /// Changes queued at most; a full queue makes run tasks wait.
 const QUEUE: usize = 4096;
@@ -290,7 +291,7 @@ async fn write_starts(
         q = q
             .bind(&w.run_id)
             .bind(i64::from(w.attempt))
-            .bind("running")
+            .bind(AttemptStatus::Running.as_str())
             .bind(w.at_ms);
     }
     q.execute(&mut **tx).await?;
@@ -337,11 +338,14 @@ async fn write_finishes(
         q = q
             .bind(&w.run_id)
             .bind(i64::from(w.end.attempt))
-            .bind(if w.end.succeeded {
-                "succeeded"
-            } else {
-                "failed"
-            })
+            .bind(
+                if w.end.succeeded {
+                    AttemptStatus::Succeeded
+                } else {
+                    AttemptStatus::Failed
+                }
+                .as_str(),
+            )
             .bind(&w.end.error)
             .bind(w.end.at_ms);
     }

@@ -110,7 +110,7 @@ pub fn runs(command: RunsCommand) -> anyhow::Result<ExitCode> {
                     .map(|st| {
                         vec![
                             st.name.clone(),
-                            st.status.clone(),
+                            st.status.to_string(),
                             cell(st.exit_code),
                             cell(st.error.as_deref()),
                         ]

@@ -35,7 +35,7 @@ pub fn workflows(command: WorkflowsCommand) -> anyhow::Result<ExitCode> {
                     .map(|w| {
                         vec![
                             w.name.clone(),
-                            w.kind.clone(),
+                            w.kind.to_string(),
                             status_text(w.status).to_owned(),
                             w.revision.to_string(),
                             cell(w.description.as_deref()),
@@ -159,7 +159,7 @@ pub fn workflows(command: WorkflowsCommand) -> anyhow::Result<ExitCode> {
                     )
                     .await?;
                 for r in &v.results {
-                    println!("{}/{} deleted", r.kind.to_lowercase(), r.name);
+                    println!("{}/{} deleted", r.kind.as_str().to_lowercase(), r.name);
                 }
             }
             WorkflowsCommand::Trigger { name, path, client } => {
