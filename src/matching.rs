@@ -234,9 +234,9 @@ impl Matcher {
 
     /// The workflows with a trigger whose patterns match `path` and whose
     /// ignores do not.
-    fn within(&self, path: &str) -> Vec<usize> {
+    fn within(&self, path: &str, hits: &[usize]) -> Vec<usize> {
         let mut out = Vec::new();
-        for i in self.hits(path) {
+        for &i in hits {
             let (w, t, _) = self.owners[i];
             let trigger = &self.defs.workflows[w].triggers[t];
             if !out.contains(&w) && !trigger.ignore.iter().any(|p| p.is_match(path)) {
@@ -246,15 +246,17 @@ impl Matcher {
         out
     }
 
-    /// The best reason per workflow some pattern of which matches `path`,
-    /// the event type each sees given by `sees`, merged into `best`.
+    /// The best reason per workflow some pattern of which matches `path`
+    /// (the patterns `hits`), the event type each sees given by `sees`,
+    /// merged into `best`.
     fn judge(
         &self,
         path: &str,
+        hits: &[usize],
         sees: impl Fn(usize) -> EventType,
         best: &mut Vec<(usize, EventType, Reason)>,
     ) {
-        for i in self.hits(path) {
+        for &i in hits {
             let (w, t, p) = self.owners[i];
             let kind = sees(w);
             let trigger = &self.defs.workflows[w].triggers[t];
@@ -304,10 +306,12 @@ impl Matcher {
         let mut best: Vec<(usize, EventType, Reason)> = Vec::new();
         match (kind, old_path) {
             (EventType::Moved, Some(old)) => {
-                let was_in = self.within(old);
-                let is_in = self.within(path);
+                let (new_hits, old_hits) = (self.hits(path), self.hits(old));
+                let was_in = self.within(old, &old_hits);
+                let is_in = self.within(path, &new_hits);
                 self.judge(
                     path,
+                    &new_hits,
                     |w| {
                         if was_in.contains(&w) {
                             EventType::Moved
@@ -317,21 +321,12 @@ impl Matcher {
                     },
                     &mut best,
                 );
-                let mut left = Vec::new();
-                self.judge(old, |_| EventType::Deleted, &mut left);
-                for (w, k, reason) in left {
-                    if is_in.contains(&w) {
-                        continue;
-                    }
-                    match best.iter_mut().find(|(o, _, _)| *o == w) {
-                        Some((_, ok, old)) if reason.rank() > old.rank() => {
-                            *ok = k;
-                            *old = reason;
-                        }
-                        Some(_) => {}
-                        None => best.push((w, k, reason)),
-                    }
-                }
+                // The old path speaks for the workflows the file left.
+                let left: Vec<usize> = old_hits
+                    .into_iter()
+                    .filter(|&i| !is_in.contains(&self.owners[i].0))
+                    .collect();
+                self.judge(old, &left, |_| EventType::Deleted, &mut best);
                 for (_, k, reason) in &mut best {
                     if let Reason::Matched { pattern } = reason {
                         let pattern = std::mem::take(pattern);
@@ -343,7 +338,7 @@ impl Matcher {
                     }
                 }
             }
-            _ => self.judge(path, |_| kind, &mut best),
+            _ => self.judge(path, &self.hits(path), |_| kind, &mut best),
         }
         if scope == Scope::All {
             for (w, workflow) in self.defs.workflows.iter().enumerate() {

@@ -125,6 +125,9 @@ fn add_common(op: &mut Operation) {
         .security
         .as_ref()
         .is_some_and(|s| s.iter().all(|r| r == &Default::default()));
+    if public {
+        return;
+    }
     let mut add = |status: &str, description: &str| {
         op.responses
             .responses
@@ -143,9 +146,6 @@ fn add_common(op: &mut Operation) {
                 )
             });
     };
-    if public {
-        return;
-    }
     add(
         "400",
         "A malformed request: a bad path, query string or body (unknown parameters are refused)",

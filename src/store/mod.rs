@@ -423,9 +423,7 @@ impl Store {
                         }),
                         raw_abs: None,
                         actor: r.get("actor"),
-                        source: crate::events::Source::parse(
-                            &r.get::<Option<String>, _>("source").unwrap_or_default(),
-                        ),
+                        source: crate::events::Source::parse(&r.get::<String, _>("source")),
                     },
                 }
             })

@@ -342,6 +342,8 @@ impl Store {
             .iter()
             .flat_map(|e| e.decisions.iter().filter_map(|d| d.run.clone()))
             .collect();
+        let mut now: std::collections::HashMap<String, (RunStatus, Option<String>)> =
+            std::collections::HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
             let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
@@ -353,16 +355,14 @@ impl Store {
                 q = q.bind(id);
             }
             for r in q.fetch_all(&self.pool).await? {
-                let id: String = r.get("id");
-                let status = status_of(&r);
-                let reason: Option<String> = r.get("reason");
-                for d in events.iter_mut().flat_map(|e| e.decisions.iter_mut()) {
-                    if d.run.as_deref() == Some(id.as_str()) {
-                        d.run_status = Some(status);
-                        if reason.is_some() {
-                            d.reason.clone_from(&reason);
-                        }
-                    }
+                now.insert(r.get("id"), (status_of(&r), r.get("reason")));
+            }
+        }
+        for d in events.iter_mut().flat_map(|e| e.decisions.iter_mut()) {
+            if let Some((status, reason)) = d.run.as_ref().and_then(|id| now.get(id)) {
+                d.run_status = Some(*status);
+                if reason.is_some() {
+                    d.reason.clone_from(reason);
                 }
             }
         }

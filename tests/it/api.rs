@@ -23,6 +23,13 @@ pub fn http(method: &str, url: &str, key: Option<&str>, body: Vec<u8>) -> (u16, 
     })
 }
 
+/// One series' value in Prometheus text; 0 when it is not there yet.
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
@@ -1036,11 +1043,6 @@ fn trigger_intake_scenario(backend: Backend) {
             .iter()
             .any(|(_, p, _)| p == "/elsewhere/f.txt")
     });
-    let value = |text: &str, series: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
-            .map_or(0.0, |v| v.parse().unwrap())
-    };
     let created = "nexus_events_total{type=\"file.created\"}";
     // Counted after the commit: every recorded creation, once counted.
     let all_counted = || {
@@ -1299,11 +1301,6 @@ fn metrics_count_events_runs_and_durations() {
         let (status, text) = http("GET", &format!("{}/metrics", agent.url()), None, Vec::new());
         assert_eq!(status, 200);
         text
-    };
-    let value = |text: &str, series: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
-            .map_or(0.0, |v| v.parse().unwrap())
     };
     let before = scrape();
     assert!(before.contains("nexus_build_info{version=\""), "{before}");

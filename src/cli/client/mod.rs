@@ -110,12 +110,9 @@ impl Client {
         body: &impl Serialize,
     ) -> anyhow::Result<T> {
         let bytes = serde_json::to_vec(body)?;
-        let reply = self
-            .send_typed(method, path, Some(bytes), Some("application/json"))
-            .await?;
-        reply.ok()?;
-        serde_json::from_slice(&reply.bytes)
-            .context("the server's reply is not what this nexusd expects (another version?)")
+        self.send_typed(method, path, Some(bytes), Some("application/json"))
+            .await?
+            .answer()
     }
 
     /// Sends a request and reads its answer; an error reply is an error
@@ -126,14 +123,18 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> anyhow::Result<T> {
-        let reply = self.send(method, path, body).await?;
-        reply.ok()?;
-        serde_json::from_slice(&reply.bytes)
-            .context("the server's reply is not what this nexusd expects (another version?)")
+        self.send(method, path, body).await?.answer()
     }
 }
 
 impl Reply {
+    /// The answer of a 2xx, read into its type; else the error, as [`Reply::ok`].
+    fn answer<T: DeserializeOwned>(&self) -> anyhow::Result<T> {
+        self.ok()?;
+        serde_json::from_slice(&self.bytes)
+            .context("the server's reply is not what this nexusd expects (another version?)")
+    }
+
     /// `Ok` for a 2xx; else the server's message, with a hint for keys.
     pub fn ok(&self) -> anyhow::Result<()> {
         if self.status.is_success() {
