@@ -206,6 +206,19 @@ python3 bench/api.py "$BIN" "$PWD/$WORK" "$PWD/$WORK/defs" "$API_ROUNDS" "$API_H
 
 stamp api
 
+# Scenario 13: kill -9 with 100,000 unfinished runs, then a start: seconds
+# until all are recorded succeeded, and peak RSS, on SQLite and PostgreSQL.
+RC_RUNS=${QUICK:+5000}
+RC_RUNS=${RC_RUNS:-100000}
+python3 bench/recovery.py "$BIN" "$PWD/$WORK" "$RC_RUNS" > "$WORK/recovery.json"
+if [ -n "$PG_UP" ]; then
+  python3 bench/recovery.py "$BIN" "$PWD/$WORK" "$RC_RUNS" "$PG_URL" > "$WORK/recovery-pg.json"
+else
+  echo '{"skipped": true}' > "$WORK/recovery-pg.json"
+fi
+
+stamp recovery
+
 {
   echo "# nexusd benchmark results"
   echo
@@ -281,6 +294,17 @@ a = json.load(open(sys.argv[1]))
 yes = lambda ok, got, target: "yes" if ok else f"no ({got / target:.1f}× the target)"
 print(f"| apply 1,000 workflows over HTTP (`nexusd apply -f`, all changed), median of {a['apply_rounds']} | {a['apply_median_s']} s | first apply (all created) {a['apply_first_s']} s | ≤ 0.5 s | {yes(a['apply_median_s'] <= 0.5, a['apply_median_s'], 0.5)} |")
 print(f"| API read `workflows history --limit 100`, {a['history_runs']:,} runs recorded, p99 of {a['history_requests']} | {a['history_p99_ms']} ms | p50 {a['history_p50_ms']} ms | ≤ 20 ms | {yes(a['history_p99_ms'] <= 20, a['history_p99_ms'], 20)} |")
+PY
+  python3 - "$WORK/recovery.json" "$WORK/recovery-pg.json" <<'PY'
+import json, sys
+for path, name, target in ((sys.argv[1], "SQLite", 30), (sys.argv[2], "PostgreSQL", 60)):
+    r = json.load(open(path))
+    if r.get("skipped"):
+        print(f"| recovery after kill -9 ({name}) | not measured: no server | | ≤ {target} s | |")
+        continue
+    rss = r["peak_rss_kib"] / 1024
+    ok = "yes" if r["recovery_s"] <= target and rss <= 100 else "no"
+    print(f"| kill -9 with {r['runs']:,} unfinished runs, start to all recorded succeeded ({name}) | {r['recovery_s']} s | {r['runs_per_s']:,.0f} runs/s; peak RSS {rss:.1f} MB; runs run twice: {r['succeeded_twice']} | ≤ {target} s, ≤ 100 MB | {ok} |")
 PY
 } > "$OUT.md"
 

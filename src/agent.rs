@@ -73,7 +73,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 
     let root = cap_std::fs::Dir::open_ambient_dir(&data_dir, cap_std::ambient_authority())
         .with_context(|| format!("opening the data dir `{}`", data_dir.display()))?;
-    let writer = Writer::start(store.clone());
+    let writer = Writer::start(store.clone(), shutdown.clone());
     let rt = Arc::new(Runtime {
         store: store.clone(),
         writer: writer.clone(),
@@ -91,6 +91,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
         changes: tokio::sync::broadcast::channel(1024).0,
         clock: Default::default(),
+        slots: tokio::sync::Semaphore::new(opts.workers.max(1)),
     });
     let checkpoints = tokio::spawn(workers::checkpoint_worker(store.clone(), shutdown.clone()));
     let retention = tokio::spawn(workers::retention_worker(
@@ -98,8 +99,12 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         opts.retention,
         shutdown.clone(),
     ));
-    let (dispatcher, dispatch_done) =
-        dispatch::start(Arc::clone(&rt), opts.workers, opts.shutdown_grace);
+    let (dispatcher, dispatch_done) = dispatch::start(
+        Arc::clone(&rt),
+        registry.live().clone(),
+        opts.workers,
+        opts.shutdown_grace,
+    );
     let dispatch_task = tokio::spawn(dispatch_done);
 
     let listener = tokio::net::TcpListener::bind(opts.listen)
@@ -124,7 +129,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let wakeups = store.listen(shutdown.clone());
     let leases = tokio::spawn(leases::lease_worker(
         Arc::clone(&rt),
-        registry.live().clone(),
         dispatcher.clone(),
         wakeups.clone(),
         opts.poll_interval,

@@ -154,8 +154,10 @@ impl std::fmt::Display for StepStatus {
 pub enum AttemptStatus {
     Running,
     Succeeded,
-    /// Failed, or interrupted (its error says so).
     Failed,
+    /// Cut off by the agent (a clean stop past `--shutdown-grace`, a crash,
+    /// a lost lease): the run runs again as its next attempt.
+    Interrupted,
 }
 
 impl AttemptStatus {
@@ -164,6 +166,7 @@ impl AttemptStatus {
             AttemptStatus::Running => "running",
             AttemptStatus::Succeeded => "succeeded",
             AttemptStatus::Failed => "failed",
+            AttemptStatus::Interrupted => "interrupted",
         }
     }
 
@@ -172,6 +175,7 @@ impl AttemptStatus {
         match text {
             "running" => AttemptStatus::Running,
             "succeeded" => AttemptStatus::Succeeded,
+            "interrupted" => AttemptStatus::Interrupted,
             _ => AttemptStatus::Failed,
         }
     }

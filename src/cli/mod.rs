@@ -343,7 +343,7 @@ pub struct ServeArgs {
     /// How long running steps may finish at shutdown before they are killed.
     #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
     pub shutdown_grace: std::time::Duration,
-    /// Bytes of stdout and of stderr kept per step (the tail).
+    /// Bytes of stdout and of stderr kept per step (the tail), and of a webhook's answer (the head; the rest is not read).
     #[arg(long, default_value_t = 1024 * 1024)]
     pub output_cap: usize,
     /// Finished runs older than this are deleted (`30d`, `12h`, ...).

@@ -1,55 +1,287 @@
 //! Starting runs in order: per (workflow, path) one at a time and in event
 //! order; across paths in parallel, up to the workflow's `concurrency` and
 //! the agent's `--workers`.
+//!
+//! The dispatcher holds at most [`capacity`] runs in memory (waiting,
+//! running, or waiting out a retry's backoff, which takes no worker slot).
+//! Past it, the intake records new runs unclaimed ("spilled"), and the
+//! dispatcher claims them from the store, oldest first, as room frees up:
+//! a backlog of any size costs the agent what its capacity costs, and
+//! survives anything, being in the store. Every run it holds is registered
+//! with its claim (fence) and a stop token: the lease worker renews exactly
+//! these, and a run whose lease was lost is stopped at once.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
-use super::run::{Job, Runtime, execute};
-use crate::events::now_ms;
-use crate::store::{RunStatus, Write};
+use super::live::LiveHandle;
+use super::run::{Job, Next, Runtime, execute};
+use crate::store::{RunClose, RunStatus, UnfinishedRun, Write};
 
 type Key = (String, String);
 
-enum Msg {
-    Submit(Vec<Job>),
-    /// A run ended: its key, the old path's key a move held, its id.
-    Done(Key, Option<Key>, String),
+/// Runs held in memory at most, for `workers` workers: enough that a burst
+/// coalesces and workers never wait on a claim, few enough that a backlog
+/// costs little (a job is well under a kilobyte).
+pub fn capacity(workers: usize) -> usize {
+    (workers.saturating_mul(16)).max(1024)
 }
 
-/// A handle to submit runs.
+enum Msg {
+    Submit(Vec<Job>),
+    /// A run's task ended: how, and the keys it held.
+    Ended(Key, Option<Key>, Box<Job>, Next),
+}
+
+/// A handle to submit runs and to manage the runs this node holds.
 #[derive(Clone)]
 pub struct Dispatcher {
     tx: mpsc::Sender<Msg>,
+    shared: Arc<Shared>,
 }
 
-impl Dispatcher {
-    /// Hands runs over, in event order. Waits when the dispatcher is busy,
-    /// which slows the event loop rather than losing anything.
-    pub async fn submit(&self, jobs: Vec<Job>) {
-        if !jobs.is_empty() && self.tx.send(Msg::Submit(jobs)).await.is_err() {
-            tracing::warn!("dispatcher stopped; runs stay queued");
+struct Shared {
+    capacity: usize,
+    inner: Mutex<Inner>,
+    /// Wakes the dispatcher to claim runs from the store.
+    claim: Notify,
+}
+
+struct Inner {
+    /// Claims wait for [`Dispatcher::open`]: until this node handed back
+    /// what a previous agent of it left, a claim would skip those runs and
+    /// take newer ones before them.
+    open: bool,
+    /// The runs this node holds, by id.
+    runs: HashMap<String, Held>,
+    /// Room promised to plans being committed.
+    reserved: usize,
+    /// Unclaimed runs may wait in the store: new runs go there too (behind
+    /// them, in order) until a claim comes back short.
+    backlog: bool,
+    /// Plans recording their runs unclaimed right now, and how many ever
+    /// did: a claim that began before one of them cannot tell the backlog
+    /// is gone.
+    spilling: usize,
+    spills: u64,
+}
+
+/// A run this node holds.
+struct Held {
+    /// The fencing counter of the claim.
+    fence: i64,
+    /// When its lease was last known good (a claim or renewal sent then):
+    /// by the database's clock it lasts at least `lease` from here.
+    confirmed: Instant,
+    /// Cancelled when the run must stop: its lease is lost.
+    stop: CancellationToken,
+}
+
+/// How a plan's queued runs go in: held here (room reserved), or recorded
+/// unclaimed for a later claim.
+pub enum Admission {
+    Held(Reservation),
+    Spilled(SpillTicket),
+}
+
+/// Room for a plan's runs; given back when dropped unused (its commit
+/// failed).
+pub struct Reservation {
+    shared: Arc<Shared>,
+    n: usize,
+    /// When the plan's leases were computed.
+    at: Instant,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.n > 0 {
+            self.shared.inner.lock().unwrap().reserved -= self.n;
         }
     }
 }
 
+/// A plan recording its runs unclaimed; when dropped (committed, or not),
+/// the dispatcher looks at the store again.
+pub struct SpillTicket {
+    shared: Arc<Shared>,
+}
+
+impl Drop for SpillTicket {
+    fn drop(&mut self) {
+        self.shared.inner.lock().unwrap().spilling -= 1;
+        self.shared.claim.notify_one();
+    }
+}
+
+impl Dispatcher {
+    /// Decides where a plan's `n` queued runs go: held here when there is
+    /// room and no backlog waits in the store; else into the store.
+    pub fn admit(&self, n: usize) -> Admission {
+        let mut inner = self.shared.inner.lock().unwrap();
+        let held = inner.runs.len() + inner.reserved;
+        if n == 0 || (!inner.backlog && held + n <= self.shared.capacity) {
+            inner.reserved += n;
+            return Admission::Held(Reservation {
+                shared: Arc::clone(&self.shared),
+                n,
+                at: Instant::now(),
+            });
+        }
+        inner.backlog = true;
+        inner.spilling += 1;
+        inner.spills += 1;
+        Admission::Spilled(SpillTicket {
+            shared: Arc::clone(&self.shared),
+        })
+    }
+
+    /// Hands a committed plan's runs over, in event order. Waits when the
+    /// dispatcher is busy, which slows the intake rather than losing
+    /// anything.
+    pub async fn submit(&self, mut room: Reservation, mut jobs: Vec<Job>) {
+        if jobs.is_empty() {
+            return;
+        }
+        {
+            let mut inner = self.shared.inner.lock().unwrap();
+            inner.reserved -= room.n;
+            room.n = 0;
+            for job in &mut jobs {
+                job.stop = hold(&mut inner, job, room.at);
+            }
+        }
+        if self.tx.send(Msg::Submit(jobs)).await.is_err() {
+            tracing::warn!("dispatcher stopped; runs stay queued");
+        }
+    }
+
+    /// Looks at the store for claimable runs (another node's, released or
+    /// abandoned), as room allows.
+    /// Lets claims begin (at start, once this node's previous runs are
+    /// released to the store), and looks.
+    pub fn open(&self) {
+        self.shared.inner.lock().unwrap().open = true;
+        self.look();
+    }
+
+    pub fn look(&self) {
+        self.shared.inner.lock().unwrap().backlog = true;
+        self.shared.claim.notify_one();
+    }
+
+    /// The runs this node holds, with the fence of each claim.
+    pub fn held(&self) -> Vec<(String, i64)> {
+        let inner = self.shared.inner.lock().unwrap();
+        inner
+            .runs
+            .iter()
+            .map(|(id, h)| (id.clone(), h.fence))
+            .collect()
+    }
+
+    /// After a renewal sent at `sent` of the runs `asked`: those `kept`
+    /// hold their lease anew; the others are lost (another node claimed
+    /// them, or they were released) and stop at once.
+    pub fn renewed(&self, asked: &[(String, i64)], kept: &HashSet<String>, sent: Instant) {
+        let mut inner = self.shared.inner.lock().unwrap();
+        for (id, fence) in asked {
+            let Some(held) = inner.runs.get_mut(id).filter(|h| h.fence == *fence) else {
+                continue;
+            };
+            if kept.contains(id) {
+                held.confirmed = held.confirmed.max(sent);
+            } else {
+                tracing::warn!(run = %id, "this node lost the run's lease (another node holds it now): stopping it");
+                held.stop.cancel();
+                inner.runs.remove(id);
+            }
+        }
+    }
+
+    /// Stops the runs whose lease may have run out (not renewed for
+    /// `lease`, the database away): another node may be running them now.
+    pub fn expire(&self, lease: Duration) {
+        expire(&self.shared, lease);
+    }
+}
+
+fn expire(shared: &Shared, lease: Duration) {
+    let mut inner = shared.inner.lock().unwrap();
+    inner.runs.retain(|id, held| {
+        let live = held.confirmed.elapsed() < lease;
+        if !live {
+            tracing::warn!(run = %id, "the run's lease ran out unrenewed: stopping it (it is claimed again)");
+            held.stop.cancel();
+        }
+        live
+    });
+}
+
+/// Registers a run as held under its claim; returns its stop token.
+fn hold(inner: &mut Inner, job: &Job, confirmed: Instant) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let held = Held {
+        fence: job.fence,
+        confirmed,
+        stop: stop.clone(),
+    };
+    if let Some(old) = inner.runs.insert(job.run_id.clone(), held) {
+        // A claim of a run this node lost: the old copy must not go on.
+        old.stop.cancel();
+    }
+    stop
+}
+
 /// Starts the dispatcher; the returned future ends after shutdown, when
-/// running runs have finished or `grace` has passed (they are then recorded
-/// `cancelled`).
+/// running runs have finished or `grace` has passed (they are then killed
+/// and their attempts recorded `interrupted`, to run again at the next
+/// start).
 pub fn start(
     rt: Arc<Runtime>,
+    live: LiveHandle,
     workers: usize,
     grace: Duration,
 ) -> (Dispatcher, impl Future<Output = ()>) {
     let (tx, rx) = mpsc::channel(1024);
-    let worker = dispatch_worker(rt, rx, tx.clone(), workers.max(1), grace);
-    (Dispatcher { tx }, worker)
+    let shared = Arc::new(Shared {
+        capacity: capacity(workers.max(1)),
+        // Until the first claim comes back short, a backlog may wait.
+        inner: Mutex::new(Inner {
+            open: false,
+            runs: HashMap::new(),
+            reserved: 0,
+            backlog: true,
+            spilling: 0,
+            spills: 0,
+        }),
+        claim: Notify::new(),
+    });
+    let dispatcher = Dispatcher {
+        tx: tx.clone(),
+        shared: Arc::clone(&shared),
+    };
+    // Runs under way: those on a worker slot (`--workers`), and as many
+    // again twice over committing their attempt's start or waiting for a
+    // slot, so that starts are recorded in batches (see `run::execute`).
+    let worker = dispatch_worker(rt, live, shared, rx, tx, workers.max(1) * 3, grace);
+    (dispatcher, worker)
 }
 
+/// A run whose task ended with a retry due, or a job not due yet: its keys
+/// stay held (later runs of its path wait), no worker slot is taken.
+struct Parked {
+    key: Key,
+    old: Option<Key>,
+    job: Job,
+}
+
+#[derive(Default)]
 struct State {
     waiting: HashMap<Key, VecDeque<(u64, Job)>>,
     /// Arrival numbers, so a move can wait for what came before it on its
@@ -57,65 +289,228 @@ struct State {
     next_seq: u64,
     /// Waiting moves by the key of the path they left: later runs there
     /// wait for them.
-    moves_from: HashMap<Key, std::collections::BTreeSet<u64>>,
+    moves_from: HashMap<Key, BTreeSet<u64>>,
     /// Keys with waiting runs, oldest first.
     order: VecDeque<Key>,
     running_keys: HashSet<Key>,
     running_per_workflow: HashMap<String, u32>,
-    /// Run ids in flight, for an honest record at shutdown.
-    /// Runs executing now, with their fence.
+    /// Runs executing now (each takes a worker slot), with their fence.
     in_flight: HashMap<String, i64>,
+    /// Runs waiting out a retry's backoff, by when it is due.
+    parked: BTreeMap<(i64, u64), Parked>,
+    /// Retries due, started before new runs.
+    due: VecDeque<Parked>,
+    /// After a failed claim: when to try again.
+    claim_again: Option<tokio::time::Instant>,
 }
 
 async fn dispatch_worker(
     rt: Arc<Runtime>,
+    live: LiveHandle,
+    shared: Arc<Shared>,
     mut rx: mpsc::Receiver<Msg>,
     tx: mpsc::Sender<Msg>,
     workers: usize,
     grace: Duration,
 ) {
-    let mut state = State {
-        waiting: HashMap::new(),
-        next_seq: 0,
-        moves_from: HashMap::new(),
-        order: VecDeque::new(),
-        running_keys: HashSet::new(),
-        running_per_workflow: HashMap::new(),
-        in_flight: HashMap::new(),
-    };
+    let mut state = State::default();
     let mut tasks: JoinSet<String> = JoinSet::new();
     loop {
+        let next_due = state.parked.first_key_value().map(|((at, _), _)| {
+            let wait = (*at - rt.clock.now_ms()).max(0).unsigned_abs();
+            tokio::time::Instant::now() + Duration::from_millis(wait)
+        });
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(Msg::Submit(jobs)) => {
                     for job in jobs {
-                        enqueue(&rt, &mut state, job).await;
+                        enqueue(&rt, &shared, &mut state, job).await;
                     }
                 }
-                Some(Msg::Done(key, old_key, run_id)) => {
-                    state.running_keys.remove(&key);
-                    if let Some(old) = old_key {
-                        state.running_keys.remove(&old);
-                    }
-                    state.in_flight.remove(&run_id);
-                    if let Some(n) = state.running_per_workflow.get_mut(&key.0) {
-                        *n = n.saturating_sub(1);
-                    }
-                }
+                Some(Msg::Ended(key, old, job, next)) => ended(&rt, &shared, &mut state, key, old, *job, next),
                 None => break,
             },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            () = shared.claim.notified() => {}
+            () = sleep_until_opt(next_due) => {}
+            () = sleep_until_opt(state.claim_again) => state.claim_again = None,
             () = rt.shutdown.cancelled() => break,
+        }
+        let now = rt.clock.now_ms();
+        while let Some(entry) = state.parked.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            state.due.push_back(entry.remove());
+        }
+        if state.claim_again.is_none() {
+            claim(&rt, &live, &shared, &mut state).await;
         }
         start_ready(&rt, &mut state, &mut tasks, &tx, workers);
     }
+    // Tasks ending now need not wait to be heard.
+    drop(rx);
     drain(&rt, state, tasks, grace).await;
+}
+
+/// A run's task ended: its worker slot is free; a retry is parked (its
+/// keys still held), anything else lets its keys go.
+fn ended(
+    rt: &Runtime,
+    shared: &Shared,
+    state: &mut State,
+    key: Key,
+    old: Option<Key>,
+    mut job: Job,
+    next: Next,
+) {
+    if state.in_flight.get(&job.run_id) == Some(&job.fence) {
+        state.in_flight.remove(&job.run_id);
+    }
+    if let Some(n) = state.running_per_workflow.get_mut(&key.0) {
+        *n = n.saturating_sub(1);
+    }
+    if let Next::Retry { attempt, at_ms } = next
+        && !job.stop.is_cancelled()
+    {
+        job.first_attempt = attempt;
+        job.not_before_ms = Some(at_ms);
+        park(state, Parked { key, old, job });
+        return;
+    }
+    state.running_keys.remove(&key);
+    if let Some(old) = old {
+        state.running_keys.remove(&old);
+    }
+    let mut inner = shared.inner.lock().unwrap();
+    if inner
+        .runs
+        .get(&job.run_id)
+        .is_some_and(|h| h.fence == job.fence)
+    {
+        inner.runs.remove(&job.run_id);
+    }
+    drop(inner);
+    if matches!(next, Next::Stopped) {
+        tracing::debug!(run = %job.run_id, node = %rt.node, "run stopped");
+    }
+}
+
+fn park(state: &mut State, parked: Parked) {
+    state.next_seq += 1;
+    let at = parked.job.not_before_ms.unwrap_or(0);
+    state.parked.insert((at, state.next_seq), parked);
+}
+
+/// Claims runs from the store while a backlog may wait there and room
+/// allows (a quarter of the capacity at least, so claims come in
+/// batches): queued ones as they were, running ones as a new attempt
+/// (their interrupted attempt recorded as such).
+async fn claim(rt: &Runtime, live: &LiveHandle, shared: &Shared, state: &mut State) {
+    let (want, spills, quiet) = {
+        let inner = shared.inner.lock().unwrap();
+        if !inner.backlog || !inner.open {
+            return;
+        }
+        let held = inner.runs.len() + inner.reserved;
+        let free = shared.capacity.saturating_sub(held);
+        if free == 0 || (free < shared.capacity / 4 && held > 0) {
+            return;
+        }
+        (free, inner.spills, inner.spilling == 0)
+    };
+    // Before taking runs whose lease ran out: none of them may still run
+    // here.
+    expire(shared, rt.lease);
+    let sent = Instant::now();
+    let lease_ms = i64::try_from(rt.lease.as_millis()).unwrap_or(i64::MAX);
+    let runs = match rt.store.claim_unfinished(&rt.node, lease_ms, want).await {
+        Ok(runs) => runs,
+        Err(e) => {
+            tracing::warn!(error = %e, "claiming unfinished runs failed; trying again");
+            state.claim_again = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+            return;
+        }
+    };
+    tracing::debug!(
+        claimed = runs.len(),
+        room = want,
+        "looked for claimable runs"
+    );
+    {
+        let mut inner = shared.inner.lock().unwrap();
+        if runs.len() < want && quiet && inner.spills == spills && inner.spilling == 0 {
+            inner.backlog = false;
+        }
+    }
+    if runs.is_empty() {
+        return;
+    }
+    tracing::info!(runs = runs.len(), "taking up runs claimed from the store");
+    for job in take_up(rt, live, runs).await {
+        let mut job = job;
+        job.stop = hold(&mut shared.inner.lock().unwrap(), &job, sent);
+        enqueue(rt, shared, state, job).await;
+    }
+    // More may wait: look again once this round's runs are under way.
+    shared.claim.notify_one();
+}
+
+/// Jobs for claimed runs: a running one's interrupted attempt recorded,
+/// one whose workflow is gone recorded `cancelled`.
+async fn take_up(rt: &Runtime, live: &LiveHandle, runs: Vec<UnfinishedRun>) -> Vec<Job> {
+    let live = live.current();
+    let mut jobs = Vec::with_capacity(runs.len());
+    for run in runs {
+        let Some(workflow) = live.workflows.iter().find(|w| w.name == run.workflow) else {
+            rt.writer
+                .send(Write::RunClosed(RunClose {
+                    run_id: run.id.clone(),
+                    fence: run.fence,
+                    status: RunStatus::Cancelled,
+                    reason: "workflow removed before the run could finish".to_owned(),
+                    at_ms: rt.clock.now_ms(),
+                }))
+                .await;
+            continue;
+        };
+        let first_attempt = match run.status {
+            RunStatus::Queued => 1,
+            _ => run.attempts + 1,
+        };
+        if run.status == RunStatus::Running
+            && let Err(e) = rt
+                .store
+                .interrupt_attempt(
+                    &run.id,
+                    run.fence,
+                    "the agent stopped during this attempt (killed, or its node lost the run)",
+                    rt.clock.now_ms(),
+                )
+                .await
+        {
+            tracing::error!(error = %e, "recording failed");
+        }
+        tracing::debug!(run = %run.id, workflow = %run.workflow, status = %run.status, "resuming an unfinished run");
+        jobs.push(Job {
+            run_id: run.id,
+            workflow: Arc::clone(workflow),
+            event: run.event,
+            secrets: Arc::clone(&live.secrets),
+            first_attempt,
+            not_before_ms: run.next_attempt_ms,
+            fence: run.fence,
+            stop: CancellationToken::new(),
+            first_started: None,
+        });
+    }
+    jobs
 }
 
 /// Queues a run behind the others of its key. With coalescing (the
 /// default), a burst keeps at most one run waiting per key: a newer event
 /// supersedes the waiting run, which is recorded `skipped`.
-async fn enqueue(rt: &Runtime, state: &mut State, job: Job) {
+async fn enqueue(rt: &Runtime, shared: &Shared, state: &mut State, job: Job) {
     let key = (job.workflow.name.clone(), job.event.path.clone());
     if !state.waiting.contains_key(&key) {
         state.order.push_back(key.clone());
@@ -138,14 +533,15 @@ async fn enqueue(rt: &Runtime, state: &mut State, job: Job) {
             );
             tracing::debug!(run = %old.run_id, superseded_by = %job.run_id, "run superseded");
             rt.writer
-                .send(Write::RunClosed(crate::store::RunClose {
+                .send(Write::RunClosed(RunClose {
                     run_id: old.run_id.clone(),
                     fence: old.fence,
                     status: RunStatus::Skipped,
                     reason: reason.clone(),
-                    at_ms: now_ms(),
+                    at_ms: rt.clock.now_ms(),
                 }))
                 .await;
+            release(shared, &old);
             let mut change = super::run::RunChange::new(
                 &old.run_id,
                 &old.workflow.name,
@@ -167,6 +563,19 @@ async fn enqueue(rt: &Runtime, state: &mut State, job: Job) {
     queue.push_back((state.next_seq, job));
 }
 
+/// This node no longer holds a run it dropped (superseded, or stopped
+/// before it started).
+fn release(shared: &Shared, job: &Job) {
+    let mut inner = shared.inner.lock().unwrap();
+    if inner
+        .runs
+        .get(&job.run_id)
+        .is_some_and(|h| h.fence == job.fence)
+    {
+        inner.runs.remove(&job.run_id);
+    }
+}
+
 /// The other key a move holds: its workflow and the path it left.
 fn old_key(job: &Job) -> Option<Key> {
     job.event
@@ -183,6 +592,30 @@ fn start_ready(
     tx: &mpsc::Sender<Msg>,
     workers: usize,
 ) {
+    // Retries due first: their keys are held already.
+    let mut later = VecDeque::new();
+    while state.in_flight.len() < workers
+        && let Some(p) = state.due.pop_front()
+    {
+        if p.job.stop.is_cancelled() {
+            drop_keys(state, &p.key, p.old.as_ref());
+            continue;
+        }
+        let limit = p.job.workflow.concurrency.unwrap_or(u32::MAX);
+        if state
+            .running_per_workflow
+            .get(&p.key.0)
+            .copied()
+            .unwrap_or(0)
+            >= limit
+        {
+            later.push_back(p);
+            continue;
+        }
+        spawn(rt, state, tasks, tx, p);
+    }
+    later.append(&mut state.due);
+    state.due = later;
     let mut i = 0;
     while i < state.order.len() && state.in_flight.len() < workers {
         let key = state.order[i].clone();
@@ -227,28 +660,74 @@ fn start_ready(
         } else {
             i += 1;
         }
-        state.running_keys.insert(key.clone());
         let old = old_key(&job);
-        if let Some(old) = &old {
-            state.running_keys.insert(old.clone());
-            if let Some(seqs) = state.moves_from.get_mut(old) {
-                seqs.remove(&seq);
-                if seqs.is_empty() {
-                    state.moves_from.remove(old);
-                }
+        if let Some(old) = &old
+            && let Some(seqs) = state.moves_from.get_mut(old)
+        {
+            seqs.remove(&seq);
+            if seqs.is_empty() {
+                state.moves_from.remove(old);
             }
         }
-        *state.running_per_workflow.entry(key.0.clone()).or_default() += 1;
-        state.in_flight.insert(job.run_id.clone(), job.fence);
-        let (rt, tx) = (Arc::clone(rt), tx.clone());
-        tasks.spawn(async move {
-            execute(&rt, &job).await;
-            let _ = tx.send(Msg::Done(key, old, job.run_id.clone())).await;
-            job.run_id
-        });
+        if job.stop.is_cancelled() {
+            continue;
+        }
+        state.running_keys.insert(key.clone());
+        if let Some(old) = &old {
+            state.running_keys.insert(old.clone());
+        }
+        let parked = Parked { key, old, job };
+        if parked
+            .job
+            .not_before_ms
+            .is_some_and(|t| t > rt.clock.now_ms())
+        {
+            // A retry taken up before it is due waits without a slot.
+            park(state, parked);
+            continue;
+        }
+        spawn(rt, state, tasks, tx, parked);
     }
 }
 
+fn drop_keys(state: &mut State, key: &Key, old: Option<&Key>) {
+    state.running_keys.remove(key);
+    if let Some(old) = old {
+        state.running_keys.remove(old);
+    }
+}
+
+/// Starts a run's task on a worker slot (its keys already held).
+fn spawn(
+    rt: &Arc<Runtime>,
+    state: &mut State,
+    tasks: &mut JoinSet<String>,
+    tx: &mpsc::Sender<Msg>,
+    p: Parked,
+) {
+    let Parked { key, old, mut job } = p;
+    *state.running_per_workflow.entry(key.0.clone()).or_default() += 1;
+    state.in_flight.insert(job.run_id.clone(), job.fence);
+    let (rt, tx) = (Arc::clone(rt), tx.clone());
+    tasks.spawn(async move {
+        job.first_started.get_or_insert_with(Instant::now);
+        let stop = job.stop.clone();
+        // A lost lease drops the attempt where it is: its steps' process
+        // groups are killed, its request aborted, nothing more recorded.
+        let next = tokio::select! {
+            next = execute(&rt, &job) => next,
+            () = stop.cancelled() => Next::Stopped,
+        };
+        let run_id = job.run_id.clone();
+        let _ = tx.send(Msg::Ended(key, old, Box::new(job), next)).await;
+        run_id
+    });
+}
+
+/// At shutdown: running runs get `grace` to finish; then they are killed
+/// (dropping a step kills its process group), and their attempts recorded
+/// `interrupted`. Their leases are released by the agent, so they run
+/// again at the next start, or on another node.
 async fn drain(rt: &Runtime, mut state: State, mut tasks: JoinSet<String>, grace: Duration) {
     let deadline = tokio::time::Instant::now() + grace;
     while !tasks.is_empty() {
@@ -260,24 +739,37 @@ async fn drain(rt: &Runtime, mut state: State, mut tasks: JoinSet<String>, grace
             Err(_) => break,
         }
     }
-    if !tasks.is_empty() {
-        tasks.abort_all();
-        while let Some(done) = tasks.join_next().await {
-            if let Ok(run_id) = done {
-                state.in_flight.remove(&run_id);
-            }
+    if tasks.is_empty() {
+        return;
+    }
+    tasks.abort_all();
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(run_id) = done {
+            state.in_flight.remove(&run_id);
         }
-        for (run_id, fence) in &state.in_flight {
-            tracing::warn!(run = %run_id, "run cancelled at shutdown after the grace period");
-            rt.writer
-                .send(Write::RunClosed(crate::store::RunClose {
-                    run_id: run_id.clone(),
-                    fence: *fence,
-                    status: RunStatus::Cancelled,
-                    reason: "shutdown".to_owned(),
-                    at_ms: now_ms(),
-                }))
-                .await;
+    }
+    // An attempt start still queued is recorded before it is interrupted.
+    rt.writer.flush().await;
+    for (run_id, fence) in &state.in_flight {
+        tracing::warn!(run = %run_id, "run interrupted at shutdown after the grace period; it runs again at the next start");
+        if let Err(e) = rt
+            .store
+            .interrupt_attempt(
+                run_id,
+                *fence,
+                "the agent stopped and --shutdown-grace ran out during this attempt",
+                rt.clock.now_ms(),
+            )
+            .await
+        {
+            tracing::error!(error = %e, run = %run_id, "recording the interrupted attempt failed");
         }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::intake::{Arrival, Intake, Target};
-use super::leases::take_up;
 use crate::events::index::FileMeta;
 use crate::events::reconcile::{Change, Hint, Reconciler};
 use crate::events::watcher::Watch;
@@ -44,8 +43,10 @@ impl EventLoop {
         .await;
         self.resume().await;
         let scanned = 0..changes.len();
-        self.process(std::mem::take(&mut changes), scanned, rec.take_settled())
+        let committed = self
+            .process(std::mem::take(&mut changes), scanned, rec.take_settled())
             .await;
+        self.rederive_until_committed(&mut rec, committed).await;
         release_free_memory();
         tracing::info!(
             files = rec.index_len(),
@@ -123,8 +124,10 @@ impl EventLoop {
             rec.tick(Instant::now(), &mut changes);
             let settled = rec.take_settled();
             if !changes.is_empty() || !settled.is_empty() {
-                self.process(std::mem::take(&mut changes), scanned, settled)
+                let committed = self
+                    .process(std::mem::take(&mut changes), scanned, settled)
                     .await;
+                self.rederive_until_committed(&mut rec, committed).await;
             }
         }
         drop(watch);
@@ -152,49 +155,79 @@ impl EventLoop {
         }
     }
 
-    /// Claims the runs a previous agent of this node left unfinished
-    /// (killed, crashed), and those no node holds any more, and runs them.
+    /// Hands the runs a previous agent of this node left unfinished
+    /// (killed, crashed) back to the store, so that claims (here, as room
+    /// allows, or on another node) take them up with the rest of the
+    /// backlog, oldest first.
     async fn resume(&self) {
-        // Until it succeeds: this node's lease renewals would keep runs it
-        // failed to claim from every other node.
+        let rt = &self.intake.rt;
         let mut wait = Duration::from_millis(100);
         loop {
-            let (node, until) = self.intake.rt.lease_now();
-            match self
-                .intake
-                .rt
-                .store
-                .claim_unfinished(&node, until, now_ms(), true)
-                .await
-            {
-                Ok(runs) => {
-                    return take_up(
-                        &self.intake.rt,
-                        &self.intake.live,
-                        &self.intake.dispatcher,
-                        runs,
-                    )
-                    .await;
+            match rt.store.release_leases(&rt.node).await {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(runs = n, "taking up the runs this node left unfinished");
+                    }
+                    self.intake.dispatcher.open();
+                    return;
                 }
-                Err(e) => tracing::error!(error = %e, "cannot claim unfinished runs; trying again"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot release the unfinished runs of this node; trying again")
+                }
             }
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                () = self.intake.rt.shutdown.cancelled() => return,
+                () = rt.shutdown.cancelled() => return,
             }
             wait = (wait * 2).min(Duration::from_secs(5));
         }
     }
 
+    /// After a batch the store refused for good (not a passing outage,
+    /// which [`Intake::commit_patiently`] waits out): the reconciler's index
+    /// had moved on with it, so it is set back to the stored index and the
+    /// tree compared with it again, deriving the lost events anew; again,
+    /// further apart, until a batch is committed (or the agent stops).
+    async fn rederive_until_committed(&self, rec: &mut Reconciler, mut committed: bool) {
+        let rt = &self.intake.rt;
+        let mut wait = Duration::from_secs(1);
+        while !committed && !rt.shutdown.is_cancelled() {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = rt.shutdown.cancelled() => return,
+            }
+            wait = (wait * 2).min(Duration::from_secs(30));
+            match rt.store.load_index().await {
+                Ok(index) => rec.replace_index(index),
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the stored index failed; trying again");
+                    continue;
+                }
+            }
+            let started = Instant::now();
+            let mut changes = Vec::new();
+            let found = rec.scan_all(started, &mut changes);
+            self.record_gap(
+                "retry: a batch of events could not be recorded",
+                found,
+                started,
+            )
+            .await;
+            let scanned = 0..changes.len();
+            committed = self.process(changes, scanned, rec.take_settled()).await;
+        }
+    }
+
     /// Records the events of `changes` with their runs, and the index
     /// entries `settled` without an event, then hands the runs over. The
-    /// changes in `scanned` came from a comparison of the tree.
+    /// changes in `scanned` came from a comparison of the tree. False when
+    /// the store refused the batch.
     async fn process(
         &self,
         changes: Vec<Change>,
         scanned: std::ops::Range<usize>,
         settled: Vec<(String, FileMeta)>,
-    ) {
+    ) -> bool {
         let rt = &self.intake.rt;
         // First: a change of the same path later in the batch wins.
         let mut index: Vec<IndexOp> = settled
@@ -239,10 +272,13 @@ impl EventLoop {
         // While the database is unreachable, wait for it: new hints queue up
         // meanwhile (and past the buffer, a rescan finds their changes).
         if let Err(e) = self.intake.commit_patiently(&plan).await {
-            tracing::error!(error = %e, events = plan.events.len(), "recording events failed; their runs are not started (the next start finds the changes again)");
-            return;
+            if !rt.shutdown.is_cancelled() {
+                tracing::error!(error = %e, events = plan.events.len(), "recording events failed; the tree is compared with the stored index again to derive them anew");
+            }
+            return rt.shutdown.is_cancelled();
         }
         self.intake.publish(plan).await;
+        true
     }
 }
 

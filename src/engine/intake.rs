@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::dispatch::Dispatcher;
+use super::dispatch::{Admission, Dispatcher};
 use super::live::{Live, LiveHandle};
 use super::registry::Registry;
 use super::run::{Job, RunChange, Runtime};
@@ -43,6 +43,20 @@ pub struct Plan {
     pub runs: Vec<NewRun>,
     /// The queued runs, to hand to the dispatcher once committed.
     pub jobs: Vec<Job>,
+    /// Where the queued runs go: held by this node, or (past the
+    /// dispatcher's capacity) recorded unclaimed, for a later claim.
+    pub admission: Option<Admission>,
+}
+
+impl Plan {
+    /// Records the queued runs unclaimed, to be claimed from the store as
+    /// room frees up, instead of handing them to the dispatcher.
+    fn spill(&mut self) {
+        for run in &mut self.runs {
+            run.lease = None;
+        }
+        self.jobs.clear();
+    }
 }
 
 /// What a plan is made against: the live definitions, the pauses, the loop
@@ -122,6 +136,8 @@ pub fn plan(rules: &Rules<'_>, arrivals: Vec<Arrival>, index: Vec<IndexOp>) -> P
                     first_attempt: 1,
                     not_before_ms: None,
                     fence: 1,
+                    stop: Default::default(),
+                    first_started: None,
                 });
                 RunStatus::Queued
             };
@@ -175,7 +191,13 @@ impl Intake {
             max_chain_depth: self.max_chain_depth,
             lease: self.rt.lease_now(),
         };
-        plan(&rules, arrivals, index)
+        let mut plan = plan(&rules, arrivals, index);
+        let admission = self.dispatcher.admit(plan.jobs.len());
+        if matches!(admission, Admission::Spilled(_)) {
+            plan.spill();
+        }
+        plan.admission = Some(admission);
+        plan
     }
 
     /// Records a plan in one transaction: its events, their runs and the
@@ -219,7 +241,9 @@ impl Intake {
             change.reason = r.reason.clone();
             self.rt.changed(change);
         }
-        self.dispatcher.submit(plan.jobs).await;
+        if let Some(Admission::Held(room)) = plan.admission {
+            self.dispatcher.submit(room, plan.jobs).await;
+        }
     }
 }
 

@@ -1,76 +1,21 @@
 //! Run leases: this node's kept alive, and runs whose node stopped
-//! renewing them (it died, hangs, or stopped) taken up here.
+//! renewing them (it died, hangs, or stopped) looked for.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::dispatch::Dispatcher;
-use super::live::LiveHandle;
-use super::run::{Job, Runtime};
-use crate::events::now_ms;
-use crate::store::{RunStatus, Write};
+use super::run::Runtime;
 
-/// Hands claimed unfinished runs to the dispatcher: queued ones as they
-/// were, running ones as a new attempt (their interrupted attempt recorded
-/// as such), so every recorded event's runs reach a final state.
-pub async fn take_up(
-    rt: &Runtime,
-    live: &LiveHandle,
-    dispatcher: &Dispatcher,
-    runs: Vec<crate::store::UnfinishedRun>,
-) {
-    if runs.is_empty() {
-        return;
-    }
-    let live = live.current();
-    let secrets = Arc::clone(&live.secrets);
-    let mut jobs = Vec::new();
-    for run in runs {
-        let Some(workflow) = live.workflows.iter().find(|w| w.name == run.workflow) else {
-            rt.writer
-                .send(Write::RunClosed(crate::store::RunClose {
-                    run_id: run.id.clone(),
-                    fence: run.fence,
-                    status: RunStatus::Cancelled,
-                    reason: "workflow removed before the run could finish".to_owned(),
-                    at_ms: now_ms(),
-                }))
-                .await;
-            continue;
-        };
-        let mut first_attempt = run.attempts + 1;
-        if run.status == RunStatus::Running {
-            if let Err(e) = rt
-                .store
-                .interrupt_attempt(&run.id, run.attempts, now_ms())
-                .await
-            {
-                tracing::error!(error = %e, "recording failed");
-            }
-        } else if run.status == RunStatus::Queued {
-            first_attempt = 1;
-        }
-        tracing::info!(run = %run.id, workflow = %run.workflow, status = %run.status, "resuming an unfinished run");
-        jobs.push(Job {
-            run_id: run.id,
-            workflow: Arc::clone(workflow),
-            event: run.event,
-            secrets: Arc::clone(&secrets),
-            first_attempt,
-            not_before_ms: run.next_attempt_ms,
-            fence: run.fence,
-        });
-    }
-    dispatcher.submit(jobs).await;
-}
-
-/// Keeps this node's leases alive (a third of the lease apart), and takes
-/// up runs whose node stopped renewing them (it died, or hangs) or
-/// released them (it stopped): looked for at each renewal, every `poll`,
-/// and at once when a stopping node says so.
+/// Renews the leases of exactly the runs this node holds, a third of the
+/// lease apart: a run the renewal no longer finds this node's (another
+/// node claimed it) stops at once, and so does every run whose lease ran
+/// out unrenewed while the database was away. Asks the dispatcher to look
+/// for runs whose node stopped renewing them (it died, or hangs) or
+/// released them (it stopped): at each renewal, every `poll`, and at once
+/// when a stopping node says so.
 pub async fn lease_worker(
     rt: Arc<Runtime>,
-    live: LiveHandle,
     dispatcher: Dispatcher,
     wakeups: crate::store::Wakeups,
     poll: Duration,
@@ -79,6 +24,7 @@ pub async fn lease_worker(
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut look = tokio::time::interval(poll);
     look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let lease_ms = i64::try_from(rt.lease.as_millis()).unwrap_or(i64::MAX);
     loop {
         let renewing = tokio::select! {
             _ = renew.tick() => true,
@@ -86,25 +32,33 @@ pub async fn lease_worker(
             () = wakeups.runs.notified() => false,
             () = rt.shutdown.cancelled() => return,
         };
-        let (node, until) = rt.lease_now();
-        if renewing && let Err(e) = rt.store.renew_leases(&node, until).await {
-            tracing::warn!(error = %e, "renewing run leases failed");
-            continue;
-        }
-        match rt
-            .store
-            .claim_unfinished(&node, until, now_ms(), false)
-            .await
-        {
-            Ok(runs) if !runs.is_empty() => {
-                tracing::warn!(
-                    runs = runs.len(),
-                    "taking up runs whose node stopped renewing their lease"
-                );
-                take_up(&rt, &live, &dispatcher, runs).await;
+        if renewing {
+            // A node that was stopped (SIGSTOP), or whose database was
+            // away, past its lease stops those runs before anything else.
+            dispatcher.expire(rt.lease);
+            if let Err(e) = rt.store.sync_clock().await {
+                tracing::warn!(error = %e, "reading the database's clock failed");
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "looking for abandoned runs failed"),
+            let held = dispatcher.held();
+            let sent = Instant::now();
+            // The writer renews between its transactions; behind a batch
+            // waiting out an outage, the renewal is given up on, and the
+            // next tick stops what has run out.
+            let renewal = rt.writer.renew(&rt.node, held.clone(), lease_ms);
+            match tokio::time::timeout(rt.lease / 3, renewal).await {
+                Ok(Ok(kept)) => dispatcher.renewed(&held, &kept, sent),
+                Err(_) => {
+                    tracing::warn!(
+                        "renewing run leases is waiting on the database; runs stop when their lease runs out"
+                    );
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "renewing run leases failed; runs stop when their lease runs out");
+                    continue;
+                }
+            }
         }
+        dispatcher.look();
     }
 }

@@ -9,8 +9,8 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::definitions::model::{RetryPolicy, Step, StepKind, Workflow};
+use crate::events::Event;
 use crate::events::causes::{Causes, Recent};
-use crate::events::{Event, now_ms};
 use crate::steps::{self, StepContext, StepOutcome, StepStatus};
 use crate::store::{AttemptEnd, RunStatus, StepRecord, Store, Write, Writer};
 
@@ -35,13 +35,17 @@ pub struct Runtime {
     pub changes: tokio::sync::broadcast::Sender<std::sync::Arc<RunChange>>,
     /// The time attempts are recorded at and retries wait on.
     pub clock: super::clock::Clock,
+    /// Worker slots (`--workers`): a run's steps take one once its attempt
+    /// is recorded (see [`execute`]).
+    pub slots: tokio::sync::Semaphore,
 }
 
 impl Runtime {
     /// A lease for a run claimed now: this node, until when.
+    /// Its end is by the database's clock.
     pub fn lease_now(&self) -> (String, i64) {
         let ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
-        (self.node.clone(), now_ms().saturating_add(ms))
+        (self.node.clone(), self.store.now_ms().saturating_add(ms))
     }
 
     /// Announces a run's new state.
@@ -67,6 +71,21 @@ pub struct Job {
     pub not_before_ms: Option<i64>,
     /// The fencing counter of this node's claim on the run.
     pub fence: i64,
+    /// Cancelled when this node lost the run's lease: it stops at once.
+    pub stop: CancellationToken,
+    /// When its first attempt here started, for its duration.
+    pub first_started: Option<std::time::Instant>,
+}
+
+/// How an attempt left its run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// In a final state.
+    Done,
+    /// `retrying`: attempt `attempt` is due at `at_ms`.
+    Retry { attempt: u32, at_ms: i64 },
+    /// Stopped without a record: this node lost the run.
+    Stopped,
 }
 
 /// Why an attempt failed, and whether another could succeed.
@@ -77,20 +96,14 @@ struct Failure {
     policy: Option<RetryPolicy>,
 }
 
-/// Executes a run to a final state (or to `retrying` at shutdown).
-pub async fn execute(rt: &Runtime, job: &Job) {
-    let mut attempt = job.first_attempt.max(1);
-    if let Some(wait) = job
-        .not_before_ms
-        .map(|t| t - rt.clock.now_ms())
-        .filter(|w| *w > 0)
-    {
-        tokio::select! {
-            () = rt.clock.sleep(Duration::from_millis(wait.unsigned_abs())) => {}
-            () = rt.shutdown.cancelled() => return,
-        }
-    }
-    let started = std::time::Instant::now();
+/// Executes one attempt of a run: recorded as started (committed before
+/// its first step, and before it waits for a worker slot), its steps, and
+/// its end: the run's final state, or
+/// `retrying` with the next attempt's time (the dispatcher waits for it
+/// without a worker slot).
+pub async fn execute(rt: &Runtime, job: &Job) -> Next {
+    let attempt = job.first_attempt.max(1);
+    let started = job.first_started.unwrap_or_else(std::time::Instant::now);
     let change = |status: RunStatus, attempt: u32, error: Option<&str>| {
         let mut c = RunChange::new(&job.run_id, &job.workflow.name, &job.event.path, status);
         c.attempt = attempt;
@@ -108,78 +121,104 @@ pub async fn execute(rt: &Runtime, job: &Job) {
                 end,
             }))
     };
-    loop {
-        rt.writer
-            .send(Write::AttemptStarted(crate::store::AttemptStart {
-                run_id: job.run_id.clone(),
-                fence: job.fence,
+    let start = Write::AttemptStarted(crate::store::AttemptStart {
+        run_id: job.run_id.clone(),
+        fence: job.fence,
+        attempt,
+        at_ms: rt.clock.now_ms(),
+    });
+    // Steps with effects outside the agent (a command, a request) begin only
+    // once their attempt is committed: a crash cannot leave an effect with
+    // no attempt behind it, nor run it again under the same number. The
+    // built-in file actions, the agent's own atomic writes under the data
+    // dir, do not wait: that commit per run would cost a burst of them
+    // three quarters of its throughput (see docs/benchmarks.md).
+    let effects = job
+        .workflow
+        .steps
+        .iter()
+        .any(|s| !matches!(s.kind, StepKind::Action(_)));
+    if !effects {
+        rt.writer.send(start).await;
+    } else if !rt.writer.record(start).await {
+        tracing::warn!(run = %job.run_id, "the run's attempt could not be recorded under this node's claim: not running it");
+        return Next::Stopped;
+    }
+    // The start is committed before the steps take a worker slot: while a
+    // slot's steps run, the next runs' starts are committed together, one
+    // transaction for many runs.
+    // At a stop, a run still waiting for one does not begin: its attempt
+    // is recorded interrupted when the run is taken up again.
+    let _slot = tokio::select! {
+        slot = rt.slots.acquire() => match slot {
+            Ok(slot) => slot,
+            Err(_) => return Next::Stopped,
+        },
+        () = rt.shutdown.cancelled() => return Next::Stopped,
+    };
+    change(RunStatus::Running, attempt, None);
+    tracing::info!(run = %job.run_id, workflow = %job.workflow.name, path = %job.event.path, attempt, "run started");
+    let result = match job.workflow.timeout {
+        Some(limit) => tokio::time::timeout(limit, run_attempt(rt, job, attempt))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure {
+                    error: format!("run timed out after {}", humantime::format_duration(limit)),
+                    retryable: true,
+                    retry_after: None,
+                    policy: None,
+                })
+            }),
+        None => run_attempt(rt, job, attempt).await,
+    };
+    let failure = match result {
+        Ok(()) => {
+            let end = AttemptEnd {
                 attempt,
+                succeeded: true,
+                error: None,
+                next: RunStatus::Succeeded,
                 at_ms: rt.clock.now_ms(),
-            }))
-            .await;
-        change(RunStatus::Running, attempt, None);
-        tracing::info!(run = %job.run_id, workflow = %job.workflow.name, path = %job.event.path, attempt, "run started");
-        let result = match job.workflow.timeout {
-            Some(limit) => tokio::time::timeout(limit, run_attempt(rt, job, attempt))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Failure {
-                        error: format!("run timed out after {}", humantime::format_duration(limit)),
-                        retryable: true,
-                        retry_after: None,
-                        policy: None,
-                    })
-                }),
-            None => run_attempt(rt, job, attempt).await,
-        };
-        let failure = match result {
-            Ok(()) => {
-                let end = AttemptEnd {
-                    attempt,
-                    succeeded: true,
-                    error: None,
-                    next: RunStatus::Succeeded,
-                    at_ms: rt.clock.now_ms(),
-                    next_attempt_ms: None,
-                };
-                finish(end).await;
-                change(RunStatus::Succeeded, attempt, None);
-                tracing::info!(run = %job.run_id, workflow = %job.workflow.name, "run succeeded");
-                return;
-            }
-            Err(f) => f,
-        };
-        let policy = failure.policy.as_ref().unwrap_or(&job.workflow.retry);
-        let again =
-            failure.retryable && attempt < policy.max_attempts && !rt.shutdown.is_cancelled();
-        let next = if again {
-            RunStatus::Retrying
-        } else {
-            RunStatus::Failed
-        };
-        let delay = retry_delay(policy, attempt, jitter(&job.run_id, attempt))
-            .max(failure.retry_after.unwrap_or_default());
-        let at_ms = rt.clock.now_ms();
-        let end = AttemptEnd {
-            attempt,
-            succeeded: false,
-            error: Some(failure.error.clone()),
-            next,
-            at_ms,
-            next_attempt_ms: again
-                .then(|| at_ms + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
-        };
-        finish(end).await;
-        change(next, attempt, Some(&failure.error));
-        tracing::warn!(run = %job.run_id, workflow = %job.workflow.name, attempt, error = %failure.error, "attempt failed");
-        if !again {
-            return;
+                next_attempt_ms: None,
+            };
+            finish(end).await;
+            change(RunStatus::Succeeded, attempt, None);
+            tracing::info!(run = %job.run_id, workflow = %job.workflow.name, "run succeeded");
+            return Next::Done;
         }
-        tokio::select! {
-            () = rt.clock.sleep(delay) => {}
-            () = rt.shutdown.cancelled() => return,
+        Err(f) => f,
+    };
+    let policy = failure.policy.as_ref().unwrap_or(&job.workflow.retry);
+    // At a stop too: the retry is recorded due, and taken up at the next
+    // start.
+    let again = failure.retryable && attempt < policy.max_attempts;
+    let next = if again {
+        RunStatus::Retrying
+    } else {
+        RunStatus::Failed
+    };
+    let delay = retry_delay(policy, attempt, jitter(&job.run_id, attempt))
+        .max(failure.retry_after.unwrap_or_default());
+    let at_ms = rt.clock.now_ms();
+    let due = at_ms.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+    let end = AttemptEnd {
+        attempt,
+        succeeded: false,
+        error: Some(failure.error.clone()),
+        next,
+        at_ms,
+        next_attempt_ms: again.then_some(due),
+    };
+    finish(end).await;
+    change(next, attempt, Some(&failure.error));
+    tracing::warn!(run = %job.run_id, workflow = %job.workflow.name, attempt, error = %failure.error, "attempt failed");
+    if again {
+        Next::Retry {
+            attempt: attempt + 1,
+            at_ms: due,
         }
-        attempt += 1;
+    } else {
+        Next::Done
     }
 }
 
@@ -211,6 +250,7 @@ async fn run_attempt(rt: &Runtime, job: &Job, attempt: u32) -> Result<(), Failur
         data_dir: rt.data_dir.clone(),
         root: Arc::clone(&rt.root),
         run_id: job.run_id.clone(),
+        fence: job.fence,
         attempt,
         workflow: job.workflow.name.clone(),
         event: job.event.clone(),
@@ -293,6 +333,7 @@ async fn record(
 ) {
     let rec = StepRecord {
         run_id: ctx.run_id.clone(),
+        fence: ctx.fence,
         attempt: ctx.attempt,
         idx,
         name: step.name.clone(),
@@ -312,6 +353,7 @@ async fn record(
 mod tests {
     use super::super::clock::Clock;
     use super::*;
+    use crate::events::now_ms;
 
     #[test]
     fn delays_grow_by_the_multiplier_and_stop_at_the_cap() {
@@ -353,7 +395,7 @@ mod tests {
         assert!(!loaded.diagnostics.has_errors(), "{}", loaded.diagnostics);
         let workflow = Arc::new(loaded.set.workflows[0].clone());
         let rt = Runtime {
-            writer: Writer::start(store.clone()),
+            writer: Writer::start(store.clone(), CancellationToken::new()),
             store: store.clone(),
             data_dir: dir.path().to_path_buf(),
             root: Arc::new(
@@ -369,6 +411,7 @@ mod tests {
             shutdown: CancellationToken::new(),
             changes: tokio::sync::broadcast::channel(64).0,
             clock: Clock::manual(T0),
+            slots: tokio::sync::Semaphore::new(1),
         };
         let event = Event {
             id: "evt_1".into(),
@@ -404,8 +447,17 @@ mod tests {
             first_attempt: 1,
             not_before_ms: None,
             fence: 1,
+            stop: CancellationToken::new(),
+            first_started: None,
         };
-        execute(&rt, &job).await;
+        let mut job = job;
+        // The dispatcher's part: each retry at its time (the manual clock
+        // moves to it).
+        while let Next::Retry { attempt, at_ms } = execute(&rt, &job).await {
+            let wait = (at_ms - rt.clock.now_ms()).max(0).unsigned_abs();
+            rt.clock.sleep(Duration::from_millis(wait)).await;
+            job.first_attempt = attempt;
+        }
         rt.writer.flush().await;
         let attempts: Vec<(i64, i64, i64, String, Option<String>)> = sqlx::query_as(
             "SELECT attempt, started_ms, finished_ms, status, error FROM attempts WHERE run_id = 'run_1' ORDER BY attempt",

@@ -161,6 +161,13 @@ impl Reconciler {
             .unwrap_or(self.timing.settle)
     }
 
+    /// Sets the index back to `index` (the stored one), after a batch of
+    /// changes derived from it could not be recorded.
+    pub fn replace_index(&mut self, index: BTreeMap<String, FileMeta>) {
+        self.index = index;
+        self.settled.clear();
+    }
+
     pub fn index_len(&self) -> usize {
         self.index.len()
     }

@@ -81,6 +81,8 @@ pub struct StepContext {
     pub data_dir: PathBuf,
     pub root: Arc<cap_std::fs::Dir>,
     pub run_id: String,
+    /// The claim the run's records are made under.
+    pub fence: i64,
     pub attempt: u32,
     pub workflow: String,
     pub event: Event,

@@ -22,9 +22,6 @@ const VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// Cap on the response body kept as output.
-const BODY_CAP: usize = 64 * 1024;
-
 /// The webhook client, built at the first webhook step: an agent with no
 /// webhooks never sets up TLS (its crypto provider and certificates).
 #[derive(Clone, Default)]
@@ -94,9 +91,36 @@ pub async fn execute(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let bytes = response.bytes().await.unwrap_or_default();
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(BODY_CAP)]).into_owned();
-    let parsed: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let (bytes, cut) = match read_head(response, ctx.output_cap).await {
+        Ok(read) => read,
+        Err(e) => {
+            let what = if e.is_timeout() {
+                "timed out reading the answer".to_owned()
+            } else {
+                format!("reading the answer failed: {}", error_chain(&e))
+            };
+            return StepOutcome::transient(format!(
+                "{} {}: {what}",
+                hook.method,
+                ctx.redact(&request.url)
+            ));
+        }
+    };
+    // A cut answer is not the JSON it began as.
+    let parsed: Value = if cut {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+    };
+    let text = if cut {
+        format!(
+            "{}\n[nexusd: the answer was cut after {} bytes (--output-cap); the rest was not read]",
+            String::from_utf8_lossy(&bytes),
+            bytes.len()
+        )
+    } else {
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
     let output = json!({"status": status.as_u16(), "body": ctx.redact(&text), "json": parsed});
     if status.is_success() {
         return StepOutcome {
@@ -119,6 +143,26 @@ pub async fn execute(
         retry_after,
         ..StepOutcome::fatal("")
     }
+}
+
+/// Reads an answer's body up to `cap` bytes and no further: the rest is
+/// never read (the connection is dropped), so an answer of any length, or
+/// an endless one, costs at most `cap` of memory. True when it was cut.
+async fn read_head(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let hint = response.content_length().unwrap_or(0);
+    let mut kept = Vec::with_capacity(usize::try_from(hint).unwrap_or(cap).min(cap));
+    while let Some(chunk) = response.chunk().await? {
+        let room = cap - kept.len();
+        if chunk.len() > room {
+            kept.extend_from_slice(&chunk[..room]);
+            return Ok((kept, true));
+        }
+        kept.extend_from_slice(&chunk);
+    }
+    Ok((kept, false))
 }
 
 struct Request {

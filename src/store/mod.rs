@@ -16,6 +16,7 @@ mod writer;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
@@ -64,7 +65,25 @@ fn is_transient(e: &sqlx::Error) -> bool {
     ) || e
         .as_database_error()
         .and_then(|d| d.code())
-        .is_some_and(|c| c.starts_with("08") || c == "57P01" || c == "57P03" || c == "5")
+        .is_some_and(|c| is_transient_code(&c))
+}
+
+/// The error codes a retry can get past: PostgreSQL's connection failures
+/// (class 08), a rolled-back transaction (class 40: serialization failure,
+/// deadlock), a read-only server (25006, a standby after a failover), a
+/// cancelled statement (57014), a server shutting down or starting
+/// (57P01-57P03) and short of resources (class 53: disk, memory,
+/// connections); SQLite's busy and locked (5, 6, and their extended codes).
+fn is_transient_code(code: &str) -> bool {
+    // A SQLSTATE has five characters; SQLite's codes are shorter numbers,
+    // whose extended codes keep the primary code in the low byte.
+    if code.len() < 5 {
+        return code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6));
+    }
+    ["08", "40", "53"]
+        .iter()
+        .any(|class| code.starts_with(class))
+        || matches!(code, "25006" | "57014" | "57P01" | "57P02" | "57P03")
 }
 
 /// Which database the store uses.
@@ -81,6 +100,8 @@ pub struct Store {
     backend: Backend,
     /// The PostgreSQL URL, for the listener's own connection.
     url: Option<Arc<str>>,
+    /// The database's clock minus this machine's, ms ([`Store::now_ms`]).
+    clock_offset: Arc<AtomicI64>,
 }
 
 /// An index change to persist with the events that caused it.
@@ -136,6 +157,7 @@ impl Store {
             pool,
             backend: Backend::Sqlite,
             url: None,
+            clock_offset: Arc::default(),
         })
     }
 
@@ -150,11 +172,14 @@ impl Store {
             })?;
         // Migrations take an advisory lock: nodes starting at once apply them once.
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        Ok(Store {
+        let store = Store {
             pool,
             backend: Backend::Postgres,
             url: Some(url.into()),
-        })
+            clock_offset: Arc::default(),
+        };
+        store.sync_clock().await?;
+        Ok(store)
     }
 
     /// Moves the SQLite write-ahead log into the database file without
@@ -303,40 +328,37 @@ impl Store {
         Ok(())
     }
 
-    /// Claims unfinished runs (queued, retrying, or running when their node
-    /// died) for `node` until `until_ms`: those nobody holds, those whose
-    /// lease ran out before `now_ms`, and with `own` those `node` held
-    /// before (itself, restarted). Each claim raises the run's fence.
-    /// PostgreSQL skips rows another node is claiming at the same moment.
-    /// Returns the claimed runs, oldest first.
+    /// Claims up to `limit` unfinished runs (queued, retrying, or running
+    /// when their node died) for `node`, for `lease_ms`: those nobody holds
+    /// and those whose lease ran out, oldest first. Each claim raises the
+    /// run's fence. PostgreSQL skips rows another node is claiming at the
+    /// same moment. Lease times are the database's clock ([`Store::now_ms`]).
     pub async fn claim_unfinished(
         &self,
         node: &str,
-        until_ms: i64,
-        now_ms: i64,
-        own: bool,
+        lease_ms: i64,
+        limit: usize,
     ) -> Result<Vec<UnfinishedRun>, StoreError> {
-        // Another node's claim in progress is skipped; at start (`own`) the
-        // rows a killed predecessor's last transaction still locks are
-        // waited for (its backend aborts that transaction on the closed
-        // connection), not skipped: nothing else would claim them.
-        let lock = match (self.backend, own) {
-            (Backend::Postgres, false) => " FOR UPDATE SKIP LOCKED",
-            (Backend::Postgres, true) => " FOR UPDATE",
-            (Backend::Sqlite, _) => "",
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
         };
-        let own = if own { "OR owner = $1 " } else { "" };
         let sql = format!(
             "UPDATE runs SET owner = $1, lease_until_ms = $2, fence = fence + 1 WHERE id IN (\
              SELECT id FROM runs WHERE status IN {unfinished} \
-             AND (owner IS NULL {own}OR lease_until_ms < $3) ORDER BY queued_ms, id LIMIT 10000{lock}) \
+             AND (owner IS NULL OR lease_until_ms < $3) ORDER BY queued_ms, id LIMIT $4{lock}) \
              RETURNING id",
             unfinished = RunStatus::UNFINISHED_SQL
         );
+        let now = self.now_ms();
         let claimed = sqlx::query(&sql)
             .bind(node)
-            .bind(until_ms)
-            .bind(now_ms)
+            .bind(now.saturating_add(lease_ms))
+            .bind(now)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await?;
         if claimed.is_empty() {
@@ -346,18 +368,75 @@ impl Store {
         self.runs_with_events(&ids).await
     }
 
-    /// Keeps `node`'s leases on its unfinished runs until `until_ms`.
-    pub async fn renew_leases(&self, node: &str, until_ms: i64) -> Result<u64, StoreError> {
-        let sql = format!(
-            "UPDATE runs SET lease_until_ms = $1 WHERE owner = $2 AND status IN {}",
-            RunStatus::UNFINISHED_SQL
-        );
-        let done = sqlx::query(&sql)
-            .bind(until_ms)
-            .bind(node)
+    /// Renews `node`'s leases on the runs it holds (`held`: id and the fence
+    /// of its claim) for `lease_ms`, and returns those it still holds: a run
+    /// missing from the answer was taken by another node (its fence moved)
+    /// or finished, and this node must stop it.
+    pub async fn renew_leases(
+        &self,
+        node: &str,
+        held: &[(String, i64)],
+        lease_ms: i64,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let batch = self.batch();
+        let until = self.now_ms().saturating_add(lease_ms);
+        let mut kept = std::collections::HashSet::with_capacity(held.len());
+        for chunk in held.chunks(batch.rows) {
+            let sql = format!(
+                "WITH v (id, fence) AS (VALUES {}) \
+                 UPDATE runs SET lease_until_ms = ${} FROM v \
+                 WHERE runs.id = v.id AND runs.fence = v.fence AND runs.owner = ${} AND runs.status IN {} \
+                 RETURNING runs.id",
+                batch.values(2, chunk.len()),
+                chunk.len() * 2 + 1,
+                chunk.len() * 2 + 2,
+                RunStatus::UNFINISHED_SQL
+            );
+            let mut q = sqlx::query(&sql);
+            for (id, fence) in chunk {
+                q = q.bind(id).bind(*fence);
+            }
+            let rows = q.bind(until).bind(node).fetch_all(&self.pool).await?;
+            kept.extend(rows.iter().map(|r| r.get::<String, _>(0)));
+        }
+        Ok(kept)
+    }
+
+    /// Gives up the lease on one run this node holds under `fence`, so that
+    /// it is claimed again (here or elsewhere) at once.
+    pub async fn release_lease(&self, run_id: &str, fence: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE runs SET lease_until_ms = 0 WHERE id = $1 AND fence = $2")
+            .bind(run_id)
+            .bind(fence)
             .execute(&self.pool)
             .await?;
-        Ok(done.rows_affected())
+        Ok(())
+    }
+
+    /// Now, by the database's clock (PostgreSQL; SQLite's is this
+    /// machine's): lease times compare across nodes whatever their clocks.
+    /// The offset from this machine's clock is measured at open and at
+    /// each [`Store::sync_clock`].
+    pub fn now_ms(&self) -> i64 {
+        crate::events::now_ms().saturating_add(self.clock_offset.load(Ordering::Relaxed))
+    }
+
+    /// Measures this machine's clock against the database's (PostgreSQL),
+    /// taking the middle of the round trip.
+    pub async fn sync_clock(&self) -> Result<(), StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(());
+        }
+        let before = crate::events::now_ms();
+        let db: i64 =
+            sqlx::query("SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)")
+                .fetch_one(&self.pool)
+                .await?
+                .get(0);
+        let after = crate::events::now_ms();
+        self.clock_offset
+            .store(db - (before + after) / 2, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Gives up `node`'s leases on its unfinished runs, at a clean stop, and
@@ -482,19 +561,25 @@ impl Store {
         Ok(())
     }
 
-    /// Closes the attempt a dead agent left running.
+    /// Records the attempt a run has running as `interrupted`, with `why`,
+    /// while `fence` is the run's latest claim: a dead agent's attempt when
+    /// its run is taken up, or this agent's own cut off at a clean stop.
     pub async fn interrupt_attempt(
         &self,
         run_id: &str,
-        attempt: u32,
+        fence: i64,
+        why: &str,
         at_ms: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE attempts SET status = 'failed', error = 'interrupted: the agent stopped during this attempt',              finished_ms = $1 WHERE run_id = $2 AND attempt = $3 AND status = 'running'",
+            "UPDATE attempts SET status = 'interrupted', error = $1, finished_ms = $2 \
+             WHERE run_id = $3 AND status = 'running' \
+             AND EXISTS (SELECT 1 FROM runs WHERE runs.id = $3 AND runs.fence = $4)",
         )
+        .bind(format!("interrupted: {why}"))
         .bind(at_ms)
         .bind(run_id)
-        .bind(i64::from(attempt))
+        .bind(fence)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -583,5 +668,20 @@ pub fn redact_url(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn transient_codes_are_those_a_retry_gets_past() {
+        for code in [
+            "08006", "40001", "40P01", "25006", "57014", "57P01", "53300", "5", "6", "517", "261",
+        ] {
+            assert!(super::is_transient_code(code), "{code}");
+        }
+        for code in ["23505", "42P01", "22P02", "1", "19", "2067", "25P02"] {
+            assert!(!super::is_transient_code(code), "{code}");
+        }
     }
 }

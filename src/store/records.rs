@@ -52,6 +52,9 @@ pub struct UnfinishedRun {
 #[derive(Debug, Clone)]
 pub struct StepRecord {
     pub run_id: String,
+    /// The claim it is recorded under: a node that lost the run records
+    /// no step over its new holder's.
+    pub fence: i64,
     pub attempt: u32,
     pub idx: usize,
     pub name: String,
@@ -98,24 +101,30 @@ pub(super) async fn insert_runs(
 }
 
 /// Records steps (one row per run, attempt and step; a later record of the
-/// same step replaces the earlier).
+/// same step replaces the earlier), each only while its claim (fence) is
+/// the run's latest.
 pub(super) async fn insert_steps(
     tx: &mut Transaction<'_, Any>,
     steps: &[&StepRecord],
     batch: super::Batch,
 ) -> Result<(), StoreError> {
+    // `WHERE`, not `JOIN ... ON`: SQLite reads an `ON` before `ON CONFLICT`
+    // as the join's.
     let sql = format!(
-        "INSERT INTO steps (run_id, attempt, idx, name, status, exit_code, started_ms, finished_ms, stdout, stderr, output, error) \
-         VALUES {} \
+        "WITH v (run_id, fence, attempt, idx, name, status, exit_code, started_ms, finished_ms, stdout, stderr, output, error) AS (VALUES {}) \
+         INSERT INTO steps (run_id, attempt, idx, name, status, exit_code, started_ms, finished_ms, stdout, stderr, output, error) \
+         SELECT v.run_id, v.attempt, v.idx, v.name, v.status, v.exit_code, v.started_ms, v.finished_ms, v.stdout, v.stderr, v.output, v.error \
+         FROM v, runs WHERE runs.id = v.run_id AND runs.fence = v.fence \
          ON CONFLICT (run_id, attempt, idx) DO UPDATE SET name = excluded.name, status = excluded.status, \
          exit_code = excluded.exit_code, started_ms = excluded.started_ms, finished_ms = excluded.finished_ms, \
          stdout = excluded.stdout, stderr = excluded.stderr, output = excluded.output, error = excluded.error",
-        batch.values(12, steps.len())
+        batch.values(13, steps.len())
     );
     let mut q = sqlx::query(&sql);
     for s in steps {
         q = q
             .bind(&s.run_id)
+            .bind(s.fence)
             .bind(i64::from(s.attempt))
             .bind(s.idx as i64)
             .bind(&s.name)

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use sqlx::{Any, Transaction};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::records::{self, AttemptEnd, RunStatus, StepRecord};
 use super::{Store, StoreError};
@@ -20,8 +21,11 @@ use crate::api::AttemptStatus;
 const QUEUE: usize = 4096;
 /// Changes per transaction at most.
 const BATCH: usize = 1024;
-/// How long a batch is retried while the database is unreachable.
-const GIVE_UP: Duration = Duration::from_secs(60);
+/// How long, once the agent is stopping, a batch is still retried while
+/// the database is unreachable. Until then it is retried as long as it
+/// takes: a change not recorded leaves its run unfinished in the store, run
+/// again at the next start.
+const STOP_WAIT: Duration = Duration::from_secs(10);
 
 /// One recorded change of a run.
 #[derive(Debug, Clone)]
@@ -63,8 +67,21 @@ pub struct RunClose {
 // Nearly every message is a `Write`: boxing it would only add an allocation.
 #[allow(clippy::large_enum_variant)]
 enum Msg {
-    Write(Write),
+    /// A change, and who waits for its commit (told whether it was
+    /// recorded: false when the run's claim is no longer this node's).
+    Write(Write, Option<oneshot::Sender<bool>>),
     Flush(oneshot::Sender<()>),
+    Renew(Renewal),
+}
+
+/// A lease renewal, made by the writer between its transactions: run
+/// changes and renewals of the same runs then never wait on each other's
+/// row locks (which PostgreSQL would end as a deadlock).
+struct Renewal {
+    node: String,
+    held: Vec<(String, i64)>,
+    lease_ms: i64,
+    done: oneshot::Sender<Result<HashSet<String>, StoreError>>,
 }
 
 /// A handle on the writer; cheap to clone.
@@ -74,18 +91,54 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task on `store`.
-    pub fn start(store: Store) -> Writer {
+    /// Starts the writer task on `store`; once `stopping` is cancelled, an
+    /// unreachable database is waited for [`STOP_WAIT`] at most.
+    pub fn start(store: Store, stopping: CancellationToken) -> Writer {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(writer_worker(store, rx));
+        tokio::spawn(writer_worker(store, rx, stopping));
         Writer { tx }
     }
 
-    /// Queues a change; waits only while the queue is full.
+    /// Queues a change; waits only while the queue is full (the database
+    /// is slow or away: run tasks slow down, nothing is dropped).
     pub async fn send(&self, w: Write) {
-        if self.tx.send(Msg::Write(w)).await.is_err() {
+        if self.tx.send(Msg::Write(w, None)).await.is_err() {
             tracing::error!("the store writer stopped; a run change is not recorded");
         }
+    }
+
+    /// Queues a change and waits for its commit: true once it is recorded,
+    /// false when the run's claim is no longer this node's (another node
+    /// took the run) or the writer stopped.
+    pub async fn record(&self, w: Write) -> bool {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Msg::Write(w, Some(done))).await.is_err() {
+            return false;
+        }
+        wait.await.unwrap_or(false)
+    }
+
+    /// Renews `node`'s leases on the runs `held` (see
+    /// [`Store::renew_leases`]) once the changes queued before are
+    /// committed; returns the runs it still holds.
+    pub async fn renew(
+        &self,
+        node: &str,
+        held: Vec<(String, i64)>,
+        lease_ms: i64,
+    ) -> Result<HashSet<String>, StoreError> {
+        let (done, wait) = oneshot::channel();
+        let renewal = Renewal {
+            node: node.to_owned(),
+            held,
+            lease_ms,
+            done,
+        };
+        if self.tx.send(Msg::Renew(renewal)).await.is_err() {
+            return Err(StoreError::Sql(sqlx::Error::PoolClosed));
+        }
+        wait.await
+            .unwrap_or(Err(StoreError::Sql(sqlx::Error::PoolClosed)))
     }
 
     /// Waits until everything queued before it is committed (or given up).
@@ -97,15 +150,23 @@ impl Writer {
     }
 }
 
-async fn writer_worker(store: Store, mut rx: mpsc::Receiver<Msg>) {
+async fn writer_worker(store: Store, mut rx: mpsc::Receiver<Msg>, stopping: CancellationToken) {
     let mut batch: Vec<Write> = Vec::with_capacity(BATCH);
+    let mut acks: Vec<(usize, oneshot::Sender<bool>)> = Vec::new();
     let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut renewals: Vec<Renewal> = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(msg) = next {
             match msg {
-                Msg::Write(w) => batch.push(w),
+                Msg::Write(w, ack) => {
+                    if let Some(ack) = ack {
+                        acks.push((batch.len(), ack));
+                    }
+                    batch.push(w);
+                }
                 Msg::Flush(done) => flushes.push(done),
+                Msg::Renew(r) => renewals.push(r),
             }
             next = if batch.len() < BATCH {
                 rx.try_recv().ok()
@@ -114,8 +175,15 @@ async fn writer_worker(store: Store, mut rx: mpsc::Receiver<Msg>) {
             };
         }
         if !batch.is_empty() {
-            commit(&store, &batch).await;
+            let refused = commit(&store, &batch, &stopping).await;
+            for (i, ack) in acks.drain(..) {
+                let _ = ack.send(!refused.contains(run_of(&batch[i])));
+            }
             batch.clear();
+        }
+        for r in renewals.drain(..) {
+            let kept = store.renew_leases(&r.node, &r.held, r.lease_ms).await;
+            let _ = r.done.send(kept);
         }
         for done in flushes.drain(..) {
             let _ = done.send(());
@@ -123,34 +191,77 @@ async fn writer_worker(store: Store, mut rx: mpsc::Receiver<Msg>) {
     }
 }
 
-/// Commits a batch; retries while the database is unreachable, and falls
-/// back to one change per transaction when one of them is refused, so one
-/// bad change cannot lose the others.
-async fn commit(store: &Store, batch: &[Write]) {
-    let started = std::time::Instant::now();
+/// Commits a batch, and returns the runs whose changes were not recorded.
+/// Waits out an unreachable or busy database; when the batch is refused,
+/// records its changes one by one, so one bad change cannot lose the
+/// others; a change that can never be recorded (a bug) is logged and its
+/// run's lease released, so that the run is taken up again, not forgotten.
+async fn commit(store: &Store, batch: &[Write], stopping: &CancellationToken) -> HashSet<String> {
+    match retrying(store, batch, stopping).await {
+        Ok(refused) => refused,
+        Err(e) if batch.len() > 1 && !e.is_transient() => {
+            tracing::warn!(error = %e, "a batch of run changes was refused; recording them one by one");
+            let mut refused = HashSet::new();
+            for w in batch {
+                match retrying(store, std::slice::from_ref(w), stopping).await {
+                    Ok(r) => refused.extend(r),
+                    Err(e) => {
+                        give_up(store, w, &e).await;
+                        refused.insert(run_of(w).to_owned());
+                    }
+                }
+            }
+            refused
+        }
+        Err(e) => {
+            for w in batch {
+                give_up(store, w, &e).await;
+            }
+            batch.iter().map(|w| run_of(w).to_owned()).collect()
+        }
+    }
+}
+
+/// One transaction, tried again while the error is transient (until
+/// [`STOP_WAIT`] after the agent began stopping).
+async fn retrying(
+    store: &Store,
+    batch: &[Write],
+    stopping: &CancellationToken,
+) -> Result<HashSet<String>, StoreError> {
     let mut wait = Duration::from_millis(50);
+    let mut stop_seen: Option<std::time::Instant> = None;
     loop {
         match store.write(batch).await {
-            Ok(()) => return,
-            Err(e) if e.is_transient() && started.elapsed() < GIVE_UP => {
-                tracing::warn!(error = %e, changes = batch.len(), "the database is unreachable; retrying the run changes");
+            Err(e) if e.is_transient() => {
+                if stopping.is_cancelled()
+                    && stop_seen
+                        .get_or_insert_with(std::time::Instant::now)
+                        .elapsed()
+                        >= STOP_WAIT
+                {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, changes = batch.len(), "the database is unreachable or busy; retrying the run changes");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(2));
             }
-            Err(e) if batch.len() > 1 && !e.is_transient() => {
-                tracing::warn!(error = %e, "a batch of run changes was refused; recording them one by one");
-                for w in batch {
-                    if let Err(e) = store.write(std::slice::from_ref(w)).await {
-                        tracing::error!(error = %e, change = ?w, "recording a run change failed");
-                    }
-                }
-                return;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, changes = batch.len(), "recording run changes failed; their runs will be taken up again at the next start");
-                return;
-            }
+            done => return done,
         }
+    }
+}
+
+/// A change not recorded: at a stop with the database away, its run stays
+/// unfinished in the store and runs again at the next start; refused for
+/// good, its lease is released so that a claim takes the run up again.
+async fn give_up(store: &Store, w: &Write, e: &StoreError) {
+    if e.is_transient() {
+        tracing::error!(error = %e, run = run_of(w), "the database stayed away while stopping: a run change is not recorded; the run runs again at the next start");
+        return;
+    }
+    tracing::error!(error = %e, change = ?w, "a run change can never be recorded; the run's lease is released so that it is taken up again");
+    if let Err(e) = store.release_lease(run_of(w), fence_of(w)).await {
+        tracing::error!(error = %e, run = run_of(w), "releasing the lease failed; the run is taken up when it runs out");
     }
 }
 
@@ -160,14 +271,26 @@ impl Store {
     /// attempt's end, and each segment written as a few multi-row
     /// statements (starts, steps, ends, closes), so a batch costs a handful
     /// of round trips, not several per run.
-    pub async fn write(&self, writes: &[Write]) -> Result<(), StoreError> {
+    /// Returns the runs whose changes the fence refused (another node
+    /// holds them now).
+    pub async fn write(&self, writes: &[Write]) -> Result<HashSet<String>, StoreError> {
         let batch = self.batch();
+        let mut refused = HashSet::new();
         let mut tx = self.pool.begin().await?;
         for segment in segments(writes) {
-            write_segment(&mut tx, segment, batch).await?;
+            write_segment(&mut tx, segment, batch, &mut refused).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(refused)
+    }
+}
+
+fn fence_of(w: &Write) -> i64 {
+    match w {
+        Write::AttemptStarted(w) => w.fence,
+        Write::AttemptFinished(w) => w.fence,
+        Write::RunClosed(w) => w.fence,
+        Write::Step(s) => s.fence,
     }
 }
 
@@ -220,6 +343,7 @@ async fn write_segment(
     tx: &mut Transaction<'_, Any>,
     seg: &[Write],
     batch: super::Batch,
+    refused: &mut HashSet<String>,
 ) -> Result<(), StoreError> {
     let mut started = Vec::new();
     let mut steps: Vec<&StepRecord> = Vec::new();
@@ -242,16 +366,16 @@ async fn write_segment(
         }
     }
     for chunk in started.chunks(batch.rows) {
-        write_starts(tx, chunk, batch).await?;
+        write_starts(tx, chunk, batch, refused).await?;
     }
     for chunk in steps.chunks(batch.rows) {
         records::insert_steps(tx, chunk, batch).await?;
     }
     for chunk in finished.chunks(batch.rows) {
-        write_finishes(tx, chunk, batch).await?;
+        write_finishes(tx, chunk, batch, refused).await?;
     }
     for chunk in closed.chunks(batch.rows) {
-        write_closes(tx, chunk, batch).await?;
+        write_closes(tx, chunk, batch, refused).await?;
     }
     Ok(())
 }
@@ -262,6 +386,7 @@ async fn write_starts(
     tx: &mut Transaction<'_, Any>,
     chunk: &[&AttemptStart],
     batch: super::Batch,
+    refused: &mut HashSet<String>,
 ) -> Result<(), StoreError> {
     let sql = format!(
         "WITH v (id, fence, attempts, at_ms) AS (VALUES {}) \
@@ -277,7 +402,7 @@ async fn write_starts(
             .bind(i64::from(w.attempt))
             .bind(w.at_ms);
     }
-    let kept = still_held(q.fetch_all(&mut **tx).await?, chunk, |w| &w.run_id);
+    let kept = still_held(q.fetch_all(&mut **tx).await?, chunk, |w| &w.run_id, refused);
     if kept.is_empty() {
         return Ok(());
     }
@@ -303,6 +428,7 @@ async fn write_finishes(
     tx: &mut Transaction<'_, Any>,
     chunk: &[&AttemptFinish],
     batch: super::Batch,
+    refused: &mut HashSet<String>,
 ) -> Result<(), StoreError> {
     let sql = format!(
         "WITH v (id, fence, status, error, next_ms, fin, at_ms) AS (VALUES {}) \
@@ -323,7 +449,7 @@ async fn write_finishes(
             .bind(w.end.next.is_final())
             .bind(w.end.at_ms);
     }
-    let kept = still_held(q.fetch_all(&mut **tx).await?, chunk, |w| &w.run_id);
+    let kept = still_held(q.fetch_all(&mut **tx).await?, chunk, |w| &w.run_id, refused);
     if kept.is_empty() {
         return Ok(());
     }
@@ -358,6 +484,7 @@ async fn write_closes(
     tx: &mut Transaction<'_, Any>,
     chunk: &[&RunClose],
     batch: super::Batch,
+    refused: &mut HashSet<String>,
 ) -> Result<(), StoreError> {
     let sql = format!(
         "WITH v (id, fence, status, reason, at_ms) AS (VALUES {}) \
@@ -374,7 +501,7 @@ async fn write_closes(
             .bind(&w.reason)
             .bind(w.at_ms);
     }
-    still_held(q.fetch_all(&mut **tx).await?, chunk, |w| &w.run_id);
+    still_held(q.fetch_all(&mut **tx).await?, chunk, |w| &w.run_id, refused);
     Ok(())
 }
 
@@ -386,6 +513,7 @@ fn still_held<'a, T>(
     returned: Vec<sqlx::any::AnyRow>,
     chunk: &'a [&'a T],
     run_of: impl Fn(&T) -> &str,
+    refused: &mut HashSet<String>,
 ) -> Vec<&'a T> {
     use sqlx::Row;
     let accepted: HashSet<String> = returned.iter().map(|r| r.get::<String, _>(0)).collect();
@@ -396,6 +524,7 @@ fn still_held<'a, T>(
             let run_id = run_of(w);
             let held = accepted.contains(run_id);
             if !held {
+                refused.insert(run_id.to_owned());
                 tracing::warn!(
                     run = run_id,
                     "this node lost the run's lease to another node: the change is not recorded"

@@ -338,7 +338,7 @@ spec:
 on_both!(per_file_order_holds_under_random_failures, per_file_order);
 
 /// The test's PostgreSQL database, and its URL for a second agent.
-fn postgres_and_url() -> Option<(Backend, String)> {
+pub(crate) fn postgres_and_url() -> Option<(Backend, String)> {
     let backend = Backend::postgres()?;
     let Backend::Postgres(url) = backend.clone() else {
         unreachable!()
@@ -348,7 +348,21 @@ fn postgres_and_url() -> Option<(Backend, String)> {
 
 /// Another agent on `a`'s data dir, definitions and PostgreSQL (`url`),
 /// started after `a`'s files were recorded; returns once it is ready.
-fn second_node(a: &Agent, url: &str, extra: &[&str]) -> (std::process::Child, std::path::PathBuf) {
+pub(crate) fn second_node(
+    a: &Agent,
+    url: &str,
+    extra: &[&str],
+) -> (std::process::Child, std::path::PathBuf) {
+    second_node_env(a, url, extra, &[])
+}
+
+/// The same, with variables set in its environment.
+pub(crate) fn second_node_env(
+    a: &Agent,
+    url: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Child, std::path::PathBuf) {
     let log = a.log.with_file_name("b.log");
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_nexusd"))
         .args([
@@ -363,6 +377,7 @@ fn second_node(a: &Agent, url: &str, extra: &[&str]) -> (std::process::Child, st
             url,
         ])
         .args(extra)
+        .envs(env.iter().copied())
         .stderr(fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
@@ -415,7 +430,7 @@ spec:
             .any(|r| r.status == "succeeded" && r.attempts == 2)
     });
     let b_text = fs::read_to_string(&b_log).unwrap();
-    assert!(b_text.contains("taking up runs"), "{b_text}");
+    assert!(b_text.contains("taking up runs claimed"), "{b_text}");
     let runs = a.runs();
     assert_eq!(runs.len(), 1, "{runs:?}");
     let _ = b.kill();
@@ -443,11 +458,12 @@ fn wake_ups_survive_a_postgresql_restart() {
 }
 
 /// A stale worker: agent A is stopped (SIGSTOP) past its lease while its
-/// run is running; agent B on the same PostgreSQL takes the run up and
-/// completes it; A, continued (SIGCONT), finishes its attempt but cannot
-/// record over B's result.
+/// run's step is running; agent B on the same PostgreSQL takes the run up
+/// and completes it; A, continued (SIGCONT), kills its copy of the step at
+/// once (its lease ran out unrenewed) and records nothing over B's result:
+/// A's attempt reads `interrupted` (as B recorded it), B's `succeeded`.
 #[test]
-fn a_stale_worker_cannot_record_over_the_run_another_completed() {
+fn a_stale_worker_stops_its_copy_and_records_nothing_over_the_other_nodes_result() {
     let Some((backend, url)) = postgres_and_url() else {
         return;
     };
@@ -459,7 +475,7 @@ spec:
   on: [{event: file.created, pattern: /s/*.txt}]
   steps:
     - name: work
-      run: '[ "$NEXUS_ATTEMPT" -ge 2 ] || { sleep 4; exit 1; }'
+      run: '[ "$NEXUS_ATTEMPT" -ge 2 ] || { echo $$ > a.pid; exec sleep 30; }'
 "#;
     let lease = ["--lease", "1s"];
     let a = Agent::start_on(
@@ -468,9 +484,7 @@ spec:
         &[&lease[..], &["--node-id", "a"]].concat(),
     );
     a.write("/s/x.txt", "x");
-    a.wait_until("the run to be running", || {
-        a.runs().iter().any(|r| r.status == "running")
-    });
+    let pid = a.wait_file("/a.pid").trim().to_owned();
     unsafe {
         libc::kill(a.pid(), libc::SIGSTOP);
     }
@@ -480,23 +494,52 @@ spec:
             .iter()
             .any(|r| r.status == "succeeded" && r.attempts == 2)
     });
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    assert!(
+        fs::read(proc_dir.join("cmdline")).is_ok_and(|c| !c.is_empty()),
+        "node a's copy of the step still runs while a is stopped"
+    );
     unsafe {
         libc::kill(a.pid(), libc::SIGCONT);
     }
-    a.wait_until("node a to find its lease lost", || {
-        a.log_text().contains("lost the run's lease")
+    let continued = std::time::Instant::now();
+    a.wait_until("node a to kill its copy of the step", || {
+        fs::read(proc_dir.join("cmdline")).map_or(true, |c| c.is_empty())
     });
+    assert!(
+        continued.elapsed() < std::time::Duration::from_secs(3),
+        "killed {:?} after SIGCONT: more than a renewal period",
+        continued.elapsed()
+    );
+    a.wait_until("node a to say it stopped the run", || {
+        let log = a.log_text();
+        log.contains("lease ran out unrenewed") || log.contains("lost the run's lease")
+    });
+    a.barrier();
     let runs = a.runs();
-    assert_eq!(runs.len(), 1, "{runs:?}");
+    let slow: Vec<_> = runs.iter().filter(|r| r.workflow == "slow").collect();
+    assert_eq!(slow.len(), 1, "{runs:?}");
     assert_eq!(
-        (runs[0].status.as_str(), runs[0].attempts),
+        (slow[0].status.as_str(), slow[0].attempts),
         ("succeeded", 2),
         "{runs:?}"
+    );
+    let run_id = slow[0].id.clone();
+    let attempts: Vec<(i64, String)> = a.query(async move |pool| {
+        sqlx::query_as("SELECT attempt, status FROM attempts WHERE run_id = $1 ORDER BY attempt")
+            .bind(run_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        attempts,
+        [(1, "interrupted".to_owned()), (2, "succeeded".to_owned())]
     );
     assert!(
         fs::read_to_string(&b_log)
             .unwrap()
-            .contains("taking up runs whose node stopped renewing")
+            .contains("taking up runs claimed from the store")
     );
     let _ = b.kill();
     let _ = b.wait();

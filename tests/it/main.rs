@@ -23,6 +23,7 @@ macro_rules! on_both {
 mod agent;
 mod agent_ops;
 mod api;
+mod backlog;
 mod durability;
 mod injection;
 mod schema_agreement;
