@@ -266,10 +266,7 @@ pub fn start(
         tx: tx.clone(),
         shared: Arc::clone(&shared),
     };
-    // Runs under way: those on a worker slot (`--workers`), and as many
-    // again twice over committing their attempt's start or waiting for a
-    // slot, so that starts are recorded in batches (see `run::execute`).
-    let worker = dispatch_worker(rt, live, shared, rx, tx, workers.max(1) * 3, grace);
+    let worker = dispatch_worker(rt, live, shared, rx, tx, workers.max(1), grace);
     (dispatcher, worker)
 }
 

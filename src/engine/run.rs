@@ -35,9 +35,6 @@ pub struct Runtime {
     pub changes: tokio::sync::broadcast::Sender<std::sync::Arc<RunChange>>,
     /// The time attempts are recorded at and retries wait on.
     pub clock: super::clock::Clock,
-    /// Worker slots (`--workers`): a run's steps take one once its attempt
-    /// is recorded (see [`execute`]).
-    pub slots: tokio::sync::Semaphore,
 }
 
 impl Runtime {
@@ -97,7 +94,7 @@ struct Failure {
 }
 
 /// Executes one attempt of a run: recorded as started (committed before
-/// its first step, and before it waits for a worker slot), its steps, and
+/// its first step when it has effects outside the agent), its steps, and
 /// its end: the run's final state, or
 /// `retrying` with the next attempt's time (the dispatcher waits for it
 /// without a worker slot).
@@ -144,18 +141,6 @@ pub async fn execute(rt: &Runtime, job: &Job) -> Next {
         tracing::warn!(run = %job.run_id, "the run's attempt could not be recorded under this node's claim: not running it");
         return Next::Stopped;
     }
-    // The start is committed before the steps take a worker slot: while a
-    // slot's steps run, the next runs' starts are committed together, one
-    // transaction for many runs.
-    // At a stop, a run still waiting for one does not begin: its attempt
-    // is recorded interrupted when the run is taken up again.
-    let _slot = tokio::select! {
-        slot = rt.slots.acquire() => match slot {
-            Ok(slot) => slot,
-            Err(_) => return Next::Stopped,
-        },
-        () = rt.shutdown.cancelled() => return Next::Stopped,
-    };
     change(RunStatus::Running, attempt, None);
     tracing::info!(run = %job.run_id, workflow = %job.workflow.name, path = %job.event.path, attempt, "run started");
     let result = match job.workflow.timeout {
@@ -411,7 +396,6 @@ mod tests {
             shutdown: CancellationToken::new(),
             changes: tokio::sync::broadcast::channel(64).0,
             clock: Clock::manual(T0),
-            slots: tokio::sync::Semaphore::new(1),
         };
         let event = Event {
             id: "evt_1".into(),

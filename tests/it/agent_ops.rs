@@ -170,7 +170,7 @@ fn moves_across_a_scope_are_creates_and_deletes_for_it() {
 }
 
 #[test]
-fn shutdown_lets_steps_finish_within_the_grace_and_cancels_the_rest() {
+fn shutdown_lets_steps_finish_within_the_grace_and_interrupts_the_rest() {
     let steps = "    - name: nap\n      run: sleep 0.5\n";
     let mut agent = Agent::start(
         &[(
@@ -209,10 +209,16 @@ fn shutdown_lets_steps_finish_within_the_grace_and_cancels_the_rest() {
         .into_iter()
         .find(|r| r.path == "/long/b")
         .unwrap();
-    assert_eq!(
-        (run.status.as_str(), run.reason.as_deref()),
-        ("cancelled", Some("shutdown"))
-    );
+    // Cut off, not cancelled: its attempt is recorded interrupted and the
+    // run left unfinished, to run again at the next start.
+    assert_eq!(run.status, "running");
+    let attempts: Vec<String> = agent.query(async |pool| {
+        sqlx::query_scalar("SELECT a.status FROM attempts a JOIN runs r ON r.id = a.run_id WHERE r.path = '/long/b'")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!(attempts, ["interrupted"]);
 }
 
 crate::on_both!(
