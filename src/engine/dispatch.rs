@@ -379,15 +379,7 @@ fn ended(
     if let Some(old) = old {
         state.running_keys.remove(&old);
     }
-    let mut inner = shared.inner.lock().unwrap();
-    if inner
-        .runs
-        .get(&job.run_id)
-        .is_some_and(|h| h.fence == job.fence)
-    {
-        inner.runs.remove(&job.run_id);
-    }
-    drop(inner);
+    release(shared, &job);
     if matches!(next, Next::Stopped) {
         tracing::debug!(run = %job.run_id, node = %rt.node, "run stopped");
     }
@@ -560,8 +552,8 @@ async fn enqueue(rt: &Runtime, shared: &Shared, state: &mut State, job: Job) {
     queue.push_back((state.next_seq, job));
 }
 
-/// This node no longer holds a run it dropped (superseded, or stopped
-/// before it started).
+/// This node no longer holds a run (ended, or superseded), unless a newer
+/// claim of it replaced this one.
 fn release(shared: &Shared, job: &Job) {
     let mut inner = shared.inner.lock().unwrap();
     if inner
