@@ -436,8 +436,7 @@ async fn claim(rt: &Runtime, live: &LiveHandle, shared: &Shared, state: &mut Sta
         return;
     }
     tracing::info!(runs = runs.len(), "taking up runs claimed from the store");
-    for job in take_up(rt, live, runs).await {
-        let mut job = job;
+    for mut job in take_up(rt, live, runs).await {
         job.stop = hold(&mut shared.inner.lock().unwrap(), &job, sent);
         enqueue(rt, shared, state, job).await;
     }
@@ -508,13 +507,8 @@ async fn enqueue(rt: &Runtime, shared: &Shared, state: &mut State, job: Job) {
     if job.workflow.coalesces() {
         let superseded: Vec<(u64, Job)> = queue.drain(..).collect();
         for (seq, old) in superseded {
-            if let Some(from) = old_key(&old)
-                && let Some(seqs) = state.moves_from.get_mut(&from)
-            {
-                seqs.remove(&seq);
-                if seqs.is_empty() {
-                    state.moves_from.remove(&from);
-                }
+            if let Some(from) = old_key(&old) {
+                forget_move(&mut state.moves_from, &from, seq);
             }
             let reason = format!(
                 "superseded by run {} (a newer event on the same path)",
@@ -562,6 +556,17 @@ fn release(shared: &Shared, job: &Job) {
         .is_some_and(|h| h.fence == job.fence)
     {
         inner.runs.remove(&job.run_id);
+    }
+}
+
+/// A move `seq` no longer waits (started, or superseded): runs queued on
+/// the path it left (`from`) stop waiting for it.
+fn forget_move(moves_from: &mut HashMap<Key, BTreeSet<u64>>, from: &Key, seq: u64) {
+    if let Some(seqs) = moves_from.get_mut(from) {
+        seqs.remove(&seq);
+        if seqs.is_empty() {
+            moves_from.remove(from);
+        }
     }
 }
 
@@ -650,13 +655,8 @@ fn start_ready(
             i += 1;
         }
         let old = old_key(&job);
-        if let Some(old) = &old
-            && let Some(seqs) = state.moves_from.get_mut(old)
-        {
-            seqs.remove(&seq);
-            if seqs.is_empty() {
-                state.moves_from.remove(old);
-            }
+        if let Some(old) = &old {
+            forget_move(&mut state.moves_from, old, seq);
         }
         if job.stop.is_cancelled() {
             continue;

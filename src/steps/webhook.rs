@@ -71,18 +71,7 @@ pub async fn execute(
     }
     let response = match req.send().await {
         Ok(r) => r,
-        Err(e) => {
-            let what = if e.is_timeout() {
-                "timed out".to_owned()
-            } else {
-                format!("request failed: {}", error_chain(&e))
-            };
-            return StepOutcome::transient(format!(
-                "{} {}: {what}",
-                hook.method,
-                ctx.redact(&request.url)
-            ));
-        }
+        Err(e) => return failed(ctx, hook, &request.url, "the request", &e),
     };
     let status = response.status();
     let retry_after = response
@@ -93,18 +82,7 @@ pub async fn execute(
         .map(Duration::from_secs);
     let (bytes, cut) = match read_head(response, ctx.output_cap).await {
         Ok(read) => read,
-        Err(e) => {
-            let what = if e.is_timeout() {
-                "timed out reading the answer".to_owned()
-            } else {
-                format!("reading the answer failed: {}", error_chain(&e))
-            };
-            return StepOutcome::transient(format!(
-                "{} {}: {what}",
-                hook.method,
-                ctx.redact(&request.url)
-            ));
-        }
+        Err(e) => return failed(ctx, hook, &request.url, "reading the answer", &e),
     };
     // A cut answer is not the JSON it began as.
     let parsed: Value = if cut {
@@ -143,6 +121,23 @@ pub async fn execute(
         retry_after,
         ..StepOutcome::fatal("")
     }
+}
+
+/// A request that failed on the way (`during` it): timed out, or the
+/// transport's error; worth a retry.
+fn failed(
+    ctx: &StepContext,
+    hook: &WebhookStep,
+    url: &str,
+    during: &str,
+    e: &reqwest::Error,
+) -> StepOutcome {
+    let what = if e.is_timeout() {
+        format!("{during} timed out")
+    } else {
+        format!("{during} failed: {}", error_chain(e))
+    };
+    StepOutcome::transient(format!("{} {}: {what}", hook.method, ctx.redact(url)))
 }
 
 /// Reads an answer's body up to `cap` bytes and no further: the rest is

@@ -510,3 +510,9 @@ impl Drop for Agent {
         }
     }
 }
+
+/// True once process `pid` has ended: gone, or a zombie (which has no
+/// command line left; a live process does).
+pub fn process_gone(pid: &str) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline")).map_or(true, |c| c.is_empty())
+}

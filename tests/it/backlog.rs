@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 
-use crate::agent::{Agent, Backend};
+use crate::agent::{Agent, Backend, process_gone};
 use crate::durability::{postgres_and_url, second_node_env};
 
 /// The step of the first phase: it never ends, so every run behind it waits.
@@ -129,12 +129,8 @@ spec:
     agent.write("/t/x.txt", "x");
     let pid = agent.wait_file("/step.pid").trim().to_owned();
     assert!(agent.stop().success());
-    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
-    // SIGKILL to its group is delivered, not waited for: a zombie has no
-    // command line left; a live sleep does.
-    agent.wait_until("the step to be killed", || {
-        fs::read(proc_dir.join("cmdline")).map_or(true, |c| c.is_empty())
-    });
+    // SIGKILL to its group is delivered, not waited for.
+    agent.wait_until("the step to be killed", || process_gone(&pid));
     let attempts = |agent: &Agent| -> Vec<(i64, String, Option<String>)> {
         agent.query(async |pool| {
             sqlx::query_as("SELECT attempt, status, error FROM attempts ORDER BY attempt")

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 
-use crate::agent::{Agent, Backend};
+use crate::agent::{Agent, Backend, process_gone};
 
 const COPY: &str = r#"
 apiVersion: nexus/v1
@@ -494,18 +494,15 @@ spec:
             .iter()
             .any(|r| r.status == "succeeded" && r.attempts == 2)
     });
-    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
     assert!(
-        fs::read(proc_dir.join("cmdline")).is_ok_and(|c| !c.is_empty()),
+        !process_gone(&pid),
         "node a's copy of the step still runs while a is stopped"
     );
     unsafe {
         libc::kill(a.pid(), libc::SIGCONT);
     }
     let continued = std::time::Instant::now();
-    a.wait_until("node a to kill its copy of the step", || {
-        fs::read(proc_dir.join("cmdline")).map_or(true, |c| c.is_empty())
-    });
+    a.wait_until("node a to kill its copy of the step", || process_gone(&pid));
     assert!(
         continued.elapsed() < std::time::Duration::from_secs(3),
         "killed {:?} after SIGCONT: more than a renewal period",
@@ -561,13 +558,9 @@ fn steps_die_with_a_killed_agent() {
         fs::read_to_string(&pid_file).is_ok_and(|p| !p.trim().is_empty())
     });
     let pid = fs::read_to_string(&pid_file).unwrap().trim().to_owned();
-    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
-    assert!(proc_dir.exists());
+    assert!(!process_gone(&pid));
     agent.kill9();
-    // A zombie has no command line left; a live sleep does.
-    agent.wait_until("the step's process to die", || {
-        fs::read(proc_dir.join("cmdline")).map_or(true, |c| c.is_empty())
-    });
+    agent.wait_until("the step's process to die", || process_gone(&pid));
 }
 
 /// Three agents started at once on an empty PostgreSQL database: the
