@@ -422,3 +422,158 @@ spec:
         "resident memory grew from {idle} kB idle to {peak} kB"
     );
 }
+
+/// How long the outage tests keep the database away: two minutes, as the
+/// issue that asked for them measured; shorter (`NEXUS_TEST_OUTAGE_SECS`)
+/// only outside CI, while working on them.
+fn outage() -> std::time::Duration {
+    let secs = match std::env::var("NEXUS_TEST_OUTAGE_SECS") {
+        Ok(s) if std::env::var("CI").as_deref() != Ok("true") => s.parse().unwrap(),
+        _ => 120,
+    };
+    std::time::Duration::from_secs(secs)
+}
+
+/// The burst's workflow: a shell step (its attempt is committed before it
+/// starts) and a copy the test checks.
+const BURST: &str = r#"
+apiVersion: nexus/v1
+kind: Workflow
+metadata: {name: burst}
+spec:
+  on: [{event: file.created, pattern: /o/*.txt}]
+  steps:
+    - {name: check, run: 'true'}
+    - {name: copy, action: file.copy, with: {from: "{{event.path}}", to: "/copied/{{event.name}}"}}
+"#;
+
+/// A 5,000-file burst with the database away for [`outage`] in its middle:
+/// half the files are written before `away` takes the database, the other
+/// half while it is away, then `back` returns it. Every file gets exactly
+/// one succeeded run and its copy; the agent's resident memory while the
+/// database is away stays within 8 MB of what it was when it went (the
+/// watch's buffer and the writer's queue are bounded; what they cannot
+/// hold is found by comparing the tree with the stored index once the
+/// database is back).
+fn a_burst_across_an_outage(agent: &Agent, away: impl FnOnce(), back: impl FnOnce()) {
+    const FILES: usize = 5000;
+    let dir = agent.path("/o");
+    fs::create_dir_all(&dir).unwrap();
+    let write = |range: std::ops::Range<usize>| {
+        for i in range {
+            fs::write(dir.join(format!("f{i:04}.txt")), i.to_string()).unwrap();
+        }
+    };
+    write(0..FILES / 2);
+    agent.wait_until("some of the burst's runs to succeed", || {
+        count(
+            agent,
+            "SELECT COUNT(*) FROM runs WHERE status = 'succeeded'",
+        ) >= 200
+    });
+    away();
+    let before = rss_kb(agent.pid());
+    write(FILES / 2..FILES);
+    let until = std::time::Instant::now() + outage();
+    let mut peak = before;
+    while std::time::Instant::now() < until {
+        peak = peak.max(rss_kb(agent.pid()));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    back();
+    agent.wait_until("every file's run to succeed", || {
+        count(
+            agent,
+            "SELECT COUNT(*) FROM runs WHERE status = 'succeeded'",
+        ) >= FILES as i64
+    });
+    agent.barrier();
+    let runs = agent.runs();
+    let mut by_path: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for r in runs.iter().filter(|r| r.workflow == "burst") {
+        by_path.entry(&r.path).or_default().push(&r.status);
+    }
+    assert_eq!(by_path.len(), FILES, "every file has its run");
+    let wrong: Vec<_> = by_path
+        .iter()
+        .filter(|(_, s)| s[..] != ["succeeded"])
+        .take(10)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "files without exactly one succeeded run: {wrong:?}"
+    );
+    for i in 0..FILES {
+        assert_eq!(
+            fs::read_to_string(agent.path(&format!("/copied/f{i:04}.txt"))).unwrap(),
+            i.to_string()
+        );
+    }
+    let created = agent
+        .events()
+        .into_iter()
+        .filter(|(kind, path, _)| kind == "file.created" && path.starts_with("/o/"))
+        .count();
+    assert_eq!(created, FILES, "one created event per file, none twice");
+    eprintln!("resident memory: {before} kB when the database went, {peak} kB at most while away");
+    assert!(
+        peak < before + 8 * 1024,
+        "resident memory grew from {before} kB to {peak} kB while the database was away"
+    );
+}
+
+/// PostgreSQL (the test's own server) stopped for two minutes in the
+/// middle of a 5,000-file burst: nothing lost, nothing run twice, memory
+/// bounded meanwhile.
+#[test]
+fn a_two_minute_postgresql_outage_during_a_burst_loses_nothing() {
+    let Some(pg) = crate::durability::OwnPostgres::start() else {
+        return;
+    };
+    let agent = Agent::start_on(Backend::Postgres(pg.url()), &[("burst.yaml", BURST)], &[]);
+    a_burst_across_an_outage(&agent, || pg.pg_ctl("stop"), || pg.pg_ctl("start"));
+    assert!(
+        agent.log_text().contains("the database is unreachable"),
+        "the outage was noticed"
+    );
+}
+
+/// The agent's SQLite database held locked (`BEGIN EXCLUSIVE`) by another
+/// process for two minutes in the middle of a 5,000-file burst: the same.
+#[test]
+fn a_sqlite_database_locked_for_two_minutes_during_a_burst_loses_nothing() {
+    let agent = Agent::start(&[("burst.yaml", BURST)], &[]);
+    let db = agent.data.join(".nexus/nexus.db");
+    let holder = std::cell::RefCell::new(None);
+    let lock = || {
+        let script = "import sqlite3, sys\n\
+                      c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)\n\
+                      c.execute('BEGIN EXCLUSIVE')\n\
+                      print('locked', flush=True)\n\
+                      sys.stdin.read()\n\
+                      c.execute('COMMIT')\n";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .arg(&db)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+        *holder.borrow_mut() = Some(child);
+    };
+    let unlock = || {
+        let mut child = holder.borrow_mut().take().unwrap();
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success());
+    };
+    a_burst_across_an_outage(&agent, lock, unlock);
+    assert!(
+        agent.log_text().contains("database is locked"),
+        "the lock was noticed"
+    );
+}

@@ -99,14 +99,14 @@ on_both!(kill_9_three_times_during_a_burst, kill_9_during_a_burst);
 
 /// A PostgreSQL server of the test's own (`initdb`, `pg_ctl`) on a spare
 /// port, so restarting it leaves the machine's server alone. Stopped on drop.
-struct OwnPostgres {
+pub(crate) struct OwnPostgres {
     dir: tempfile::TempDir,
     bin: std::path::PathBuf,
     port: u16,
 }
 
 impl OwnPostgres {
-    fn start() -> Option<OwnPostgres> {
+    pub(crate) fn start() -> Option<OwnPostgres> {
         let bin = fs::read_dir("/usr/lib/postgresql").ok().and_then(|d| {
             d.flatten()
                 .map(|e| e.path().join("bin"))
@@ -138,7 +138,7 @@ impl OwnPostgres {
         self.dir.path().join("pgdata").display().to_string()
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
@@ -167,7 +167,7 @@ impl OwnPostgres {
         );
     }
 
-    fn pg_ctl(&self, action: &str) {
+    pub(crate) fn pg_ctl(&self, action: &str) {
         let opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             self.port,
