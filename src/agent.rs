@@ -57,8 +57,22 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let output_dir = data_dir.join(crate::datadir::OUTPUT_DIR);
     std::fs::create_dir_all(&output_dir)
         .with_context(|| format!("creating `{}`", output_dir.display()))?;
-    let store = Store::open(opts.database_url.as_deref(), &data_dir).await?;
-    tracing::info!(backend = ?store.backend(), "store open");
+    let origin = crate::datadir::origin(&data_dir).map_err(anyhow::Error::msg)?;
+    let node = opts
+        .node_id
+        .clone()
+        .unwrap_or_else(|| default_node_id(&data_dir));
+    let store = Store::open(opts.database_url.as_deref(), &data_dir)
+        .await?
+        .serving(&origin, &node);
+    tracing::info!(backend = ?store.backend(), %origin, "store open");
+    let taken = store.adopt_rows_without_origin().await?;
+    if taken > 0 {
+        tracing::info!(
+            rows = taken,
+            "rows recorded before data dirs had an identity are this data dir's now"
+        );
+    }
     let registry = Arc::new(Registry::open(store.clone(), opts.secrets_dir.clone()).await?);
     if let Some(dir) = &opts.config_dir {
         apply_config_dir_at_start(&registry, dir).await?;
@@ -83,10 +97,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         causes: Arc::new(Causes::default()),
         actors: Arc::new(Recent::default()),
         output_cap: opts.output_cap,
-        node: opts
-            .node_id
-            .clone()
-            .unwrap_or_else(|| default_node_id(&data_dir)),
+        node,
         lease: opts.lease,
         shutdown: shutdown.clone(),
         changes: tokio::sync::broadcast::channel(1024).0,

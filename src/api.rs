@@ -407,6 +407,10 @@ pub struct WorkflowDetail {
     /// The document as applied (JSON).
     #[schema(value_type = Object)]
     pub document: Value,
+    /// True when any node of a fleet may run its runs (every step a
+    /// webhook that does not name `event.abs_path`); false when only a
+    /// node serving the data dir its event came from may.
+    pub any_node: bool,
     pub revisions: Vec<RevisionSummary>,
 }
 
@@ -489,6 +493,11 @@ pub struct Run {
     pub attempts: i64,
     pub chain_depth: i64,
     pub event: RunEvent,
+    /// The data dir its event came from (its identity, `DATA/.nexus/origin`).
+    pub origin: String,
+    /// The node that holds it, or held it last (its latest attempt's);
+    /// `null` for a run no node has claimed.
+    pub node: Option<String>,
     pub queued_at: Option<String>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -523,6 +532,8 @@ pub struct StepResult {
 pub struct AttemptResult {
     pub attempt: i64,
     pub status: AttemptStatus,
+    /// The node that ran it.
+    pub node: Option<String>,
     pub error: Option<String>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -586,6 +597,10 @@ pub struct EventRecord {
     pub actor: Option<String>,
     /// `watch`, `scan` or `api`.
     pub source: String,
+    /// The data dir it happened in (its identity, `DATA/.nexus/origin`).
+    pub origin: String,
+    /// The node that recorded it.
+    pub node: Option<String>,
     /// The runs it started (or skipped), then the workflows near it that
     /// did not run; empty when no pattern matched the path.
     pub decisions: Vec<Decision>,

@@ -31,6 +31,67 @@ pub const OUTPUT_DIR: &str = concat!(state_dir!(), "/tmp");
 /// The SQLite database, relative to the state dir.
 pub const DATABASE_FILE: &str = "nexus.db";
 
+/// The data dir's identity (its origin), relative to the state dir.
+pub const ORIGIN_FILE: &str = "origin";
+
+/// The data dir's identity: the id in `STATE_DIR/origin`, made the first
+/// time any agent serves the data dir. Agents starting at once on one data
+/// dir (one disk, or a network filesystem) agree on it: each writes its
+/// own candidate and links it into place, and the one link that wins is
+/// what every agent reads. Events, runs and index rows carry it.
+pub fn origin(data_dir: &std::path::Path) -> Result<String, String> {
+    let state = data_dir.join(STATE_DIR);
+    let path = state.join(ORIGIN_FILE);
+    let shown = path.display();
+    std::fs::create_dir_all(&state).map_err(|e| format!("creating `{}`: {e}", state.display()))?;
+    match std::fs::read_to_string(&path) {
+        Ok(text) => return checked_origin(&text).map_err(|why| damaged(&shown, &why)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("reading the data dir's identity `{shown}`: {e}")),
+    }
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let candidate = state.join(format!(".{ORIGIN_FILE}.{id}.tmp"));
+    let made = std::fs::write(&candidate, format!("{id}\n"))
+        .and_then(|()| std::fs::File::open(&candidate)?.sync_all())
+        .and_then(|()| std::fs::hard_link(&candidate, &path));
+    let _ = std::fs::remove_file(&candidate);
+    match made {
+        Ok(()) => Ok(id),
+        // Another agent's link won: its id is the data dir's.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("reading the data dir's identity `{shown}`: {e}"))?;
+            checked_origin(&text).map_err(|why| damaged(&shown, &why))
+        }
+        Err(e) => Err(format!("making the data dir's identity `{shown}`: {e}")),
+    }
+}
+
+fn damaged(path: &impl std::fmt::Display, why: &str) -> String {
+    format!(
+        "the data dir's identity `{path}` is damaged ({why}); restore it (deleting it gives the data dir a new identity, and then every file in it is new to nexusd: a `file.created` event each)"
+    )
+}
+
+/// An origin id: one line of 1 to 64 letters, digits, `-` or `_`.
+fn checked_origin(text: &str) -> Result<String, String> {
+    let id = text.strip_suffix('\n').unwrap_or(text);
+    if id.is_empty() {
+        return Err("it is empty".to_owned());
+    }
+    if id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "expected one line of up to 64 letters, digits, `-` or `_`, found `{}`",
+            id.chars().take(80).collect::<String>().escape_debug()
+        ));
+    }
+    Ok(id.to_owned())
+}
+
 /// True for the state dir's virtual path and every path inside it.
 pub fn is_state_path(virt: &str) -> bool {
     virt.strip_prefix(STATE_VPATH)
@@ -190,5 +251,43 @@ mod tests {
         let err = atomic_write(&root, &vpath("/out/pwned.txt").unwrap(), b"x").unwrap_err();
         assert!(err.contains("outside the data dir"), "{err}");
         assert!(!outside.path().join("pwned.txt").exists());
+    }
+
+    #[test]
+    fn a_data_dir_keeps_one_identity_whoever_makes_it() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().to_path_buf();
+        let ids: Vec<String> = (0..8)
+            .map(|_| {
+                let dir = dir.clone();
+                std::thread::spawn(move || origin(&dir).unwrap())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+        assert_eq!(origin(&dir).unwrap(), ids[0], "read back, not made anew");
+        let state: Vec<_> = std::fs::read_dir(dir.join(STATE_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(state, [ORIGIN_FILE], "no candidate left behind");
+    }
+
+    #[test]
+    fn a_damaged_identity_is_refused_and_says_what_to_do() {
+        let data = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(data.path().join(STATE_DIR)).unwrap();
+        let file = data.path().join(STATE_DIR).join(ORIGIN_FILE);
+        for bad in ["", "a b\n", "../x", &"x".repeat(65)] {
+            std::fs::write(&file, bad).unwrap();
+            let err = origin(data.path()).unwrap_err();
+            assert!(
+                err.contains("is damaged") && err.contains("restore it"),
+                "{err}"
+            );
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), bad, "left alone");
+        }
     }
 }

@@ -46,6 +46,21 @@ impl Workflow {
     pub fn coalesces(&self) -> bool {
         self.triggers.iter().all(|t| t.on_burst == Burst::Coalesce)
     }
+
+    /// True when any node of a fleet may run it, not only one serving the
+    /// data dir of its event: every step is a webhook, and none names
+    /// `event.abs_path` (a path on that data dir's disk).
+    pub fn runs_anywhere(&self) -> bool {
+        !self.steps.is_empty()
+            && self.steps.iter().all(|step| {
+                let StepKind::Webhook(hook) = &step.kind else {
+                    return false;
+                };
+                let mut templates: Vec<&Template> = step.condition.iter().collect();
+                hook.templates(&mut templates);
+                !templates.iter().any(|t| t.source().contains("abs_path"))
+            })
+    }
 }
 
 /// When a workflow runs.
@@ -155,6 +170,32 @@ pub struct WebhookStep {
     pub body: Option<BodyTemplate>,
     pub timeout: Duration,
     pub secret: Option<String>,
+}
+
+impl WebhookStep {
+    /// Every template of the request: its URL's, headers' and body's.
+    fn templates<'a>(&'a self, out: &mut Vec<&'a Template>) {
+        for piece in &self.target {
+            if let UrlPiece::Value(t) = piece {
+                out.push(t);
+            }
+        }
+        out.extend(self.headers.iter().map(|(_, t)| t));
+        if let Some(body) = &self.body {
+            body.templates(out);
+        }
+    }
+}
+
+impl BodyTemplate {
+    fn templates<'a>(&'a self, out: &mut Vec<&'a Template>) {
+        match self {
+            BodyTemplate::Literal(_) => {}
+            BodyTemplate::String(t) => out.push(t),
+            BodyTemplate::Array(items) => items.iter().for_each(|b| b.templates(out)),
+            BodyTemplate::Object(fields) => fields.iter().for_each(|(_, b)| b.templates(out)),
+        }
+    }
 }
 
 /// A part of a URL's path and query.

@@ -426,9 +426,14 @@ async fn claim(rt: &Runtime, live: &LiveHandle, shared: &Shared, state: &mut Sta
         room = want,
         "looked for claimable runs"
     );
+    // A short claim leaves no backlog, unless runs wait behind an older
+    // run of their path that another node holds: new runs queue behind
+    // them (in the store) until they are claimed.
+    let held_back = runs.len() < want && rt.store.unclaimed_waiting().await.unwrap_or(true);
     {
         let mut inner = shared.inner.lock().unwrap();
-        if runs.len() < want && quiet && inner.spills == spills && inner.spilling == 0 {
+        if runs.len() < want && !held_back && quiet && inner.spills == spills && inner.spilling == 0
+        {
             inner.backlog = false;
         }
     }

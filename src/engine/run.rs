@@ -418,6 +418,7 @@ mod tests {
             reason: None,
             queued_ms: now_ms(),
             lease: Some(("node-test".into(), now_ms() + 30_000)),
+            anywhere: false,
         };
         store
             .commit_events(&[(event.clone(), vec![])], &[], &[run])

@@ -369,10 +369,18 @@ pub async fn get_workflow(
             applied_at: timestamp(Some(r.applied_ms)),
         })
         .collect();
+    let live = api.registry.live().current();
+    let mut runnable = live
+        .workflows
+        .iter()
+        .filter(|w| crate::definitions::names::is_or_stage_of(&name, &w.name))
+        .peekable();
+    let any_node = runnable.peek().is_some() && runnable.all(|w| w.runs_anywhere());
     Ok(Json(WorkflowOrRevision::Workflow(Box::new(
         WorkflowDetail {
             summary: workflow_summary(&d, &api.registry.paused_names()),
             document: serde_json::from_str(&d.document).unwrap_or(Value::Null),
+            any_node,
             revisions,
         },
     ))))

@@ -102,6 +102,12 @@ pub struct Store {
     url: Option<Arc<str>>,
     /// The database's clock minus this machine's, ms ([`Store::now_ms`]).
     clock_offset: Arc<AtomicI64>,
+    /// The data dir this agent serves ([`Store::serving`]): the file index
+    /// it loads and writes, the origin of the events and runs it records,
+    /// the runs it may claim. Empty for the admin commands.
+    origin: Arc<str>,
+    /// This agent's node id, recorded with its events and attempts.
+    node: Arc<str>,
 }
 
 /// An index change to persist with the events that caused it.
@@ -158,6 +164,8 @@ impl Store {
             backend: Backend::Sqlite,
             url: None,
             clock_offset: Arc::default(),
+            origin: "".into(),
+            node: "".into(),
         })
     }
 
@@ -177,6 +185,8 @@ impl Store {
             backend: Backend::Postgres,
             url: Some(url.into()),
             clock_offset: Arc::default(),
+            origin: "".into(),
+            node: "".into(),
         };
         store.sync_clock().await?;
         Ok(store)
@@ -201,14 +211,46 @@ impl Store {
         self.backend
     }
 
-    /// The whole file index.
+    /// This store as the agent `node` serving the data dir `origin` (see
+    /// [`crate::datadir::origin`]).
+    pub fn serving(mut self, origin: &str, node: &str) -> Store {
+        self.origin = origin.into();
+        self.node = node.into();
+        self
+    }
+
+    /// The data dir this store serves.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Takes the rows recorded before data dirs had an identity (an empty
+    /// origin) as this origin's: the first agent to start after the upgrade
+    /// gets the old index, events and runs. Returns how many rows it took.
+    pub async fn adopt_rows_without_origin(&self) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut taken = 0;
+        for table in ["file_index", "events", "runs"] {
+            let sql = format!("UPDATE {table} SET origin = $1 WHERE origin = ''");
+            taken += sqlx::query(&sql)
+                .bind(&*self.origin)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(taken)
+    }
+
+    /// The file index of this store's origin.
     /// Rows are read as a stream: a large index never sits in memory twice
     /// (as rows and as the map), which would also leave the heap fragmented.
     pub async fn load_index(&self) -> Result<BTreeMap<String, FileMeta>, StoreError> {
         use futures_util::TryStreamExt;
         let mut rows = sqlx::query(
-            "SELECT path, ino, dev, size, mtime_ns, mode, uid, gid, xattrs, hash, racy FROM file_index",
+            "SELECT path, ino, dev, size, mtime_ns, mode, uid, gid, xattrs, hash, racy FROM file_index WHERE origin = $1",
         )
+        .bind(&*self.origin)
         .fetch(&self.pool);
         let mut index = BTreeMap::new();
         while let Some(row) = rows.try_next().await? {
@@ -244,8 +286,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for chunk in events.chunks(rows) {
             let sql = format!(
-                "INSERT INTO events (id, type, path, old_path, size, mtime_ms, observed_ms, cause_run_id, chain_depth, actor, source, decisions) VALUES {}",
-                batch.values(12, chunk.len())
+                "INSERT INTO events (id, type, path, old_path, size, mtime_ms, observed_ms, cause_run_id, chain_depth, actor, source, decisions, origin, node) VALUES {}",
+                batch.values(14, chunk.len())
             );
             let mut q = sqlx::query(&sql);
             for (e, decisions) in chunk {
@@ -264,7 +306,9 @@ impl Store {
                     .bind(
                         (!decisions.is_empty())
                             .then(|| serde_json::to_string(decisions).unwrap_or_default()),
-                    );
+                    )
+                    .bind(&*self.origin)
+                    .bind(&*self.node);
             }
             q.execute(&mut *tx).await?;
         }
@@ -287,15 +331,16 @@ impl Store {
         }
         for chunk in puts.chunks(rows) {
             let sql = format!(
-                "INSERT INTO file_index (path, ino, dev, size, mtime_ns, mode, uid, gid, xattrs, hash, racy) VALUES {} \
-                 ON CONFLICT (path) DO UPDATE SET ino = excluded.ino, dev = excluded.dev, size = excluded.size, \
+                "INSERT INTO file_index (origin, path, ino, dev, size, mtime_ns, mode, uid, gid, xattrs, hash, racy) VALUES {} \
+                 ON CONFLICT (origin, path) DO UPDATE SET ino = excluded.ino, dev = excluded.dev, size = excluded.size, \
                  mtime_ns = excluded.mtime_ns, mode = excluded.mode, uid = excluded.uid, gid = excluded.gid, \
                  xattrs = excluded.xattrs, hash = excluded.hash, racy = excluded.racy",
-                batch.values(11, chunk.len())
+                batch.values(12, chunk.len())
             );
             let mut q = sqlx::query(&sql);
             for (path, m) in chunk {
                 q = q
+                    .bind(&*self.origin)
                     .bind(*path)
                     .bind(m.ino as i64)
                     .bind(m.dev as i64)
@@ -312,17 +357,17 @@ impl Store {
         }
         for chunk in removes.chunks(rows) {
             let sql = format!(
-                "DELETE FROM file_index WHERE path IN ({})",
-                batch.list(chunk.len())
+                "DELETE FROM file_index WHERE origin = $1 AND path IN ({})",
+                batch.list_from(1, chunk.len())
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = sqlx::query(&sql).bind(&*self.origin);
             for path in chunk {
                 q = q.bind(*path);
             }
             q.execute(&mut *tx).await?;
         }
         for chunk in runs.chunks(rows) {
-            records::insert_runs(&mut tx, chunk, batch).await?;
+            records::insert_runs(&mut tx, chunk, batch, &self.origin).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -330,7 +375,11 @@ impl Store {
 
     /// Claims up to `limit` unfinished runs (queued, retrying, or running
     /// when their node died) for `node`, for `lease_ms`: those nobody holds
-    /// and those whose lease ran out, oldest first. Each claim raises the
+    /// and those whose lease ran out, oldest first. Only runs of this
+    /// store's origin (its files are here) or runs any node may run; and a
+    /// run only when every older unfinished run of its workflow, path and
+    /// origin is this node's already (it orders them in memory), so a
+    /// path's runs keep their order across nodes. Each claim raises the
     /// run's fence. PostgreSQL skips rows another node is claiming at the
     /// same moment. Lease times are the database's clock ([`Store::now_ms`]).
     pub async fn claim_unfinished(
@@ -348,8 +397,13 @@ impl Store {
         };
         let sql = format!(
             "UPDATE runs SET owner = $1, lease_until_ms = $2, fence = fence + 1 WHERE id IN (\
-             SELECT id FROM runs WHERE status IN {unfinished} \
-             AND (owner IS NULL OR lease_until_ms < $3) ORDER BY queued_ms, id LIMIT $4{lock}) \
+             SELECT r.id FROM runs r WHERE r.status IN {unfinished} \
+             AND (r.owner IS NULL OR r.lease_until_ms < $3) AND (r.origin = $5 OR r.anywhere = 1) \
+             AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.status IN {unfinished} AND o.origin = r.origin \
+             AND o.workflow = r.workflow AND o.path = r.path \
+             AND (o.queued_ms < r.queued_ms OR (o.queued_ms = r.queued_ms AND o.id < r.id)) \
+             AND NOT (COALESCE(o.owner, '') = $1 AND COALESCE(o.lease_until_ms, 0) >= $3)) \
+             ORDER BY r.queued_ms, r.id LIMIT $4{lock}) \
              RETURNING id",
             unfinished = RunStatus::UNFINISHED_SQL
         );
@@ -359,6 +413,7 @@ impl Store {
             .bind(now.saturating_add(lease_ms))
             .bind(now)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(&*self.origin)
             .fetch_all(&self.pool)
             .await?;
         if claimed.is_empty() {
@@ -366,6 +421,24 @@ impl Store {
         }
         let ids: Vec<String> = claimed.iter().map(|r| r.get("id")).collect();
         self.runs_with_events(&ids).await
+    }
+
+    /// True when runs of this store's origin wait unclaimed: a claim that
+    /// came back short left them because an older run of their path is
+    /// another node's (per-path order), so new runs must queue behind them.
+    pub async fn unclaimed_waiting(&self) -> Result<bool, StoreError> {
+        let sql = format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM runs WHERE status IN {} AND origin = $1 \
+             AND (owner IS NULL OR lease_until_ms < $2) LIMIT 1) w",
+            RunStatus::UNFINISHED_SQL
+        );
+        let n: i64 = sqlx::query(&sql)
+            .bind(&*self.origin)
+            .bind(self.now_ms())
+            .fetch_one(&self.pool)
+            .await?
+            .get(0);
+        Ok(n > 0)
     }
 
     /// Renews `node`'s leases on the runs it holds (`held`: id and the fence
@@ -673,6 +746,72 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::events::EventType;
+
+    /// An unclaimed queued run of `workflow` on `path`, recorded by `store`
+    /// (its origin), queued at `queued_ms`.
+    async fn queue(store: &Store, id: &str, path: &str, queued_ms: i64, anywhere: bool) {
+        let event = Event {
+            id: format!("evt_{id}"),
+            kind: EventType::Created,
+            path: path.into(),
+            old_path: None,
+            size: Some(0),
+            mtime_ms: Some(0),
+            observed_ms: queued_ms,
+            cause: None,
+            raw_abs: None,
+            actor: None,
+            source: Default::default(),
+        };
+        let run = NewRun {
+            id: id.into(),
+            workflow: "w".into(),
+            event: event.clone(),
+            status: RunStatus::Queued,
+            reason: None,
+            queued_ms,
+            lease: None,
+            anywhere,
+        };
+        store
+            .commit_events(&[(event, vec![])], &[], &[run])
+            .await
+            .unwrap();
+    }
+
+    async fn claim(store: &Store, node: &str) -> Vec<String> {
+        let runs = store.claim_unfinished(node, 60_000, 100).await.unwrap();
+        runs.into_iter().map(|r| r.id).collect()
+    }
+
+    /// A node claims only runs of its own data dir (and runs any node may
+    /// run), and a run only once every older unfinished run of its path is
+    /// its own: another node's older run holds the path's later ones back.
+    #[tokio::test]
+    async fn claims_keep_to_their_origin_and_to_each_paths_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let opened = Store::open(None, dir.path()).await.unwrap();
+        let here = opened.clone().serving("here", "x");
+        let there = opened.clone().serving("there", "y");
+        let also_here = opened.serving("here", "z");
+        queue(&here, "r1", "/a", 1, false).await;
+        queue(&here, "r2", "/a", 2, false).await;
+        queue(&here, "r3", "/b", 3, false).await;
+        queue(&there, "t1", "/a", 4, false).await;
+        queue(&there, "t2", "/c", 5, true).await;
+        assert!(here.unclaimed_waiting().await.unwrap());
+        // Of /a only the oldest: r2 waits until r1 is this node's.
+        assert_eq!(claim(&here, "x").await, ["r1", "r3", "t2"]);
+        assert!(here.unclaimed_waiting().await.unwrap(), "r2 waits");
+        // Another node of the same data dir cannot take r2 past x's r1.
+        assert!(claim(&also_here, "z").await.is_empty());
+        assert_eq!(claim(&here, "x").await, ["r2"]);
+        assert!(!here.unclaimed_waiting().await.unwrap());
+        assert_eq!(claim(&there, "y").await, ["t1"], "its own data dir's only");
+    }
+
     #[test]
     fn transient_codes_are_those_a_retry_gets_past() {
         for code in [

@@ -24,7 +24,7 @@ pub struct RunFilter {
 }
 
 const RUN_COLUMNS: &str = "r.id, r.workflow, r.status, r.reason, r.attempts, r.chain_depth, r.queued_ms, r.started_ms, \
-     r.finished_ms, r.duration_ms, r.error, r.event_id, r.event_type, r.path, r.old_path";
+     r.finished_ms, r.duration_ms, r.error, r.event_id, r.event_type, r.path, r.old_path, r.origin, r.owner";
 
 /// A time in RFC 3339 with milliseconds, as the API shows times.
 pub fn timestamp(ms: Option<i64>) -> Option<String> {
@@ -79,6 +79,8 @@ fn run_row(r: &AnyRow) -> Run {
             actor: None,
             source: None,
         },
+        origin: r.get("origin"),
+        node: r.get("owner"),
         queued_at: timestamp(r.get("queued_ms")),
         started_at: timestamp(r.get("started_ms")),
         finished_at: timestamp(r.get("finished_ms")),
@@ -150,7 +152,7 @@ impl Store {
         run.event.actor = row.get("actor");
         run.event.source = row.get("source");
         let attempts = sqlx::query(
-            "SELECT attempt, status, error, started_ms, finished_ms FROM attempts WHERE run_id = $1 ORDER BY attempt",
+            "SELECT attempt, status, error, started_ms, finished_ms, node FROM attempts WHERE run_id = $1 ORDER BY attempt",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -170,6 +172,7 @@ impl Store {
                 AttemptResult {
                     attempt: n,
                     status: AttemptStatus::parse(&a.get::<String, _>("status")),
+                    node: a.get("node"),
                     error: a.get("error"),
                     started_at: timestamp(a.get("started_ms")),
                     finished_at: timestamp(a.get("finished_ms")),
@@ -296,7 +299,7 @@ impl Store {
     /// Events, newest first, each with its decision log; a decision that
     /// started a run shows the run's current status.
     pub async fn list_events(&self, f: &EventFilter) -> Result<Vec<EventRecord>, StoreError> {
-        let mut sql = "SELECT id, type, path, old_path, size, observed_ms, cause_run_id, chain_depth, actor, source, decisions \
+        let mut sql = "SELECT id, type, path, old_path, size, observed_ms, cause_run_id, chain_depth, actor, source, origin, node, decisions \
                        FROM events WHERE 1 = 1"
             .to_owned();
         let mut n = 0;
@@ -330,6 +333,8 @@ impl Store {
                 chain_depth: r.get("chain_depth"),
                 actor: r.get("actor"),
                 source: r.get("source"),
+                origin: r.get("origin"),
+                node: r.get("node"),
                 decisions: r
                     .get::<Option<String>, _>("decisions")
                     .and_then(|d| serde_json::from_str::<Vec<Decision>>(&d).ok())

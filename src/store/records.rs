@@ -19,6 +19,9 @@ pub struct NewRun {
     /// The node that will run it and until when it holds the lease (an
     /// unfinished run); it starts with fence 1.
     pub lease: Option<(String, i64)>,
+    /// Any node may run it, not only one serving its origin: every step of
+    /// its workflow is a webhook ([`crate::definitions::model::Workflow::runs_anywhere`]).
+    pub anywhere: bool,
 }
 
 /// How an attempt ended.
@@ -72,10 +75,11 @@ pub(super) async fn insert_runs(
     tx: &mut Transaction<'_, Any>,
     runs: &[NewRun],
     batch: super::Batch,
+    origin: &str,
 ) -> Result<(), StoreError> {
     let sql = format!(
-        "INSERT INTO runs (id, workflow, event_id, event_type, path, old_path, status, reason, chain_depth, queued_ms, finished_ms, owner, lease_until_ms, fence) VALUES {}",
-        batch.values(14, runs.len())
+        "INSERT INTO runs (id, workflow, event_id, event_type, path, old_path, status, reason, chain_depth, queued_ms, finished_ms, owner, lease_until_ms, fence, origin, anywhere) VALUES {}",
+        batch.values(16, runs.len())
     );
     let mut q = sqlx::query(&sql);
     for r in runs {
@@ -94,7 +98,9 @@ pub(super) async fn insert_runs(
             .bind(finished)
             .bind(r.lease.as_ref().map(|(owner, _)| owner.as_str()))
             .bind(r.lease.as_ref().map(|(_, until)| *until))
-            .bind(if r.lease.is_some() { 1i64 } else { 0 });
+            .bind(if r.lease.is_some() { 1i64 } else { 0 })
+            .bind(origin)
+            .bind(i64::from(r.anywhere));
     }
     q.execute(&mut **tx).await?;
     Ok(())

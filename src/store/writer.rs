@@ -278,7 +278,7 @@ impl Store {
         let mut refused = HashSet::new();
         let mut tx = self.pool.begin().await?;
         for segment in segments(writes) {
-            write_segment(&mut tx, segment, batch, &mut refused).await?;
+            write_segment(&mut tx, segment, batch, &self.node, &mut refused).await?;
         }
         tx.commit().await?;
         Ok(refused)
@@ -343,6 +343,7 @@ async fn write_segment(
     tx: &mut Transaction<'_, Any>,
     seg: &[Write],
     batch: super::Batch,
+    node: &str,
     refused: &mut HashSet<String>,
 ) -> Result<(), StoreError> {
     let mut started = Vec::new();
@@ -366,7 +367,7 @@ async fn write_segment(
         }
     }
     for chunk in started.chunks(batch.rows) {
-        write_starts(tx, chunk, batch, refused).await?;
+        write_starts(tx, chunk, batch, node, refused).await?;
     }
     for chunk in steps.chunks(batch.rows) {
         records::insert_steps(tx, chunk, batch).await?;
@@ -381,11 +382,12 @@ async fn write_segment(
 }
 
 /// Attempts starting: the runs `running` (under their claim), and an
-/// attempt row each.
+/// attempt row each, with the node that runs it.
 async fn write_starts(
     tx: &mut Transaction<'_, Any>,
     chunk: &[&AttemptStart],
     batch: super::Batch,
+    node: &str,
     refused: &mut HashSet<String>,
 ) -> Result<(), StoreError> {
     let sql = format!(
@@ -407,9 +409,10 @@ async fn write_starts(
         return Ok(());
     }
     let sql = format!(
-        "INSERT INTO attempts (run_id, attempt, status, started_ms) VALUES {} \
-         ON CONFLICT (run_id, attempt) DO UPDATE SET status = 'running', error = NULL, finished_ms = NULL, started_ms = excluded.started_ms",
-        batch.values(4, kept.len())
+        "INSERT INTO attempts (run_id, attempt, status, started_ms, node) VALUES {} \
+         ON CONFLICT (run_id, attempt) DO UPDATE SET status = 'running', error = NULL, finished_ms = NULL, \
+         started_ms = excluded.started_ms, node = excluded.node",
+        batch.values(5, kept.len())
     );
     let mut q = sqlx::query(&sql);
     for w in kept {
@@ -417,7 +420,8 @@ async fn write_starts(
             .bind(&w.run_id)
             .bind(i64::from(w.attempt))
             .bind(AttemptStatus::Running.as_str())
-            .bind(w.at_ms);
+            .bind(w.at_ms)
+            .bind(node);
     }
     q.execute(&mut **tx).await?;
     Ok(())

@@ -25,6 +25,7 @@ mod agent_ops;
 mod api;
 mod backlog;
 mod durability;
+mod fleet;
 mod injection;
 mod schema_agreement;
 mod seed;

@@ -65,7 +65,18 @@ pub fn workflows(command: WorkflowsCommand) -> anyhow::Result<ExitCode> {
                 }
                 // The table view of one definition is its document, as YAML.
                 let document = match &v {
-                    WorkflowOrRevision::Workflow(w) => &w.document,
+                    WorkflowOrRevision::Workflow(w) => {
+                        // A comment, so that the output stays the YAML it was.
+                        println!(
+                            "# runs on: {}",
+                            if w.any_node {
+                                "any node of the fleet (every step a webhook)"
+                            } else {
+                                "a node serving the data dir of the run's event"
+                            }
+                        );
+                        &w.document
+                    }
                     WorkflowOrRevision::Revision(r) => &r.document,
                 };
                 print!("{}", serde_saphyr::to_string(document)?);

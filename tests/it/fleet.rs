@@ -1,0 +1,331 @@
+//! A fleet on one PostgreSQL, each agent with its own data dir: a run is
+//! executed only where its file is, each data dir has its own index, and
+//! no agent invents another's events.
+
+use std::collections::BTreeMap;
+use std::fs;
+
+use crate::agent::{Agent, Backend};
+
+/// A short shell step that needs the file on this node's disk, then a copy.
+const MARK: &str = r#"
+apiVersion: nexus/v1
+kind: Workflow
+metadata: {name: mark}
+spec:
+  on: [{event: file.created, pattern: /in/*.txt}]
+  steps:
+    - {name: mark, run: 'test -f {{event.abs_path}} && sleep 0.02'}
+    - {name: copy, action: file.copy, with: {from: "{{event.path}}", to: "/copied/{{event.name}}"}}
+"#;
+
+fn write_files(agent: &Agent, prefix: &str, range: std::ops::Range<usize>) {
+    let dir = agent.path("/in");
+    fs::create_dir_all(&dir).unwrap();
+    for i in range {
+        fs::write(
+            dir.join(format!("{prefix}{i:04}.txt")),
+            format!("{prefix}{i}"),
+        )
+        .unwrap();
+    }
+}
+
+fn succeeded(agent: &Agent, prefix: &str) -> usize {
+    agent
+        .runs()
+        .iter()
+        .filter(|r| r.path.starts_with(&format!("/in/{prefix}")) && r.status == "succeeded")
+        .count()
+}
+
+/// Two agents on one PostgreSQL, each with its own data dir (A's config dir
+/// holds the workflow, B's is empty: definitions are fleet-wide). Files on
+/// both; A stopped cleanly with most of its runs queued, B restarted, A
+/// started again, then each killed with `kill -9` mid-burst and started
+/// again. Every run runs on the node whose data dir holds its file, none
+/// fails, each file has one run and one `file.created` event, and no
+/// `file.deleted` is recorded: no file was deleted.
+#[test]
+fn each_run_runs_where_its_file_is_across_stops_restarts_and_kills() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let workers = ["--workers", "2"];
+    let mut a = Agent::start_on(backend.clone(), &[("mark.yaml", MARK)], &workers);
+    let mut b = Agent::start_on(backend, &[], &workers);
+    write_files(&a, "a", 0..200);
+    write_files(&b, "b", 0..40);
+    a.wait_until("some of A's runs to succeed", || succeeded(&a, "a") >= 20);
+    assert!(a.stop().success());
+    assert!(
+        succeeded(&a, "a") < 150,
+        "most of A's runs were still queued at its stop"
+    );
+    assert!(b.stop().success());
+    b.spawn(&workers);
+    a.spawn(&workers);
+    write_files(&a, "a", 200..300);
+    write_files(&b, "b", 40..100);
+    a.wait_until("more of A's runs to succeed", || succeeded(&a, "a") >= 220);
+    a.kill9();
+    b.kill9();
+    a.spawn(&workers);
+    b.spawn(&workers);
+    a.wait_until("every run to succeed", || {
+        succeeded(&a, "a") == 300 && succeeded(&b, "b") == 100
+    });
+    a.barrier();
+    b.barrier();
+
+    let origin = |agent: &Agent| {
+        fs::read_to_string(agent.data.join(".nexus/origin"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let (origin_a, origin_b) = (origin(&a), origin(&b));
+    assert_ne!(origin_a, origin_b, "each data dir has its own identity");
+    let node_a = a.data.display().to_string();
+    let node_b = b.data.display().to_string();
+    // Every attempt of every run, with the node that ran it.
+    let attempts: Vec<(String, String, String, i64, String, Option<String>)> =
+        a.query(async |pool| {
+            sqlx::query_as(
+                "SELECT r.path, r.origin, r.status, a.attempt, a.status, a.node \
+                 FROM runs r JOIN attempts a ON a.run_id = r.id WHERE r.workflow = 'mark'",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        });
+    let mut per_path: BTreeMap<&str, usize> = BTreeMap::new();
+    for (path, origin, run_status, _, _, node) in &attempts {
+        let (want_origin, want_node) = if path.starts_with("/in/a") {
+            (&origin_a, &node_a)
+        } else {
+            (&origin_b, &node_b)
+        };
+        assert_eq!(origin, want_origin, "{path}'s run carries its data dir");
+        assert!(
+            node.as_deref()
+                .is_some_and(|n| n.ends_with(want_node.as_str())),
+            "{path} ran on {node:?}, not on the node of its data dir ({want_node})"
+        );
+        assert_eq!(run_status, "succeeded", "{path}");
+        *per_path.entry(path).or_default() += 1;
+    }
+    let runs = a.runs();
+    let mark: Vec<_> = runs.iter().filter(|r| r.workflow == "mark").collect();
+    assert_eq!(mark.len(), 400, "one run per file");
+    let mut paths: Vec<(&str, &str)> = mark
+        .iter()
+        .map(|r| (r.path.as_str(), r.status.as_str()))
+        .collect();
+    paths.sort();
+    paths.dedup_by_key(|p| p.0);
+    assert_eq!(paths.len(), 400, "no file ran twice as two runs");
+    for i in 0..300 {
+        assert_eq!(
+            fs::read_to_string(a.path(&format!("/copied/a{i:04}.txt"))).unwrap(),
+            format!("a{i}")
+        );
+    }
+    for i in 0..100 {
+        assert_eq!(
+            fs::read_to_string(b.path(&format!("/copied/b{i:04}.txt"))).unwrap(),
+            format!("b{i}")
+        );
+    }
+    let events = a.events();
+    let deleted: Vec<_> = events.iter().filter(|e| e.0 == "file.deleted").collect();
+    assert!(deleted.is_empty(), "no file was deleted: {deleted:?}");
+    let created = events
+        .iter()
+        .filter(|e| e.0 == "file.created" && e.1.starts_with("/in/"))
+        .count();
+    assert_eq!(created, 400, "one created event per file");
+    let reran = per_path.values().filter(|n| **n > 1).count();
+    eprintln!("runs run again after a stop or kill: {reran}");
+}
+
+/// An HTTP receiver that holds its first request unanswered (until the
+/// caller hangs up) and answers every later one `200 ok`; counts requests.
+fn serve_hooks() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&hits);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let counted = std::sync::Arc::clone(&counted);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                    // Held until the caller hangs up.
+                    let _ = reader.read_to_end(&mut Vec::new());
+                    return;
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+            });
+        }
+    });
+    (port, hits)
+}
+
+/// A workflow whose steps are all webhooks runs on any node: its run cut
+/// off by A's clean stop is taken up by B, which serves another data dir;
+/// `workflows get` says where each workflow runs.
+#[test]
+fn a_webhook_only_run_is_taken_up_by_any_node() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let (port, hits) = serve_hooks();
+    let hook = format!(
+        r#"
+apiVersion: nexus/v1
+kind: Workflow
+metadata: {{name: hook}}
+spec:
+  on: [{{event: file.created, pattern: /h/*.txt}}]
+  steps:
+    - name: call
+      webhook: {{url: "http://127.0.0.1:{port}/{{{{event.name}}}}", method: GET, timeout: 60s}}
+"#
+    );
+    let grace = ["--shutdown-grace", "1s"];
+    let mut a = Agent::start_on(
+        backend.clone(),
+        &[("hook.yaml", &hook), ("mark.yaml", MARK)],
+        &grace,
+    );
+    let b = Agent::start_on(backend, &[], &grace);
+    a.write("/h/x.txt", "x");
+    a.wait_until("the first request to arrive", || {
+        hits.load(std::sync::atomic::Ordering::SeqCst) >= 1
+    });
+    assert!(a.stop().success());
+    let runs = b.wait_runs("hook", 1);
+    assert_eq!(
+        (runs[0].status.as_str(), runs[0].attempts),
+        ("succeeded", 2),
+        "{runs:?}"
+    );
+    let attempts: Vec<(String, Option<String>)> = b.query(async |pool| {
+        sqlx::query_as("SELECT status, node FROM attempts ORDER BY attempt")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    });
+    let ran_on = |n: &Option<String>, agent: &Agent| {
+        n.as_deref()
+            .is_some_and(|n| n.ends_with(&agent.data.display().to_string()))
+    };
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert!(
+        attempts[0].0 == "interrupted" && ran_on(&attempts[0].1, &a),
+        "{attempts:?}"
+    );
+    assert!(
+        attempts[1].0 == "succeeded" && ran_on(&attempts[1].1, &b),
+        "{attempts:?}"
+    );
+    let key = b.user_key("ops", "reader");
+    let get = b.cli(&key, &["workflows", "get", "hook"]);
+    assert!(
+        get.stdout.starts_with("# runs on: any node of the fleet"),
+        "{get:?}"
+    );
+    let get = b.cli(&key, &["workflows", "get", "mark"]);
+    assert!(
+        get.stdout
+            .starts_with("# runs on: a node serving the data dir of the run's event"),
+        "{get:?}"
+    );
+}
+
+/// Runs SQL that changes the agent's database (its process stopped).
+fn execute(agent: &Agent, sql: &'static str) {
+    sqlx::any::install_default_drivers();
+    let url = match &agent.backend {
+        Backend::Sqlite => format!(
+            "sqlite://{}?mode=rw",
+            agent.data.join(".nexus/nexus.db").display()
+        ),
+        Backend::Postgres(url) => url.clone(),
+    };
+    crate::agent::block_on(async move {
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    });
+}
+
+/// The rows recorded before data dirs had an identity (the empty origin the
+/// migration gives them) are taken by the first agent to start: it
+/// compares its tree with that index and finds nothing new, and its runs
+/// and events are its data dir's.
+fn rows_from_before_origins_are_the_first_agents(backend: Backend) {
+    let copy = MARK.replace("/in/*.txt", "/old/*.txt");
+    let mut agent = Agent::start_on(backend, &[("mark.yaml", &copy)], &[]);
+    for i in 0..5 {
+        agent.write(&format!("/old/f{i}.txt"), i.to_string());
+    }
+    agent.wait_runs("mark", 5);
+    agent.stop();
+    for sql in [
+        "UPDATE file_index SET origin = ''",
+        "UPDATE events SET origin = ''",
+        "UPDATE runs SET origin = ''",
+    ] {
+        execute(&agent, sql);
+    }
+    agent.spawn(&[]);
+    assert!(
+        agent
+            .log_text()
+            .contains("rows recorded before data dirs had an identity are this data dir's now"),
+        "{}",
+        agent.log_text()
+    );
+    agent.barrier();
+    let events = agent.events();
+    let old: Vec<_> = events.iter().filter(|e| e.1.starts_with("/old/")).collect();
+    assert_eq!(old.len(), 5, "no event invented: {old:?}");
+    let origin = fs::read_to_string(agent.data.join(".nexus/origin")).unwrap();
+    let (unmarked, marked): (i64, i64) = agent.query(async |pool| {
+        sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM file_index WHERE origin = '') + \
+             (SELECT COUNT(*) FROM events WHERE origin = '') + (SELECT COUNT(*) FROM runs WHERE origin = ''), \
+             (SELECT COUNT(*) FROM runs WHERE origin = $1)",
+        )
+        .bind(origin.trim().to_owned())
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    });
+    assert_eq!((unmarked, marked), (0, 5));
+}
+on_both!(
+    rows_from_before_origins_are_taken_by_the_first_agent,
+    rows_from_before_origins_are_the_first_agents
+);
