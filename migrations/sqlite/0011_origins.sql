@@ -30,7 +30,7 @@ ALTER TABLE runs ADD COLUMN anywhere INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE attempts ADD COLUMN node TEXT;
 -- Per-key order across nodes: a claim takes only the oldest unfinished run
 -- of its workflow, path and origin.
-CREATE INDEX runs_unfinished_key ON runs (origin, workflow, path, queued_ms, id)
+CREATE INDEX runs_unfinished_key ON runs (origin, workflow, path)
     WHERE status IN ('queued', 'running', 'retrying');
 -- The rows from before origins, found at once (empty once taken).
 CREATE INDEX events_without_origin ON events (id) WHERE origin = '';
