@@ -195,7 +195,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let _ = leases.await;
     // Whatever this node leaves unfinished, another node may take up now
     // rather than when the lease runs out.
-    match store.release_leases(&rt.node).await {
+    match store.release_leases().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(runs = n, "unfinished runs released to other nodes"),
         Err(e) => {

@@ -44,10 +44,15 @@ pub fn origin(data_dir: &std::path::Path) -> Result<String, String> {
     let path = state.join(ORIGIN_FILE);
     let shown = path.display();
     std::fs::create_dir_all(&state).map_err(|e| format!("creating `{}`: {e}", state.display()))?;
-    match std::fs::read_to_string(&path) {
-        Ok(text) => return checked_origin(&text).map_err(|why| damaged(&shown, &why)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("reading the data dir's identity `{shown}`: {e}")),
+    let read = || match std::fs::read_to_string(&path) {
+        Ok(text) => Some(checked_origin(&text).map_err(|why| damaged(&shown, &why))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => Some(Err(format!(
+            "reading the data dir's identity `{shown}`: {e}"
+        ))),
+    };
+    if let Some(known) = read() {
+        return known;
     }
     let id = uuid::Uuid::now_v7().simple().to_string();
     let candidate = state.join(format!(".{ORIGIN_FILE}.{id}.tmp"));
@@ -59,9 +64,7 @@ pub fn origin(data_dir: &std::path::Path) -> Result<String, String> {
         Ok(()) => Ok(id),
         // Another agent's link won: its id is the data dir's.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("reading the data dir's identity `{shown}`: {e}"))?;
-            checked_origin(&text).map_err(|why| damaged(&shown, &why))
+            read().unwrap_or_else(|| Err(format!("the data dir's identity `{shown}` vanished")))
         }
         Err(e) => Err(format!("making the data dir's identity `{shown}`: {e}")),
     }

@@ -200,6 +200,7 @@ fn compile_workflow(
         timeout,
         retry,
         secrets,
+        any_node: super::model::any_node(&steps),
         steps,
         source: doc.source(),
     };

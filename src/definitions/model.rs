@@ -37,6 +37,9 @@ pub struct Workflow {
     pub retry: RetryPolicy,
     pub secrets: Vec<String>,
     pub steps: Vec<Step>,
+    /// Any node of a fleet may run its runs, not only one serving the data
+    /// dir of their event ([`any_node`]).
+    pub any_node: bool,
     pub source: SourceRef,
 }
 
@@ -46,21 +49,21 @@ impl Workflow {
     pub fn coalesces(&self) -> bool {
         self.triggers.iter().all(|t| t.on_burst == Burst::Coalesce)
     }
+}
 
-    /// True when any node of a fleet may run it, not only one serving the
-    /// data dir of its event: every step is a webhook, and none names
-    /// `event.abs_path` (a path on that data dir's disk).
-    pub fn runs_anywhere(&self) -> bool {
-        !self.steps.is_empty()
-            && self.steps.iter().all(|step| {
-                let StepKind::Webhook(hook) = &step.kind else {
-                    return false;
-                };
-                let mut templates: Vec<&Template> = step.condition.iter().collect();
-                hook.templates(&mut templates);
-                !templates.iter().any(|t| t.source().contains("abs_path"))
-            })
-    }
+/// True when any node of a fleet may run a workflow of `steps`, not only
+/// one serving the data dir of its event: every step is a webhook, and none
+/// names `event.abs_path` (a path on that data dir's disk).
+pub fn any_node(steps: &[Step]) -> bool {
+    !steps.is_empty()
+        && steps.iter().all(|step| {
+            let StepKind::Webhook(hook) = &step.kind else {
+                return false;
+            };
+            let mut templates: Vec<&Template> = step.condition.iter().collect();
+            hook.templates(&mut templates);
+            !templates.iter().any(|t| t.source().contains("abs_path"))
+        })
 }
 
 /// When a workflow runs.

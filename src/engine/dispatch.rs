@@ -413,7 +413,7 @@ async fn claim(rt: &Runtime, live: &LiveHandle, shared: &Shared, state: &mut Sta
     expire(shared, rt.lease);
     let sent = Instant::now();
     let lease_ms = i64::try_from(rt.lease.as_millis()).unwrap_or(i64::MAX);
-    let runs = match rt.store.claim_unfinished(&rt.node, lease_ms, want).await {
+    let runs = match rt.store.claim_unfinished(lease_ms, want).await {
         Ok(runs) => runs,
         Err(e) => {
             tracing::warn!(error = %e, "claiming unfinished runs failed; trying again");

@@ -163,7 +163,7 @@ impl EventLoop {
         let rt = &self.intake.rt;
         let mut wait = Duration::from_millis(100);
         loop {
-            match rt.store.release_leases(&rt.node).await {
+            match rt.store.release_leases().await {
                 Ok(n) => {
                     if n > 0 {
                         tracing::info!(runs = n, "taking up the runs this node left unfinished");

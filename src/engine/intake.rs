@@ -157,7 +157,7 @@ pub fn plan(rules: &Rules<'_>, arrivals: Vec<Arrival>, index: Vec<IndexOp>) -> P
                 workflow: workflow.name.clone(),
                 event: ev,
                 lease: (!status.is_final()).then(|| rules.lease.clone()),
-                anywhere: workflow.runs_anywhere(),
+                anywhere: workflow.any_node,
                 status,
                 reason: skipped,
                 queued_ms: now_ms(),

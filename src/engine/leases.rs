@@ -44,7 +44,7 @@ pub async fn lease_worker(
             // The writer renews between its transactions; behind a batch
             // waiting out an outage, the renewal is given up on, and the
             // next tick stops what has run out.
-            let renewal = rt.writer.renew(&rt.node, held.clone(), lease_ms);
+            let renewal = rt.writer.renew(held.clone(), lease_ms);
             match tokio::time::timeout(rt.lease / 3, renewal).await {
                 Ok(Ok(kept)) => dispatcher.renewed(&held, &kept, sent),
                 Err(_) => {

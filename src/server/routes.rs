@@ -375,7 +375,7 @@ pub async fn get_workflow(
         .iter()
         .filter(|w| crate::definitions::names::is_or_stage_of(&name, &w.name))
         .peekable();
-    let any_node = runnable.peek().is_some() && runnable.all(|w| w.runs_anywhere());
+    let any_node = runnable.peek().is_some() && runnable.all(|w| w.any_node);
     Ok(Json(WorkflowOrRevision::Workflow(Box::new(
         WorkflowDetail {
             summary: workflow_summary(&d, &api.registry.paused_names()),

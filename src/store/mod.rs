@@ -384,7 +384,6 @@ impl Store {
     /// same moment. Lease times are the database's clock ([`Store::now_ms`]).
     pub async fn claim_unfinished(
         &self,
-        node: &str,
         lease_ms: i64,
         limit: usize,
     ) -> Result<Vec<UnfinishedRun>, StoreError> {
@@ -409,7 +408,7 @@ impl Store {
         );
         let now = self.now_ms();
         let claimed = sqlx::query(&sql)
-            .bind(node)
+            .bind(&*self.node)
             .bind(now.saturating_add(lease_ms))
             .bind(now)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -441,13 +440,12 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Renews `node`'s leases on the runs it holds (`held`: id and the fence
+    /// Renews this node's leases on the runs it holds (`held`: id and the fence
     /// of its claim) for `lease_ms`, and returns those it still holds: a run
     /// missing from the answer was taken by another node (its fence moved)
     /// or finished, and this node must stop it.
     pub async fn renew_leases(
         &self,
-        node: &str,
         held: &[(String, i64)],
         lease_ms: i64,
     ) -> Result<std::collections::HashSet<String>, StoreError> {
@@ -469,7 +467,11 @@ impl Store {
             for (id, fence) in chunk {
                 q = q.bind(id).bind(*fence);
             }
-            let rows = q.bind(until).bind(node).fetch_all(&self.pool).await?;
+            let rows = q
+                .bind(until)
+                .bind(&*self.node)
+                .fetch_all(&self.pool)
+                .await?;
             kept.extend(rows.iter().map(|r| r.get::<String, _>(0)));
         }
         Ok(kept)
@@ -512,15 +514,18 @@ impl Store {
         Ok(())
     }
 
-    /// Gives up `node`'s leases on its unfinished runs, at a clean stop, and
-    /// tells the other agents (PostgreSQL), which take them up at once.
-    pub async fn release_leases(&self, node: &str) -> Result<u64, StoreError> {
+    /// Gives up this node's leases on its unfinished runs, at a clean stop,
+    /// and tells the other agents (PostgreSQL), which take them up at once.
+    pub async fn release_leases(&self) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let sql = format!(
             "UPDATE runs SET lease_until_ms = 0 WHERE owner = $1 AND status IN {}",
             RunStatus::UNFINISHED_SQL
         );
-        let done = sqlx::query(&sql).bind(node).execute(&mut *tx).await?;
+        let done = sqlx::query(&sql)
+            .bind(&*self.node)
+            .execute(&mut *tx)
+            .await?;
         if done.rows_affected() > 0 {
             notify::notify_in(self.backend, &mut *tx, notify::RUNS).await?;
         }
@@ -781,8 +786,8 @@ mod tests {
             .unwrap();
     }
 
-    async fn claim(store: &Store, node: &str) -> Vec<String> {
-        let runs = store.claim_unfinished(node, 60_000, 100).await.unwrap();
+    async fn claim(store: &Store) -> Vec<String> {
+        let runs = store.claim_unfinished(60_000, 100).await.unwrap();
         runs.into_iter().map(|r| r.id).collect()
     }
 
@@ -803,13 +808,13 @@ mod tests {
         queue(&there, "t2", "/c", 5, true).await;
         assert!(here.unclaimed_waiting().await.unwrap());
         // Of /a only the oldest: r2 waits until r1 is this node's.
-        assert_eq!(claim(&here, "x").await, ["r1", "r3", "t2"]);
+        assert_eq!(claim(&here).await, ["r1", "r3", "t2"]);
         assert!(here.unclaimed_waiting().await.unwrap(), "r2 waits");
         // Another node of the same data dir cannot take r2 past x's r1.
-        assert!(claim(&also_here, "z").await.is_empty());
-        assert_eq!(claim(&here, "x").await, ["r2"]);
+        assert!(claim(&also_here).await.is_empty());
+        assert_eq!(claim(&here).await, ["r2"]);
         assert!(!here.unclaimed_waiting().await.unwrap());
-        assert_eq!(claim(&there, "y").await, ["t1"], "its own data dir's only");
+        assert_eq!(claim(&there).await, ["t1"], "its own data dir's only");
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub struct NewRun {
     /// unfinished run); it starts with fence 1.
     pub lease: Option<(String, i64)>,
     /// Any node may run it, not only one serving its origin: every step of
-    /// its workflow is a webhook ([`crate::definitions::model::Workflow::runs_anywhere`]).
+    /// its workflow is a webhook ([`crate::definitions::model::any_node`]).
     pub anywhere: bool,
 }
 

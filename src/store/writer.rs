@@ -78,7 +78,6 @@ enum Msg {
 /// changes and renewals of the same runs then never wait on each other's
 /// row locks (which PostgreSQL would end as a deadlock).
 struct Renewal {
-    node: String,
     held: Vec<(String, i64)>,
     lease_ms: i64,
     done: oneshot::Sender<Result<HashSet<String>, StoreError>>,
@@ -118,18 +117,16 @@ impl Writer {
         wait.await.unwrap_or(false)
     }
 
-    /// Renews `node`'s leases on the runs `held` (see
+    /// Renews this node's leases on the runs `held` (see
     /// [`Store::renew_leases`]) once the changes queued before are
     /// committed; returns the runs it still holds.
     pub async fn renew(
         &self,
-        node: &str,
         held: Vec<(String, i64)>,
         lease_ms: i64,
     ) -> Result<HashSet<String>, StoreError> {
         let (done, wait) = oneshot::channel();
         let renewal = Renewal {
-            node: node.to_owned(),
             held,
             lease_ms,
             done,
@@ -182,7 +179,7 @@ async fn writer_worker(store: Store, mut rx: mpsc::Receiver<Msg>, stopping: Canc
             batch.clear();
         }
         for r in renewals.drain(..) {
-            let kept = store.renew_leases(&r.node, &r.held, r.lease_ms).await;
+            let kept = store.renew_leases(&r.held, r.lease_ms).await;
             let _ = r.done.send(kept);
         }
         for done in flushes.drain(..) {

@@ -364,10 +364,23 @@ impl Agent {
 
     /// Runs `f` against the agent's database, read only for SQLite.
     pub fn query<T>(&self, f: impl AsyncFnOnce(sqlx::AnyPool) -> T) -> T {
+        self.on_database("ro", f)
+    }
+
+    /// Runs SQL that changes the agent's database (its process stopped).
+    pub fn execute(&self, sql: &'static str) {
+        self.on_database("rw", async |pool| {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        })
+    }
+
+    /// Runs `f` against the agent's database, the SQLite file opened in
+    /// `mode`.
+    fn on_database<T>(&self, mode: &str, f: impl AsyncFnOnce(sqlx::AnyPool) -> T) -> T {
         sqlx::any::install_default_drivers();
         let url = match &self.backend {
             Backend::Sqlite => format!(
-                "sqlite://{}?mode=ro",
+                "sqlite://{}?mode={mode}",
                 self.data.join(".nexus/nexus.db").display()
             ),
             Backend::Postgres(url) => url.clone(),

@@ -89,18 +89,17 @@ fn each_run_runs_where_its_file_is_across_stops_restarts_and_kills() {
     let node_a = a.data.display().to_string();
     let node_b = b.data.display().to_string();
     // Every attempt of every run, with the node that ran it.
-    let attempts: Vec<(String, String, String, i64, String, Option<String>)> =
-        a.query(async |pool| {
-            sqlx::query_as(
-                "SELECT r.path, r.origin, r.status, a.attempt, a.status, a.node \
-                 FROM runs r JOIN attempts a ON a.run_id = r.id WHERE r.workflow = 'mark'",
-            )
-            .fetch_all(&pool)
-            .await
-            .unwrap()
-        });
+    let attempts: Vec<(String, String, String, Option<String>)> = a.query(async |pool| {
+        sqlx::query_as(
+            "SELECT r.path, r.origin, r.status, a.node \
+             FROM runs r JOIN attempts a ON a.run_id = r.id WHERE r.workflow = 'mark'",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    });
     let mut per_path: BTreeMap<&str, usize> = BTreeMap::new();
-    for (path, origin, run_status, _, _, node) in &attempts {
+    for (path, origin, run_status, node) in &attempts {
         let (want_origin, want_node) = if path.starts_with("/in/a") {
             (&origin_a, &node_a)
         } else {
@@ -259,27 +258,6 @@ spec:
     );
 }
 
-/// Runs SQL that changes the agent's database (its process stopped).
-fn execute(agent: &Agent, sql: &'static str) {
-    sqlx::any::install_default_drivers();
-    let url = match &agent.backend {
-        Backend::Sqlite => format!(
-            "sqlite://{}?mode=rw",
-            agent.data.join(".nexus/nexus.db").display()
-        ),
-        Backend::Postgres(url) => url.clone(),
-    };
-    crate::agent::block_on(async move {
-        let pool = sqlx::any::AnyPoolOptions::new()
-            .max_connections(1)
-            .connect(&url)
-            .await
-            .unwrap();
-        sqlx::query(sql).execute(&pool).await.unwrap();
-        pool.close().await;
-    });
-}
-
 /// The rows recorded before data dirs had an identity (the empty origin the
 /// migration gives them) are taken by the first agent to start: it
 /// compares its tree with that index and finds nothing new, and its runs
@@ -297,7 +275,7 @@ fn rows_from_before_origins_are_the_first_agents(backend: Backend) {
         "UPDATE events SET origin = ''",
         "UPDATE runs SET origin = ''",
     ] {
-        execute(&agent, sql);
+        agent.execute(sql);
     }
     agent.spawn(&[]);
     assert!(
