@@ -129,17 +129,21 @@ stamp latency
 
 # Scenario 2 and 4c: a burst of files, one built-in step each, until every
 # run is recorded succeeded, SQLite and PostgreSQL alternating round by
-# round, each on a new filesystem; peak RSS meanwhile.
+# round, each on a new filesystem; peak RSS meanwhile. Scenario 14: the
+# same burst with three agents on the one data dir and PostgreSQL, in the
+# same rounds.
 TP_FILES=${QUICK:+2000}
 TP_FILES=${TP_FILES:-10000}
 TP_ROUNDS=${QUICK:+1}
 TP_ROUNDS=${TP_ROUNDS:-3}
 : > "$WORK/throughput.jsonl"
 : > "$WORK/throughput-pg.jsonl"
+: > "$WORK/throughput-pg3.jsonl"
 for _ in $(seq "$TP_ROUNDS"); do
   python3 bench/throughput.py "$BIN" "$PWD/$WORK" "$TP_FILES" >> "$WORK/throughput.jsonl"
   if [ -n "$PG_UP" ]; then
     python3 bench/throughput.py "$BIN" "$PWD/$WORK" "$TP_FILES" "$PG_URL" >> "$WORK/throughput-pg.jsonl"
+    python3 bench/throughput.py "$BIN" "$PWD/$WORK" "$TP_FILES" "$PG_URL" 3 >> "$WORK/throughput-pg3.jsonl"
   fi
 done
 median_round() {
@@ -158,6 +162,7 @@ PY
 }
 median_round "$WORK/throughput.jsonl" > "$WORK/throughput.json"
 median_round "$WORK/throughput-pg.jsonl" > "$WORK/throughput-pg.json"
+median_round "$WORK/throughput-pg3.jsonl" > "$WORK/throughput-pg3.json"
 
 stamp throughput
 
@@ -266,6 +271,18 @@ for path, name, target in ((sys.argv[1], "SQLite", 5000), (sys.argv[2], "Postgre
     print(f"| nexusd's CPU time per run in that burst ({name}) | {t['cpu_us_per_run']} µs | | | |")
     print(f"| peak RSS during that burst ({name}) | {t['peak_rss_kib'] / 1024:.1f} MB | | | |")
 PY
+  python3 - "$WORK/throughput-pg.json" "$WORK/throughput-pg3.json" <<'PY'
+import json, sys
+one, three = (json.load(open(p)) for p in sys.argv[1:3])
+if one.get("skipped") or three.get("skipped"):
+    print("| three agents on one data dir (PostgreSQL) | not measured: no server | | ≥ 0.9× one agent | |")
+else:
+    ratio = three["runs_per_s"] / one["runs_per_s"]
+    ok = "yes" if ratio >= 0.9 else f"no ({ratio / 0.9:.0%} of it)"
+    rounds = ", ".join(f"{r:,.0f}" for r in three["all_runs_per_s"])
+    spread = "/".join(str(n) for n in three.get("attempts_per_node", []))
+    print(f"| throughput, same burst, three agents on one data dir and one PostgreSQL, median of {three['rounds']} | {three['runs_per_s']} runs/s | one agent {one['runs_per_s']} runs/s, ratio {ratio:.2f}; rounds {rounds} runs/s; attempts per node {spread}; CPU {three['cpu_us_per_run']} µs per run, all three | ≥ 0.9× one agent | {ok} |")
+PY
   python3 - "$WORK/matching.json" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))["median_ns"]
@@ -322,6 +339,7 @@ print(json.dumps({"scenarios": [
   {"name": "idle_rss", "kib": d["idle_rss_kib"], "target_kib": 15 * 1024},
   {"name": "throughput_sqlite", **json.load(open(tp)), "target_runs_per_s": 5000},
   {"name": "throughput_postgres", **json.load(open(tp_pg)), "target_runs_per_s": 3000},
+  {"name": "throughput_postgres_three_agents_one_data_dir", **json.load(open(tp_pg.replace("-pg.json", "-pg3.json"))), "target_ratio": 0.9},
   {"name": "shell_true_vs_xargs", **json.load(open(sh)), "target_ratio": 0.8},
   {"name": "scale_100k_files", **json.load(open(sc)), "rss_target_kib": 60 * 1024, "restart_target_s": 1.0},
   {"name": "matching_1000_workflows", **json.load(open(mt)), "target_ns": 2000},

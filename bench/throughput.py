@@ -2,9 +2,11 @@
 """Throughput: FILES files created as fast as possible, one built-in step
 each, until every run is recorded `succeeded`, on SQLite or (with a server
 URL) on a fresh PostgreSQL database. Prints JSON with the runs per second,
-the agent's CPU time per run and its peak RSS.
+the agent's CPU time per run and its peak RSS. With AGENTS > 1, that many
+agents serve the one data dir (one watches it, all run its runs): the CPU
+time is theirs together, the peak RSS the largest of theirs.
 
-Usage: throughput.py NEXUSD_BIN WORK_DIR FILES [postgres://user@host/db]
+Usage: throughput.py NEXUSD_BIN WORK_DIR FILES [postgres://user@host/db [AGENTS]]
 """
 
 import json
@@ -42,16 +44,25 @@ def pg_succeeded(url):
         return 0
 
 
+def pg_count(url, sql):
+    out = subprocess.run(["psql", "-qtA", url, "-c", sql], capture_output=True, text=True)
+    try:
+        return int(out.stdout.strip())
+    except ValueError:
+        return 0
+
+
 def main():
     binary, work, files = sys.argv[1], sys.argv[2], int(sys.argv[3])
     server = sys.argv[4] if len(sys.argv) > 4 else None
+    agents = int(sys.argv[5]) if len(sys.argv) > 5 else 1
     url = None
     if server:
         name = f"nexus_bench_{os.getpid()}"
         subprocess.run(["psql", "-q", server, "-c", f"DROP DATABASE IF EXISTS {name}"], check=True, capture_output=True)
         subprocess.run(["psql", "-q", server, "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
         url = server.rsplit("/", 1)[0] + "/" + name
-    root = fresh_fs(work, f"throughput-{'pg' if server else 'sqlite'}")
+    root = fresh_fs(work, f"throughput-{'pg' if server else 'sqlite'}-{agents}")
     data, config = os.path.join(root, "data"), os.path.join(root, "config")
     os.makedirs(os.path.join(data, "in"))
     os.makedirs(config)
@@ -59,17 +70,27 @@ def main():
         f.write(WORKFLOW)
     db = url or os.path.join(data, ".nexus", "nexus.db")
     extra = ["--database-url", url] if url else []
-    proc = subprocess.Popen(
-        [binary, "serve", "--data-dir", data, "--config-dir", config, "--listen", "127.0.0.1:0", *extra],
-        stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env={**os.environ, "NEXUS_LOG": "warn"},
-    )
+    def start(*args):
+        return subprocess.Popen(
+            [binary, "serve", "--data-dir", data, "--listen", "127.0.0.1:0", *extra, *args],
+            stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env={**os.environ, "NEXUS_LOG": "warn"},
+        )
+
+    # The first agent holds the definitions (fleet-wide) and watches.
+    procs = [start("--config-dir", config)]
     try:
         wait_for(lambda: url or os.path.exists(db), "the agent to start")
         # Ready when a probe file has been copied: the watch is in place.
         with open(os.path.join(data, "in", "probe.txt"), "w") as f:
             f.write("x")
         wait_for(lambda: os.path.exists(os.path.join(data, "out", "probe.txt")), "the agent to be ready")
-        start, cpu_start = time.monotonic(), cpu_seconds(proc.pid)
+        for _ in range(agents - 1):
+            procs.append(start())
+        if agents > 1:
+            wait_for(lambda: pg_count(url, "SELECT COUNT(*) FROM nodes WHERE stopped_ms IS NULL") == agents,
+                     "every agent to be up")
+        cpu = lambda: sum(cpu_seconds(p.pid) for p in procs)
+        start, cpu_start = time.monotonic(), cpu()
         for i in range(files):
             with open(os.path.join(data, "in", f"f{i}.txt"), "w") as f:
                 f.write("x")
@@ -85,14 +106,22 @@ def main():
             "write_s": round(written - start, 3),
             "total_s": round(done - start, 3),
             "runs_per_s": round(files / (done - start), 1),
-            "peak_rss_kib": status_kib(proc.pid, "VmHWM"),
+            "peak_rss_kib": max(status_kib(p.pid, "VmHWM") for p in procs),
             # nexusd's own CPU time per run, in microseconds: steadier than
             # the rate, which also depends on how fast the writer goes.
-            "cpu_us_per_run": round((cpu_seconds(proc.pid) - cpu_start) / files * 1e6, 1),
+            "cpu_us_per_run": round((cpu() - cpu_start) / files * 1e6, 1),
+            "agents": agents,
         }
+        if agents > 1:
+            # Where the runs ran.
+            out["attempts_per_node"] = sorted(
+                (pg_count(url, f"SELECT COUNT(*) FROM attempts WHERE node = (SELECT id FROM nodes ORDER BY started_ms, id OFFSET {i} LIMIT 1)")
+                 for i in range(agents)), reverse=True)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=60)
         if url:
             subprocess.run(["psql", "-q", server, "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], capture_output=True)
     out["backend"] = "postgres" if url else "sqlite"

@@ -12,8 +12,10 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::definitions::{Limits, load_config_dir};
-use crate::engine::event_loop::EventLoop;
+use crate::engine::election::Election;
+use crate::engine::event_loop::{EventLoop, resume};
 use crate::engine::intake::Intake;
+use crate::engine::node::{Role, Watching, heartbeat_worker, hostname, register};
 use crate::engine::registry::{Action, Registry, documents_of};
 use crate::engine::run::Runtime;
 use crate::engine::{config_dir, dispatch, leases, workers};
@@ -21,7 +23,9 @@ use crate::events::causes::{Causes, Recent};
 use crate::events::ignore::Ignore;
 use crate::events::reconcile::{Reconciler, Timing};
 use crate::events::watcher;
-use crate::store::{Store, Writer};
+use crate::store::{NodeInfo, Store, Writer};
+
+pub use crate::engine::node::WatchMode;
 
 /// How the agent runs (`nexusd serve` flags).
 #[derive(Debug, Clone)]
@@ -47,6 +51,10 @@ pub struct ServeOptions {
     /// How often to look for other agents' changes when no notification
     /// came (PostgreSQL's LISTEN/NOTIFY wakes agents at once).
     pub poll_interval: Duration,
+    /// How the data dir's watcher sees changes.
+    pub watch: WatchMode,
+    /// With [`WatchMode::Poll`]: how often the tree is compared.
+    pub watch_interval: Duration,
 }
 
 /// Runs the agent until SIGINT or SIGTERM.
@@ -58,13 +66,22 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&output_dir)
         .with_context(|| format!("creating `{}`", output_dir.display()))?;
     let origin = crate::datadir::origin(&data_dir).map_err(anyhow::Error::msg)?;
-    let node = opts
-        .node_id
-        .clone()
-        .unwrap_or_else(|| default_node_id(&data_dir));
-    let store = Store::open(opts.database_url.as_deref(), &data_dir)
-        .await?
-        .serving(&origin, &node);
+    let opened = Store::open(opts.database_url.as_deref(), &data_dir).await?;
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.listen))?;
+    let me = NodeInfo {
+        origin: origin.clone(),
+        data_dir: data_dir.display().to_string(),
+        host: hostname(),
+        pid: i64::from(std::process::id()),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        listen: listener.local_addr()?.to_string(),
+        lease_ms: i64::try_from(opts.lease.as_millis()).unwrap_or(i64::MAX),
+        started_ms: opened.now_ms(),
+    };
+    let node = register(&opened, opts.node_id.as_deref(), &me).await?;
+    let store = opened.serving(&origin, &node);
     tracing::info!(backend = ?store.backend(), %origin, "store open");
     let taken = store.adopt_rows_without_origin().await?;
     if taken > 0 {
@@ -117,9 +134,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     );
     let dispatch_task = tokio::spawn(dispatch_done);
 
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .with_context(|| format!("listening on {}", opts.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "http listening");
     let intake = Intake {
         rt: Arc::clone(&rt),
@@ -149,6 +163,19 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         opts.poll_interval,
         shutdown.clone(),
     ));
+    let role = Arc::new(Role::default());
+    let heartbeat = tokio::spawn(heartbeat_worker(
+        store.clone(),
+        me.clone(),
+        Arc::clone(&role),
+        dispatcher.clone(),
+        Watching {
+            mode: opts.watch,
+            interval: opts.watch_interval,
+            poll: opts.poll_interval,
+        },
+        shutdown.clone(),
+    ));
     let config_task = opts.config_dir.clone().map(|dir| {
         tokio::spawn(config_dir::config_worker(
             dir,
@@ -158,32 +185,72 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         ))
     });
 
-    // The index loads while the watches go in (one per directory): both are
-    // needed before the comparison of the tree with the index, neither
-    // needs the other.
-    let watching = {
-        let (dir, buffer, ignore) = (data_dir.clone(), opts.event_buffer, ignore.clone());
-        tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            watcher::watch(&dir, buffer, ignore).map(|w| (w, started.elapsed()))
-        })
-    };
-    let index_started = Instant::now();
-    let index = store.load_index().await?;
-    let index_ms = index_started.elapsed().as_millis() as u64;
-    let ((watch, hints), watch_time) = watching.await?.context("watching the data dir")?;
-    tracing::info!(
-        files = index.len(),
-        index_ms,
-        watch_ms = watch_time.as_millis() as u64,
-        "index loaded, data dir watched"
+    resume(&intake).await;
+    let mut election = Election::new(
+        store.clone(),
+        &data_dir.join(crate::datadir::STATE_DIR),
+        &rt.node,
     );
-    let reconciler = Reconciler::new(data_dir.clone(), index, ignore, Timing::default());
-    let events = EventLoop {
-        intake,
-        poll_interval: opts.poll_interval,
-    };
-    let result = events.run(reconciler, watch, hints).await;
+    let mut term = election.attempt().await;
+    if term.is_none() && !shutdown.is_cancelled() {
+        if election.held_elsewhere() {
+            tracing::info!(
+                "standby: another agent watches this data dir; this one runs its runs, and watches it when elected"
+            );
+        }
+        tracing::info!(role = "standby", "ready");
+    }
+    let mut result = Ok(());
+    loop {
+        let term = match term.take() {
+            Some(t) => t,
+            None => match election.elected(&shutdown).await {
+                Some(t) => t,
+                None => break,
+            },
+        };
+        let start_reason = match &term.previous {
+            Some(node) => {
+                tracing::info!(previous = %node, "elected the data dir's watcher: taking over from another agent");
+                format!(
+                    "takeover: changes made while no agent watched the data dir (its watcher was {node})"
+                )
+            }
+            None => "start: changes made while nexusd was not running".to_owned(),
+        };
+        role.set_watching(true);
+        let watched = watch_data_dir(&store, &data_dir, &opts, &ignore).await;
+        let (reconciler, watch, hints) = match watched {
+            Ok(w) => w,
+            Err(e) if term.lost.is_cancelled() || shutdown.is_cancelled() => {
+                tracing::warn!(error = %e, "starting to watch was cut short");
+                role.set_watching(false);
+                continue;
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        };
+        let events = EventLoop {
+            intake: intake.clone(),
+            poll_interval: match opts.watch {
+                WatchMode::Inotify => opts.poll_interval,
+                WatchMode::Poll => opts.watch_interval,
+            },
+            fence: term.fence,
+            lost: term.lost.clone(),
+            start_reason,
+        };
+        result = events.run(reconciler, watch, hints).await;
+        role.set_watching(false);
+        if shutdown.is_cancelled() || result.is_err() {
+            break;
+        }
+        tracing::warn!(
+            "this agent is no longer the data dir's watcher: it runs runs, and watches again when elected"
+        );
+    }
     shutdown.cancel();
     let _ = dispatch_task.await;
     // What the runs recorded is committed before the last checkpoint.
@@ -193,6 +260,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let _ = retention.await;
     let _ = refresh.await;
     let _ = leases.await;
+    if let Ok(Err(e)) = heartbeat.await
+        && result.is_ok()
+    {
+        result = Err(e);
+    }
     // Whatever this node leaves unfinished, another node may take up now
     // rather than when the lease runs out.
     match store.release_leases().await {
@@ -201,6 +273,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         Err(e) => {
             tracing::warn!(error = %e, "releasing the unfinished runs failed; they wait for their lease to run out")
         }
+    }
+    if let Err(e) = store.node_stopped(&me).await {
+        tracing::warn!(error = %e, "recording this node's stop failed");
     }
     if let Err(e) = store.checkpoint(true).await {
         tracing::warn!(error = %e, "final checkpoint failed");
@@ -236,7 +311,7 @@ async fn apply_config_dir_at_start(
             );
         }
     };
-    let opts = config_dir::apply_options(dir);
+    let opts = config_dir::apply_options(dir, registry.origin());
     match registry.apply(docs, &opts).await {
         Ok(report) => {
             for line in report.iter().filter(|a| a.action != Action::Unchanged) {
@@ -248,13 +323,52 @@ async fn apply_config_dir_at_start(
     }
 }
 
-/// The host's name and the data dir: the same agent restarted is the same
-/// node, and takes its own unfinished runs back at once.
-fn default_node_id(data_dir: &std::path::Path) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".to_owned());
-    format!("{host}:{}", data_dir.display())
+/// Watches the data dir (inotify, or the polls of `--watch poll`) while the
+/// stored index loads: both are needed before the comparison of the tree
+/// with the index, neither needs the other.
+async fn watch_data_dir(
+    store: &Store,
+    data_dir: &std::path::Path,
+    opts: &ServeOptions,
+    ignore: &Ignore,
+) -> anyhow::Result<(
+    Reconciler,
+    watcher::Watch,
+    tokio::sync::mpsc::Receiver<crate::events::reconcile::Hint>,
+)> {
+    let watching = {
+        let (dir, buffer, ignore, mode) = (
+            data_dir.to_path_buf(),
+            opts.event_buffer,
+            ignore.clone(),
+            opts.watch,
+        );
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            match mode {
+                WatchMode::Inotify => watcher::watch(&dir, buffer, ignore),
+                WatchMode::Poll => Ok(watcher::polling(&dir)),
+            }
+            .map(|w| (w, started.elapsed()))
+        })
+    };
+    let index_started = Instant::now();
+    let index = store.load_index().await?;
+    let index_ms = index_started.elapsed().as_millis() as u64;
+    let ((watch, hints), watch_time) = watching.await?.context("watching the data dir")?;
+    tracing::info!(
+        files = index.len(),
+        index_ms,
+        watch_ms = watch_time.as_millis() as u64,
+        "index loaded, data dir watched"
+    );
+    let reconciler = Reconciler::new(
+        data_dir.to_path_buf(),
+        index,
+        ignore.clone(),
+        Timing::default(),
+    );
+    Ok((reconciler, watch, hints))
 }
 
 async fn signal_worker(shutdown: CancellationToken) {

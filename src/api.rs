@@ -731,3 +731,59 @@ mod tests {
         );
     }
 }
+
+/// One agent of the fleet, as it last reported itself (`GET /v1/nodes`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Node {
+    /// Its node id (`--node-id`; by default the host and the data dir).
+    pub id: String,
+    /// `up`; `stopped` (a clean stop); `lost` (no heartbeat for longer
+    /// than its lease: killed, hung, or cut off from the database).
+    pub state: NodeState,
+    /// The data dir it serves (its identity, `DATA/.nexus/origin`).
+    pub origin: String,
+    pub data_dir: String,
+    pub host: String,
+    pub pid: i64,
+    /// The nexusd version it runs.
+    pub version: String,
+    /// Its HTTP address.
+    pub listen: String,
+    pub started_at: Option<String>,
+    pub heartbeat_at: Option<String>,
+    pub stopped_at: Option<String>,
+    /// Whether it is its data dir's watcher (the one agent of the data dir
+    /// that watches it and records its events).
+    pub watcher: bool,
+    /// The runs it holds: running, or queued in its memory.
+    pub runs_in_flight: i64,
+    /// How it watches: `inotify`, `inotify, degraded: ...`, `poll every
+    /// 2s`, or `standby` (another agent is the watcher).
+    pub watch: String,
+}
+
+/// A node's state, from its heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    Up,
+    Stopped,
+    Lost,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Up => "up",
+            NodeState::Stopped => "stopped",
+            NodeState::Lost => "lost",
+        }
+    }
+}
+
+/// `GET /v1/nodes`: every agent that recorded into this database, by data
+/// dir and node id.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NodeList {
+    pub nodes: Vec<Node>,
+}

@@ -45,6 +45,9 @@ pub enum Command {
     /// The decision log: what each event did or did not start, and why.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// The agents of the fleet: every node recording into this database.
+    #[command(subcommand)]
+    Nodes(NodesCommand),
     #[command(flatten)]
     Files(FileCommand),
     /// Users and API keys, on the database directly (no running agent needed).
@@ -236,6 +239,17 @@ pub enum EventsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum NodesCommand {
+    /// Every node, by data dir: state, version, heartbeat, watcher, runs in flight.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum FileCommand {
     /// Write a file of the data dir (atomically).
     Write {
@@ -353,7 +367,9 @@ pub struct ServeArgs {
     /// it, nothing is dropped: the tree is rescanned instead.
     #[arg(long, default_value_t = crate::events::watcher::CHANNEL_CAPACITY)]
     pub event_buffer: usize,
-    /// This agent's name in run leases (default: the host name and the data dir).
+    /// This agent's name in run leases and `nodes list`, one running agent's
+    /// (default: the host name and the data dir, then `#2`, `#3`, ... for
+    /// more agents of that host on that data dir).
     #[arg(long, env = "NEXUS_NODE_ID")]
     pub node_id: Option<String>,
     /// How long a claim on a run holds unrenewed; past it, another agent on
@@ -367,6 +383,15 @@ pub struct ServeArgs {
     /// watch limit).
     #[arg(long, default_value = "5s", value_parser = parse_positive_duration)]
     pub poll_interval: std::time::Duration,
+    /// How the data dir's watcher sees changes: `inotify` (the kernel tells
+    /// at once), or `poll` (the tree compared with the index every
+    /// `--watch-interval`: for a network filesystem written from other
+    /// hosts, whose writes inotify does not see).
+    #[arg(long, value_enum, default_value_t = crate::agent::WatchMode::Inotify)]
+    pub watch: crate::agent::WatchMode,
+    /// With `--watch poll`: how often the tree is compared with the index.
+    #[arg(long, default_value = "2s", value_parser = parse_positive_duration)]
+    pub watch_interval: std::time::Duration,
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
@@ -476,6 +501,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Workflows(c) => client::workflows(c),
         Command::Runs(c) => client::runs(c),
         Command::Events(c) => client::events(c),
+        Command::Nodes(c) => client::nodes(c),
         Command::Files(c) => client::files(c),
         Command::Admin(args) => admin::run(args),
     }

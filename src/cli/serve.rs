@@ -32,6 +32,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         node_id: args.node_id,
         lease: args.lease,
         poll_interval: args.poll_interval,
+        watch: args.watch,
+        watch_interval: args.watch_interval,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -21,11 +21,13 @@ use crate::definitions::{Limits, load_config_dir};
 /// `git pull` touching many files) is one reload.
 const DEBOUNCE: Duration = Duration::from_millis(150);
 
-/// How the directory applies: as its own source, pruning what left it.
-pub fn apply_options(dir: &Path) -> ApplyOptions {
+/// How the directory applies: as its own source, pruning what left it. The
+/// source names the data dir too (`dir:ORIGIN:PATH`): agents of other data
+/// dirs whose config dirs have the same path never prune each other's.
+pub fn apply_options(dir: &Path, origin: &str) -> ApplyOptions {
     let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     ApplyOptions {
-        source: format!("dir:{}", dir.display()),
+        source: format!("dir:{origin}:{}", dir.display()),
         who: "config-dir".to_owned(),
         prune: true,
         dry_run: false,
@@ -141,7 +143,10 @@ async fn reload(dir: &Path, registry: &Registry) {
             return;
         }
     };
-    match registry.apply(docs, &apply_options(dir)).await {
+    match registry
+        .apply(docs, &apply_options(dir, registry.origin()))
+        .await
+    {
         Ok(report) => {
             for line in report.iter().filter(|a| a.action != Action::Unchanged) {
                 tracing::info!("{line}");

@@ -161,8 +161,6 @@ impl Dispatcher {
         }
     }
 
-    /// Looks at the store for claimable runs (another node's, released or
-    /// abandoned), as room allows.
     /// Lets claims begin (at start, once this node's previous runs are
     /// released to the store), and looks.
     pub fn open(&self) {
@@ -170,9 +168,16 @@ impl Dispatcher {
         self.look();
     }
 
+    /// Looks at the store for claimable runs (another node's, released or
+    /// abandoned), as room allows.
     pub fn look(&self) {
         self.shared.inner.lock().unwrap().backlog = true;
         self.shared.claim.notify_one();
+    }
+
+    /// How many runs this node holds (running, or waiting in memory).
+    pub fn in_flight(&self) -> usize {
+        self.shared.inner.lock().unwrap().runs.len()
     }
 
     /// The runs this node holds, with the fence of each claim.
@@ -299,6 +304,12 @@ struct State {
     due: VecDeque<Parked>,
     /// After a failed claim: when to try again.
     claim_again: Option<tokio::time::Instant>,
+    /// Workflows of claimed runs that this node's live definitions lack
+    /// though they are applied (its definitions are behind, or it cannot
+    /// load them), with the live set that lacked them: claims leave their
+    /// runs to other nodes until the set changes.
+    lacking: HashSet<String>,
+    lacking_in: Option<Arc<super::live::Live>>,
 }
 
 async fn dispatch_worker(
@@ -413,7 +424,17 @@ async fn claim(rt: &Runtime, live: &LiveHandle, shared: &Shared, state: &mut Sta
     expire(shared, rt.lease);
     let sent = Instant::now();
     let lease_ms = i64::try_from(rt.lease.as_millis()).unwrap_or(i64::MAX);
-    let runs = match rt.store.claim_unfinished(lease_ms, want).await {
+    let current = live.current();
+    if !state
+        .lacking_in
+        .as_ref()
+        .is_some_and(|l| Arc::ptr_eq(l, &current))
+    {
+        state.lacking.clear();
+        state.lacking_in = Some(current);
+    }
+    let lacking: Vec<String> = state.lacking.iter().cloned().collect();
+    let runs = match rt.store.claim_unfinished(lease_ms, want, &lacking).await {
         Ok(runs) => runs,
         Err(e) => {
             tracing::warn!(error = %e, "claiming unfinished runs failed; trying again");
@@ -441,7 +462,7 @@ async fn claim(rt: &Runtime, live: &LiveHandle, shared: &Shared, state: &mut Sta
         return;
     }
     tracing::info!(runs = runs.len(), "taking up runs claimed from the store");
-    for mut job in take_up(rt, live, runs).await {
+    for mut job in take_up(rt, state, runs).await {
         job.stop = hold(&mut shared.inner.lock().unwrap(), &job, sent);
         enqueue(rt, shared, state, job).await;
     }
@@ -449,13 +470,28 @@ async fn claim(rt: &Runtime, live: &LiveHandle, shared: &Shared, state: &mut Sta
     shared.claim.notify_one();
 }
 
-/// Jobs for claimed runs: a running one's interrupted attempt recorded,
-/// one whose workflow is gone recorded `cancelled`.
-async fn take_up(rt: &Runtime, live: &LiveHandle, runs: Vec<UnfinishedRun>) -> Vec<Job> {
-    let live = live.current();
+/// Jobs for claimed runs: a running one's interrupted attempt recorded;
+/// one whose workflow this node lacks left to the others, unless the
+/// workflow is deleted: then it is recorded `cancelled`.
+async fn take_up(rt: &Runtime, state: &mut State, runs: Vec<UnfinishedRun>) -> Vec<Job> {
+    let Some(live) = state.lacking_in.clone() else {
+        return Vec::new();
+    };
     let mut jobs = Vec::with_capacity(runs.len());
     for run in runs {
         let Some(workflow) = live.workflows.iter().find(|w| w.name == run.workflow) else {
+            match rt.store.definition_exists(&run.workflow).await {
+                Ok(false) => {}
+                applied => {
+                    if state.lacking.insert(run.workflow.clone()) {
+                        tracing::warn!(workflow = %run.workflow, error = ?applied.err(), "this node's definitions lack a workflow that is applied (they are behind, or it cannot load it): its runs are left to other nodes");
+                    }
+                    if let Err(e) = rt.store.leave_run(&run.id, run.fence).await {
+                        tracing::warn!(run = %run.id, error = %e, "giving the run back failed; it waits for its lease to run out");
+                    }
+                    continue;
+                }
+            }
             rt.writer
                 .send(Write::RunClosed(RunClose {
                     run_id: run.id.clone(),

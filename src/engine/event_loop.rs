@@ -7,20 +7,28 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::intake::{Arrival, Intake, Target};
 use crate::events::index::FileMeta;
 use crate::events::reconcile::{Change, Hint, Reconciler};
 use crate::events::watcher::Watch;
 use crate::events::{Event, EventType, Source, new_id, now_ms};
-use crate::store::IndexOp;
+use crate::store::{IndexOp, StoreError};
 
 /// Turns hints into changes, changes into recorded events and runs.
 pub struct EventLoop {
     pub intake: Intake,
     /// How often the tree is compared with the index while some directory
-    /// has no watch (`--poll-interval`).
+    /// has no watch (`--poll-interval`), or always (`--watch poll`,
+    /// `--watch-interval`).
     pub poll_interval: Duration,
+    /// This node's term as its data dir's watcher: every commit of events
+    /// carries its fence, and the loop ends when it is lost.
+    pub fence: i64,
+    pub lost: CancellationToken,
+    /// Why the first comparison of the tree with the index ran.
+    pub start_reason: String,
 }
 
 impl EventLoop {
@@ -35,13 +43,8 @@ impl EventLoop {
         let mut version = self.intake.live.current();
         rec.set_settle_rules(version.settle_rules());
         let caught_up = rec.scan_all(Instant::now(), &mut changes);
-        self.record_gap(
-            "start: changes made while nexusd was not running",
-            caught_up,
-            started,
-        )
-        .await;
-        self.resume().await;
+        self.record_gap(&self.start_reason, caught_up, started)
+            .await;
         let scanned = 0..changes.len();
         let committed = self
             .process(std::mem::take(&mut changes), scanned, rec.take_settled())
@@ -64,6 +67,7 @@ impl EventLoop {
             tokio::select! {
                 biased;
                 () = self.intake.rt.shutdown.cancelled() => break,
+                () = self.lost.cancelled() => break,
                 () = watch.lost_wake.notified() => {}
                 hint = hints.recv() => match hint {
                     Some(h) => {
@@ -100,6 +104,7 @@ impl EventLoop {
                     // comparison below covers the time without.
                     watch.rewatch();
                 }
+                let polling = watch.is_polling();
                 if lost {
                     tracing::warn!(
                         "watch events were lost (queue overflow or watcher error): rescanning the data dir"
@@ -112,7 +117,7 @@ impl EventLoop {
                 if lost {
                     self.record_gap("overflow: watch events were lost", found, scan_started)
                         .await;
-                } else if found > 0 {
+                } else if found > 0 && !polling {
                     self.record_gap(
                         "poll: directories without a watch (the inotify watch limit)",
                         found,
@@ -154,35 +159,37 @@ impl EventLoop {
             tracing::error!(error = %e, "recording the gap failed");
         }
     }
+}
 
-    /// Hands the runs a previous agent of this node left unfinished
-    /// (killed, crashed) back to the store, so that claims (here, as room
-    /// allows, or on another node) take them up with the rest of the
-    /// backlog, oldest first.
-    async fn resume(&self) {
-        let rt = &self.intake.rt;
-        let mut wait = Duration::from_millis(100);
-        loop {
-            match rt.store.release_leases().await {
-                Ok(n) => {
-                    if n > 0 {
-                        tracing::info!(runs = n, "taking up the runs this node left unfinished");
-                    }
-                    self.intake.dispatcher.open();
-                    return;
+/// Hands the runs a previous agent of this node left unfinished (killed,
+/// crashed) back to the store, so that claims (here, as room allows, or on
+/// another node) take them up with the rest of the backlog, oldest first;
+/// then lets the dispatcher claim.
+pub async fn resume(intake: &Intake) {
+    let rt = &intake.rt;
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match rt.store.release_leases().await {
+            Ok(n) => {
+                if n > 0 {
+                    tracing::info!(runs = n, "taking up the runs this node left unfinished");
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot release the unfinished runs of this node; trying again")
-                }
+                intake.dispatcher.open();
+                return;
             }
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = rt.shutdown.cancelled() => return,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot release the unfinished runs of this node; trying again")
             }
-            wait = (wait * 2).min(Duration::from_secs(5));
         }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = rt.shutdown.cancelled() => return,
+        }
+        wait = (wait * 2).min(Duration::from_secs(5));
     }
+}
 
+impl EventLoop {
     /// After a batch the store refused for good (not a passing outage,
     /// which [`Intake::commit_patiently`] waits out): the reconciler's index
     /// had moved on with it, so it is set back to the stored index and the
@@ -191,10 +198,11 @@ impl EventLoop {
     async fn rederive_until_committed(&self, rec: &mut Reconciler, mut committed: bool) {
         let rt = &self.intake.rt;
         let mut wait = Duration::from_secs(1);
-        while !committed && !rt.shutdown.is_cancelled() {
+        while !committed && !rt.shutdown.is_cancelled() && !self.lost.is_cancelled() {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = rt.shutdown.cancelled() => return,
+                () = self.lost.cancelled() => return,
             }
             wait = (wait * 2).min(Duration::from_secs(30));
             match rt.store.load_index().await {
@@ -268,10 +276,20 @@ impl EventLoop {
                 target: Target::Matched,
             });
         }
-        let plan = self.intake.plan(arrivals, index);
+        let mut plan = self.intake.plan(arrivals, index);
+        plan.watch_fence = Some(self.fence);
         // While the database is unreachable, wait for it: new hints queue up
         // meanwhile (and past the buffer, a rescan finds their changes).
         if let Err(e) = self.intake.commit_patiently(&plan).await {
+            if matches!(e, StoreError::Deposed) {
+                // The next watcher's comparison derives these events.
+                tracing::warn!(
+                    events = plan.events.len(),
+                    "another agent was elected the data dir's watcher: this one stops watching, and leaves these events to it"
+                );
+                self.lost.cancel();
+                return true;
+            }
             if !rt.shutdown.is_cancelled() {
                 tracing::error!(error = %e, events = plan.events.len(), "recording events failed; the tree is compared with the stored index again to derive them anew");
             }

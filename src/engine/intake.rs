@@ -46,6 +46,9 @@ pub struct Plan {
     /// Where the queued runs go: held by this node, or (past the
     /// dispatcher's capacity) recorded unclaimed, for a later claim.
     pub admission: Option<Admission>,
+    /// The watch's plans: the fence of this node's election as its data
+    /// dir's watcher, which the commit checks. None for a trigger.
+    pub watch_fence: Option<i64>,
 }
 
 impl Plan {
@@ -206,7 +209,7 @@ impl Intake {
     pub async fn commit(&self, plan: &Plan) -> Result<(), StoreError> {
         self.rt
             .store
-            .commit_events(&plan.events, &plan.index, &plan.runs)
+            .commit_events(&plan.events, &plan.index, &plan.runs, plan.watch_fence)
             .await
     }
 

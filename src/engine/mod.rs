@@ -5,10 +5,12 @@
 pub mod clock;
 pub mod config_dir;
 pub mod dispatch;
+pub mod election;
 pub mod event_loop;
 pub mod intake;
 pub mod leases;
 pub mod live;
+pub mod node;
 pub mod registry;
 pub mod run;
 pub mod workers;

@@ -78,6 +78,11 @@ impl Registry {
         })
     }
 
+    /// The data dir of the agent this registry serves.
+    pub fn origin(&self) -> &str {
+        self.store.origin()
+    }
+
     /// Picks up what other nodes (or `nexusd admin`) changed in the store:
     /// definitions applied elsewhere, pauses. Cheap when nothing changed.
     pub async fn refresh(&self) -> Result<(), StoreError> {

@@ -421,7 +421,7 @@ mod tests {
             anywhere: false,
         };
         store
-            .commit_events(&[(event.clone(), vec![])], &[], &[run])
+            .commit_events(&[(event.clone(), vec![])], &[], &[run], None)
             .await
             .unwrap();
         let job = Job {

@@ -11,7 +11,8 @@ use crate::events::now_ms;
 use crate::store::Store;
 
 /// Deletes finished runs older than `retention`: at start, then every
-/// hour (or every half retention, when that is shorter).
+/// hour (or every half retention, when that is shorter); on one node of
+/// the fleet at a time.
 pub async fn retention_worker(store: Store, retention: Duration, shutdown: CancellationToken) {
     let period = (retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(3600));
     let mut tick = tokio::time::interval(period);
@@ -20,8 +21,9 @@ pub async fn retention_worker(store: Store, retention: Duration, shutdown: Cance
             _ = tick.tick() => {
                 let cutoff = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
                 match store.delete_finished_before(cutoff).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(runs = n, "retention: old runs deleted"),
+                    Ok(None) => tracing::debug!("retention: another node is at it"),
+                    Ok(Some(0)) => {}
+                    Ok(Some(n)) => tracing::info!(runs = n, "retention: old runs deleted"),
                     Err(e) => tracing::warn!(error = %e, "retention failed"),
                 }
             }

@@ -26,7 +26,11 @@ pub const CHANNEL_CAPACITY: usize = 131_072;
 
 /// A running watch; dropping it stops notify.
 pub struct Watch {
-    watcher: RecommendedWatcher,
+    /// None with `--watch poll`: no notifications, the tree is compared
+    /// with the index every watch interval.
+    watcher: Option<RecommendedWatcher>,
+    /// `--watch poll`: the hints' sender, kept so that they never end.
+    _idle: Option<mpsc::Sender<Hint>>,
     root: PathBuf,
     /// Set when hints were lost; the consumer must rescan and clear it.
     pub lost: Arc<AtomicBool>,
@@ -42,9 +46,14 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Whether some directory has no watch.
+    /// Whether some directory has no watch (with `--watch poll`, none has).
     pub fn is_degraded(&self) -> bool {
-        self.degraded.load(Ordering::SeqCst)
+        self.is_polling() || self.degraded.load(Ordering::SeqCst)
+    }
+
+    /// `--watch poll`: no directory is watched, all are compared.
+    pub fn is_polling(&self) -> bool {
+        self.watcher.is_none()
     }
 
     /// Watches every directory again (the limit may have been raised, or
@@ -61,12 +70,17 @@ impl Watch {
     /// for notify to read and drop). At the watch limit, the directories
     /// reached keep their watches and the watch is degraded.
     fn watch_tree(&mut self) -> notify::Result<()> {
-        let mut result = self.watcher.watch(&self.root, RecursiveMode::Recursive);
+        let Some(watcher) = self.watcher.as_mut() else {
+            return Ok(());
+        };
+        let mut result = watcher.watch(&self.root, RecursiveMode::Recursive);
         if result.as_ref().is_err_and(|e| self.skippable(e)) {
             result = self.watch_each();
         }
         // Only a cost if it fails (a state dir that is a symlink has no watch).
-        if let Err(e) = self.watcher.unwatch(&self.root.join(STATE_DIR)) {
+        if let Some(watcher) = self.watcher.as_mut()
+            && let Err(e) = watcher.unwatch(&self.root.join(STATE_DIR))
+        {
             tracing::debug!(error = %e, "the state dir stays watched");
         }
         match result {
@@ -105,7 +119,10 @@ impl Watch {
         directories(&self.root, 0, &mut dirs);
         dirs.sort_by_key(|(depth, _)| std::cmp::Reverse(*depth));
         for (_, dir) in dirs {
-            match self.watcher.watch(&dir, RecursiveMode::Recursive) {
+            let Some(watcher) = self.watcher.as_mut() else {
+                return Ok(());
+            };
+            match watcher.watch(&dir, RecursiveMode::Recursive) {
                 Ok(()) => {}
                 // Removed meanwhile: nothing to say.
                 Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => {}
@@ -205,7 +222,8 @@ pub fn watch(
     let config = notify::Config::default().with_follow_symlinks(false);
     let watcher = RecommendedWatcher::new(handler, config)?;
     let mut watch = Watch {
-        watcher,
+        watcher: Some(watcher),
+        _idle: None,
         root: root.to_path_buf(),
         lost,
         lost_wake,
@@ -214,6 +232,23 @@ pub fn watch(
     };
     watch.watch_tree()?;
     Ok((watch, rx))
+}
+
+/// `--watch poll`: no notifications at all (inotify does not see the writes
+/// other hosts make on a network filesystem); the consumer compares the
+/// tree with the index every watch interval.
+pub fn polling(root: &Path) -> (Watch, mpsc::Receiver<Hint>) {
+    let (tx, rx) = mpsc::channel(1);
+    let watch = Watch {
+        watcher: None,
+        _idle: Some(tx),
+        root: root.to_path_buf(),
+        lost: Default::default(),
+        lost_wake: Default::default(),
+        degraded: Default::default(),
+        unreadable: Default::default(),
+    };
+    (watch, rx)
 }
 
 /// A data notification (create, write, close, attributes, removal) of a

@@ -73,6 +73,7 @@ pub fn router(api: Api) -> Router {
         )
         .route("/v1/files", get(files::list_root))
         .route("/v1/events", get(routes::events))
+        .route("/v1/nodes", get(routes::nodes))
         .route("/v1/whoami", get(routes::whoami));
     Router::new()
         .route("/health", get(health))

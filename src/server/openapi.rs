@@ -27,6 +27,7 @@ use super::{files, routes};
         super::health,
         openapi_json,
         routes::metrics,
+        routes::nodes,
         routes::whoami,
         routes::apply,
         routes::diff,
@@ -60,6 +61,7 @@ use super::{files, routes};
         (name = "runs", description = "Runs, their attempts and steps, statistics and errors"),
         (name = "events", description = "The decision log, and the stream of run changes"),
         (name = "files", description = "Files of the data dir, confined to it"),
+        (name = "fleet", description = "The agents recording into this database"),
     ),
 )]
 pub struct ApiDoc;
@@ -190,6 +192,7 @@ mod tests {
             "/metrics",
             "/v1/openapi.json",
             "/v1/whoami",
+            "/v1/nodes",
             "/v1/apply",
             "/v1/diff",
             "/v1/workflows",

@@ -921,6 +921,16 @@ fn follow(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
+/// Every agent that records into this database (the whole fleet, whichever
+/// node answers): its data dir, version, heartbeat, whether it watches its
+/// data dir, and its runs in flight.
+#[utoipa::path(get, path = "/v1/nodes", tag = "fleet",
+    responses((status = 200, description = "The nodes, by origin and id", body = crate::api::NodeList)))]
+pub async fn nodes(State(api): State<Api>) -> Result<Json<crate::api::NodeList>, ApiError> {
+    let nodes = api.rt.store.list_nodes().await.map_err(ApiError::store)?;
+    Ok(Json(crate::api::NodeList { nodes }))
+}
+
 /// Prometheus text: events, runs and their durations, queue depth, gaps.
 #[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
     responses((status = 200, description = "The exposition text", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String)))]

@@ -7,6 +7,7 @@
 //! compare them alike. A state change and its record share one transaction.
 
 mod definitions;
+mod fleet;
 mod notify;
 mod reads;
 mod records;
@@ -23,6 +24,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{Executor, Row};
 
 pub use definitions::{DefinitionWrite, Revision, StoredDefinition};
+pub use fleet::{NodeInUse, NodeInfo, NodeStatus, WatchHolder, WatchLock, WatchLocker};
 pub use notify::Wakeups;
 pub use reads::{EventFilter, RunFilter, timestamp};
 pub use records::{AttemptEnd, NewRun, RunStatus, StepRecord, UnfinishedRun};
@@ -41,6 +43,12 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error("this agent is no longer its data dir's watcher: another agent was elected")]
+    Deposed,
+    #[error(
+        "the database was migrated by a newer nexusd (its schema is version {found}; this nexusd knows up to {known}): upgrade this agent"
+    )]
+    Newer { found: i64, known: i64 },
 }
 
 impl StoreError {
@@ -158,7 +166,7 @@ impl Store {
             .connect(&format!("sqlite://{}?mode=rwc", path.display()))
             .await
             .map_err(open_err)?;
-        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        migrate(&pool, sqlx::migrate!("migrations/sqlite")).await?;
         Ok(Store {
             pool,
             backend: Backend::Sqlite,
@@ -179,7 +187,7 @@ impl Store {
                 source,
             })?;
         // Migrations take an advisory lock: nodes starting at once apply them once.
-        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        migrate(&pool, sqlx::migrate!("migrations/postgres")).await?;
         let store = Store {
             pool,
             backend: Backend::Postgres,
@@ -222,6 +230,11 @@ impl Store {
     /// The data dir this store serves.
     pub fn origin(&self) -> &str {
         &self.origin
+    }
+
+    /// The node this store records as.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// Takes the rows recorded before data dirs had an identity (an empty
@@ -273,13 +286,15 @@ impl Store {
 
     /// Records a batch of events, the index changes behind them and the runs
     /// they start, in one transaction: nothing acts on an event before it is
-    /// committed. Rows go in as multi-row statements (a round trip per few
+    /// committed. With `watch_fence` (the watch's events), only while that
+    /// fence is still this origin's watcher's ([`StoreError::Deposed`]). Rows go in as multi-row statements (a round trip per few
     /// hundred rows, not per row).
     pub async fn commit_events(
         &self,
         events: &[(Event, Vec<crate::api::Decision>)],
         index: &[IndexOp],
         runs: &[NewRun],
+        watch_fence: Option<i64>,
     ) -> Result<(), StoreError> {
         let batch = self.batch();
         let rows = batch.rows;
@@ -369,6 +384,11 @@ impl Store {
         for chunk in runs.chunks(rows) {
             records::insert_runs(&mut tx, chunk, batch, &self.origin).await?;
         }
+        // Last, so that SQLite's transaction begins with a write (a read
+        // first could not take the write lock once another commit came).
+        if let Some(fence) = watch_fence {
+            self.check_watch_fence(&mut tx, fence).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -386,10 +406,20 @@ impl Store {
         &self,
         lease_ms: i64,
         limit: usize,
+        lacking: &[String],
     ) -> Result<Vec<UnfinishedRun>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        // The workflows this node's definitions lack: left to the others.
+        let skip = if lacking.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " AND r.workflow NOT IN ({})",
+                self.batch().list_from(5, lacking.len())
+            )
+        };
         let lock = match self.backend {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
@@ -397,7 +427,7 @@ impl Store {
         let sql = format!(
             "UPDATE runs SET owner = $1, lease_until_ms = $2, fence = fence + 1 WHERE id IN (\
              SELECT r.id FROM runs r WHERE r.status IN {unfinished} \
-             AND (r.owner IS NULL OR r.lease_until_ms < $3) AND (r.origin = $5 OR r.anywhere = 1) \
+             AND (r.owner IS NULL OR r.lease_until_ms < $3) AND (r.origin = $5 OR r.anywhere = 1){skip} \
              AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.status IN {unfinished} AND o.origin = r.origin \
              AND o.workflow = r.workflow AND o.path = r.path \
              AND (o.queued_ms < r.queued_ms OR (o.queued_ms = r.queued_ms AND o.id < r.id)) \
@@ -407,14 +437,16 @@ impl Store {
             unfinished = RunStatus::UNFINISHED_SQL
         );
         let now = self.now_ms();
-        let claimed = sqlx::query(&sql)
+        let mut q = sqlx::query(&sql)
             .bind(&*self.node)
             .bind(now.saturating_add(lease_ms))
             .bind(now)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .bind(&*self.origin)
-            .fetch_all(&self.pool)
-            .await?;
+            .bind(&*self.origin);
+        for name in lacking {
+            q = q.bind(name);
+        }
+        let claimed = q.fetch_all(&self.pool).await?;
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
@@ -475,6 +507,32 @@ impl Store {
             kept.extend(rows.iter().map(|r| r.get::<String, _>(0)));
         }
         Ok(kept)
+    }
+
+    /// Whether the definition a run of `workflow` belongs to is applied (a
+    /// pipeline's stage, `PIPELINE/STAGE`, belongs to its pipeline).
+    pub async fn definition_exists(&self, workflow: &str) -> Result<bool, StoreError> {
+        let name = workflow.split('/').next().unwrap_or(workflow);
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM definitions WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?
+            .get(0);
+        Ok(n > 0)
+    }
+
+    /// Gives a claimed run back (this node cannot run it) and tells the
+    /// other agents, which may take it at once.
+    pub async fn leave_run(&self, run_id: &str, fence: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE runs SET lease_until_ms = 0 WHERE id = $1 AND fence = $2")
+            .bind(run_id)
+            .bind(fence)
+            .execute(&mut *tx)
+            .await?;
+        notify::notify_in(self.backend, &mut *tx, notify::RUNS).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Gives up the lease on one run this node holds under `fence`, so that
@@ -588,31 +646,97 @@ impl Store {
     }
 
     /// Deletes finished runs (with their attempts and steps) that ended
-    /// before `cutoff_ms`, events no run refers to any more, and old gaps;
-    /// returns the number of runs deleted. SQLite then gives the pages back.
-    pub async fn delete_finished_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
-        const OLD_RUNS: &str = "SELECT id FROM runs WHERE finished_ms < $1 AND status IN ('succeeded', 'failed', 'cancelled', 'skipped')";
-        let mut tx = self.pool.begin().await?;
-        for table in ["steps", "attempts"] {
-            let sql = format!("DELETE FROM {table} WHERE run_id IN ({OLD_RUNS})");
-            sqlx::query(&sql).bind(cutoff_ms).execute(&mut *tx).await?;
+    /// before `cutoff_ms`, events no run refers to any more, old gaps and
+    /// the rows of nodes silent since; returns the number of runs deleted,
+    /// or `None` when another node of the fleet is at it (PostgreSQL: an
+    /// advisory lock, so retention runs on one node at a time). Deletes in
+    /// batches, each its own transaction: claims and commits never wait
+    /// long behind it. SQLite then gives the pages back.
+    pub async fn delete_finished_before(&self, cutoff_ms: i64) -> Result<Option<u64>, StoreError> {
+        const KEY: &str = "hashtextextended('nexusd retention', 0)";
+        let mut lock = None;
+        if self.backend == Backend::Postgres {
+            let mut conn = self.pool.acquire().await?;
+            let got: bool = sqlx::query(&format!("SELECT pg_try_advisory_lock({KEY})"))
+                .fetch_one(&mut *conn)
+                .await?
+                .get(0);
+            if !got {
+                return Ok(None);
+            }
+            lock = Some(conn);
         }
-        let runs = sqlx::query(
-            "DELETE FROM runs WHERE finished_ms < $1 AND status IN ('succeeded', 'failed', 'cancelled', 'skipped')",
-        )
-        .bind(cutoff_ms)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        sqlx::query("DELETE FROM events WHERE observed_ms < $1 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.event_id = events.id)")
+        let deleted = self.delete_in_batches(cutoff_ms).await;
+        if let Some(mut conn) = lock {
+            let unlocked = sqlx::query(&format!("SELECT pg_advisory_unlock({KEY})"))
+                .execute(&mut *conn)
+                .await;
+            if unlocked.is_err() {
+                // Closed, the session lets the lock go.
+                drop(conn.detach());
+            }
+        }
+        deleted.map(Some)
+    }
+
+    async fn delete_in_batches(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        const RUNS_PER_BATCH: usize = 2000;
+        const EVENTS_PER_BATCH: u64 = 5000;
+        let batch = self.batch();
+        let mut runs = 0;
+        loop {
+            let ids: Vec<String> = sqlx::query_scalar(&format!(
+                "SELECT id FROM runs WHERE finished_ms < $1 AND status IN ('succeeded', 'failed', 'cancelled', 'skipped') LIMIT {RUNS_PER_BATCH}"
+            ))
             .bind(cutoff_ms)
-            .execute(&mut *tx)
+            .fetch_all(&self.pool)
             .await?;
+            if ids.is_empty() {
+                break;
+            }
+            let mut tx = self.pool.begin().await?;
+            for chunk in ids.chunks(batch.rows) {
+                for (table, column) in [("steps", "run_id"), ("attempts", "run_id"), ("runs", "id")]
+                {
+                    let sql = format!(
+                        "DELETE FROM {table} WHERE {column} IN ({})",
+                        batch.list(chunk.len())
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for id in chunk {
+                        q = q.bind(id);
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+            }
+            tx.commit().await?;
+            runs += ids.len() as u64;
+            if ids.len() < RUNS_PER_BATCH {
+                break;
+            }
+        }
+        loop {
+            let gone = sqlx::query(&format!(
+                "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.observed_ms < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.event_id = e.id) LIMIT {EVENTS_PER_BATCH})"
+            ))
+            .bind(cutoff_ms)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            if gone < EVENTS_PER_BATCH {
+                break;
+            }
+        }
         sqlx::query("DELETE FROM gaps WHERE at_ms < $1")
             .bind(cutoff_ms)
-            .execute(&mut *tx)
+            .execute(&self.pool)
             .await?;
-        tx.commit().await?;
+        // Nodes silent for the whole retention: long gone.
+        sqlx::query("DELETE FROM nodes WHERE heartbeat_ms < $1")
+            .bind(cutoff_ms)
+            .execute(&self.pool)
+            .await?;
         if self.backend == Backend::Sqlite {
             sqlx::query("PRAGMA incremental_vacuum")
                 .execute(&self.pool)
@@ -735,6 +859,26 @@ impl Store {
     }
 }
 
+/// Migrates the database to this nexusd's schema. One a newer nexusd
+/// migrated further is left alone and the start refused (a rolling
+/// upgrade's older agent): this nexusd does not know what the newer
+/// columns need. Agents already running keep running through an upgrade:
+/// every migration adds, with defaults, and drops nothing they use.
+async fn migrate(pool: &AnyPool, migrator: sqlx::migrate::Migrator) -> Result<(), StoreError> {
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    // No table yet: a new database.
+    let found = sqlx::query("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+        .fetch_one(pool)
+        .await
+        .ok()
+        .and_then(|r| r.try_get::<Option<i64>, _>(0).ok().flatten());
+    if let Some(found) = found.filter(|f| *f > known) {
+        return Err(StoreError::Newer { found, known });
+    }
+    migrator.run(pool).await?;
+    Ok(())
+}
+
 /// A database URL without its password, for messages.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -781,13 +925,13 @@ mod tests {
             anywhere,
         };
         store
-            .commit_events(&[(event, vec![])], &[], &[run])
+            .commit_events(&[(event, vec![])], &[], &[run], None)
             .await
             .unwrap();
     }
 
     async fn claim(store: &Store) -> Vec<String> {
-        let runs = store.claim_unfinished(60_000, 100).await.unwrap();
+        let runs = store.claim_unfinished(60_000, 100, &[]).await.unwrap();
         runs.into_iter().map(|r| r.id).collect()
     }
 

@@ -65,6 +65,10 @@ pub struct Agent {
     /// Runs the agent in a user namespace of its own whose inotify watch
     /// limit is this (`/proc/sys/user/max_inotify_watches`).
     pub watch_limit: Option<u32>,
+    /// Runs the agent in a mount namespace of its own where its config dir
+    /// is mounted at this path, given as its `--config-dir`: two agents'
+    /// config dirs of one path, as on two hosts.
+    pub config_at: Option<PathBuf>,
     /// Runs the agent as `nobody`, where permissions count (the tests run
     /// as root): see [`Agent::hand_over_to_nobody`].
     as_nobody: bool,
@@ -126,10 +130,26 @@ impl Agent {
             log,
             backend,
             watch_limit: None,
+            config_at: None,
             as_nobody: false,
             child: None,
             _dir: dir,
         }
+    }
+
+    /// Another agent on `other`'s data dir and database, with a config dir
+    /// (holding `definitions`) and a log of its own; not started yet.
+    pub fn sharing(other: &Agent, definitions: &[(&str, &str)]) -> Agent {
+        let mut agent = Agent::new_on(other.backend.clone(), definitions);
+        agent.data = other.data.clone();
+        agent
+    }
+
+    /// Whether the agent's process still runs (it was not stopped here).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     /// Starts an agent on the repository's `workflows.example/`.
@@ -157,7 +177,11 @@ impl Agent {
             "--data-dir".to_owned(),
             self.data.display().to_string(),
             "--config-dir".to_owned(),
-            self.config.display().to_string(),
+            self.config_at
+                .as_ref()
+                .unwrap_or(&self.config)
+                .display()
+                .to_string(),
             "--listen".to_owned(),
             "127.0.0.1:0".to_owned(),
         ];
@@ -167,6 +191,15 @@ impl Agent {
         args.extend(extra.iter().map(|s| s.to_string()));
         let bin = env!("CARGO_BIN_EXE_nexusd");
         let mut command = match self.watch_limit {
+            _ if self.config_at.is_some() => {
+                let mut c = Command::new("unshare");
+                c.args(["--mount", "--propagation", "private", "sh", "-c"])
+                    .arg("mount --bind \"$1\" \"$2\" && shift 2 && exec \"$0\" \"$@\"")
+                    .arg(bin)
+                    .arg(&self.config)
+                    .arg(self.config_at.as_ref().unwrap());
+                c
+            }
             _ if self.as_nobody => {
                 let mut c = Command::new("setpriv");
                 c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", bin]);

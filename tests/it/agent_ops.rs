@@ -382,6 +382,59 @@ fn retention(backend: crate::agent::Backend) {
     assert!(agent.log_text().contains("retention: old runs deleted"));
 }
 
+/// Retention runs on one node of a fleet at a time (an advisory lock):
+/// while another session holds it, the agent deletes nothing; once it is
+/// free, the agent deletes every old run, more than one batch of them.
+#[test]
+fn retention_runs_on_one_node_of_the_fleet_at_a_time() {
+    use sqlx::Connection as _;
+    const FILES: usize = 2100;
+    let Some(backend) = crate::agent::Backend::postgres() else {
+        return;
+    };
+    let crate::agent::Backend::Postgres(url) = backend.clone() else {
+        unreachable!()
+    };
+    let mut agent = Agent::start_on(
+        backend,
+        &[(
+            "w.yaml",
+            &workflow("kept", "file.created", "/k/*", LOG_STEP),
+        )],
+        &[],
+    );
+    std::fs::create_dir_all(agent.path("/k")).unwrap();
+    for i in 0..FILES {
+        std::fs::write(agent.path(&format!("/k/f{i:04}")), "x").unwrap();
+    }
+    agent.wait_runs("kept", FILES);
+    assert!(agent.stop().success());
+    let other = crate::agent::block_on(async {
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended('nexusd retention', 0))")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        c
+    });
+    agent.spawn(&["--retention", "1ms"]);
+    agent.wait_until("the retention to find another node at it", || {
+        agent
+            .log_text()
+            .contains("retention: another node is at it")
+    });
+    assert_eq!(agent.runs().len(), FILES, "nothing deleted meanwhile");
+    crate::agent::block_on(other.close()).unwrap();
+    agent.wait_until("the old runs to be deleted", || agent.runs().is_empty());
+    let left: (i64, i64) = agent.query(async |pool| {
+        sqlx::query_as("SELECT (SELECT COUNT(*) FROM attempts), (SELECT COUNT(*) FROM events WHERE path LIKE '/k/%')")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!(left, (0, 0));
+}
+
 #[test]
 fn json_logs_are_one_object_per_line() {
     let agent = Agent::start(&[], &["--log-format", "json"]);

@@ -307,3 +307,114 @@ on_both!(
     rows_from_before_origins_are_taken_by_the_first_agent,
     rows_from_before_origins_are_the_first_agents
 );
+
+/// A workflow that logs, on files under `dir`.
+fn logging(name: &str, dir: &str) -> String {
+    format!(
+        "apiVersion: nexus/v1\nkind: Workflow\nmetadata: {{name: {name}}}\nspec:\n  on: [{{event: file.created, pattern: \"{dir}/*\"}}]\n  steps: [{{name: say, action: log, with: {{message: \"{name} {{{{event.path}}}}\"}}}}]\n"
+    )
+}
+
+/// The applied definitions as `(name, source)`.
+fn definitions(agent: &Agent) -> Vec<(String, String)> {
+    agent.query(async |pool| {
+        sqlx::query_as("SELECT name, source FROM definitions ORDER BY name")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    })
+}
+
+/// Definitions are fleet-wide, and a config dir's source names its data
+/// dir: two agents of different data dirs whose config dirs have one path
+/// (as on two hosts) and different contents keep both sets, across
+/// restarts of each, and each set's runs run.
+#[test]
+fn config_dirs_of_one_path_on_two_nodes_do_not_prune_each_other() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let (alpha, beta) = (logging("alpha", "/a"), logging("beta", "/b"));
+    let mut a = Agent::start_on(backend.clone(), &[("alpha.yaml", alpha.as_str())], &[]);
+    let mut b = Agent::new_on(backend, &[("beta.yaml", beta.as_str())]);
+    b.config_at = Some(a.config.clone());
+    b.spawn(&[]);
+    let path = a.config.display().to_string();
+    let both = |agent: &Agent| {
+        let defs = definitions(agent);
+        let names: Vec<&str> = defs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["alpha", "beta"], "{defs:?}");
+        assert!(
+            defs.iter()
+                .all(|(_, s)| s.starts_with("dir:") && s.ends_with(&path))
+        );
+        assert_ne!(defs[0].1, defs[1].1, "one source per data dir");
+    };
+    both(&a);
+    assert!(a.stop().success());
+    a.spawn(&[]);
+    both(&a);
+    assert!(b.stop().success());
+    b.spawn(&[]);
+    both(&b);
+    a.write("/a/x.txt", "x");
+    b.write("/b/y.txt", "y");
+    let ran = a.wait_runs("alpha", 1);
+    assert_eq!(ran[0].status, "succeeded");
+    let ran = b.wait_runs("beta", 1);
+    assert_eq!(ran[0].status, "succeeded");
+}
+
+/// A node whose live definitions lack an applied workflow (it cannot load
+/// it: the secret it declares is not among this node's) leaves that
+/// workflow's runs to a node that has it: released to it by the other's
+/// clean stop, they wait, none cancelled, and all run on the node that
+/// has the workflow when it is back.
+#[test]
+fn a_run_of_a_workflow_one_node_lacks_runs_on_the_other() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let secrets = tempfile::tempdir().unwrap();
+    fs::write(secrets.path().join("FLEET_ONLY_TOKEN_7"), "s3cret").unwrap();
+    let secrets_dir = secrets.path().display().to_string();
+    let a_args = ["--workers", "1", "--secrets-dir", secrets_dir.as_str()];
+    let mut a = Agent::start_on(backend, &[], &a_args);
+    let mut b = Agent::sharing(&a, &[]);
+    b.spawn(&["--workers", "1"]);
+    let definition = a.data.parent().unwrap().join("needs-token.yaml");
+    fs::write(
+        &definition,
+        "apiVersion: nexus/v1\nkind: Workflow\nmetadata: {name: needs-token}\nspec:\n  on: [{event: file.created, pattern: /in/*.txt}]\n  secrets: [FLEET_ONLY_TOKEN_7]\n  steps: [{name: slow, run: 'sleep 0.05'}]\n",
+    )
+    .unwrap();
+    let key = a.user_key("ops", "admin");
+    let applied = a.cli(&key, &["apply", "-f", &definition.display().to_string()]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    b.wait_until("B to fail loading it", || {
+        b.log_text()
+            .contains("definitions changed in the store cannot be loaded")
+    });
+    write_files(&a, "s", 0..30);
+    a.wait_until("every file's event, and some runs", || {
+        let events = a.events();
+        events.iter().filter(|e| e.1.starts_with("/in/s")).count() == 30 && succeeded(&a, "s") >= 3
+    });
+    assert!(a.stop().success());
+    b.wait_until("B to leave the runs it cannot run", || {
+        b.log_text()
+            .contains("this node's definitions lack a workflow that is applied")
+    });
+    a.spawn(&a_args);
+    a.wait_until("every run to succeed", || succeeded(&a, "s") == 30);
+    let runs = a.runs();
+    assert!(runs.iter().all(|r| r.status == "succeeded"), "{runs:?}");
+    let nodes: Vec<Option<String>> = a.query(async |pool| {
+        sqlx::query_scalar("SELECT DISTINCT node FROM attempts")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!(nodes.len(), 1, "every attempt on A: {nodes:?}");
+    assert!(nodes[0].as_deref().is_some_and(|n| !n.ends_with("#2")));
+}

@@ -29,6 +29,7 @@ mod fleet;
 mod injection;
 mod schema_agreement;
 mod seed;
+mod shared_data_dir;
 mod steps_e2e;
 mod support;
 mod test_match;

@@ -2,11 +2,13 @@
 //! API (`--url`/`NEXUS_URL`, `--api-key`/`NEXUS_API_KEY`), reading its
 //! answers into the API's own types (`crate::api`). Listings print a table
 //! by default, or `-o json|yaml`. Exit status: 0 success, 1 failure. One
-//! file per noun: definitions (apply, diff), workflows, runs, events, files.
+//! file per noun: definitions (apply, diff), workflows, runs, events, nodes,
+//! files.
 
 mod definitions;
 mod events;
 mod files;
+mod nodes;
 mod runs;
 mod workflows;
 
@@ -21,6 +23,7 @@ use serde::de::DeserializeOwned;
 pub use self::definitions::{apply, diff};
 pub use self::events::events;
 pub use self::files::files;
+pub use self::nodes::nodes;
 pub use self::runs::runs;
 pub use self::workflows::workflows;
 use super::{ClientArgs, OutputFormat};
