@@ -452,3 +452,56 @@ fn an_older_agent_refuses_a_database_a_newer_one_migrated() {
     });
     assert_eq!(versions.last(), Some(&9999), "left alone");
 }
+
+/// A watcher that hangs (`SIGSTOP`) keeps its database session, and with
+/// it the lock: once its heartbeat is older than its lease, the other
+/// agent ends that session and takes over, and the files written meanwhile
+/// get their events and runs. Woken (`SIGCONT`), the old watcher finds its
+/// lock gone, records nothing more, and stands by.
+#[test]
+fn a_hung_watcher_is_taken_over_after_its_lease() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let args = [
+        "--workers",
+        "2",
+        "--lease",
+        "2s",
+        "--poll-interval",
+        "500ms",
+    ];
+    let a = Agent::start_on(backend, &[("mark.yaml", MARK)], &args);
+    let mut b = Agent::sharing(&a, &[]);
+    b.spawn(&args);
+    write(&a, "f0000.txt", "f");
+    a.wait_until("the first run", || succeeded(&a, "f") == 1);
+    unsafe {
+        libc::kill(a.pid(), libc::SIGSTOP);
+    }
+    for i in 1..20 {
+        write(&a, &format!("f{i:04}.txt"), "f");
+    }
+    b.wait_until("B to take over watching", || {
+        b.log_text()
+            .contains("elected the data dir's watcher: taking over")
+    });
+    assert!(
+        b.log_text()
+            .contains("the data dir's watcher has not heartbeated for longer than its lease")
+    );
+    b.wait_until("every run", || succeeded(&b, "f") == 20);
+    unsafe {
+        libc::kill(a.pid(), libc::SIGCONT);
+    }
+    a.wait_until("A to find its lock gone", || {
+        a.log_text()
+            .contains("this agent is no longer the data dir's watcher")
+    });
+    for i in 20..30 {
+        write(&b, &format!("f{i:04}.txt"), "f");
+    }
+    b.wait_until("the runs after A woke", || succeeded(&b, "f") == 30);
+    each_file_ran_once(&b, "f", 30, &["file.created"]);
+    assert_eq!(watcher(&b), node_of(&b));
+}
