@@ -74,6 +74,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         origin: origin.clone(),
         data_dir: data_dir.display().to_string(),
         host: hostname(),
+        pid_space: crate::store::pid_space(),
         pid: i64::from(std::process::id()),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         listen: listener.local_addr()?.to_string(),
@@ -222,9 +223,21 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         let watched = watch_data_dir(&store, &data_dir, &opts, &ignore).await;
         let (reconciler, watch, hints) = match watched {
             Ok(w) => w,
-            Err(e) if term.lost.is_cancelled() || shutdown.is_cancelled() => {
-                tracing::warn!(error = %e, "starting to watch was cut short");
+            // The database away (often why the last watcher lost its
+            // session): the lock goes back, and the election goes on.
+            Err(e)
+                if term.lost.is_cancelled()
+                    || shutdown.is_cancelled()
+                    || e.downcast_ref::<crate::store::StoreError>()
+                        .is_some_and(|s| s.is_transient()) =>
+            {
+                tracing::warn!(error = %e, "starting to watch was cut short; electing again");
                 role.set_watching(false);
+                drop(term);
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = shutdown.cancelled() => {}
+                }
                 continue;
             }
             Err(e) => {

@@ -1,12 +1,15 @@
 -- The fleet view: every agent keeps its row fresh (a heartbeat), for
 -- `GET /v1/nodes` and `nexusd nodes list`. A node id is one running
 -- agent's: another agent takes it only once that one stopped, stopped
--- heartbeating for longer than its lease, or (same host) is gone.
+-- heartbeating for longer than its lease, or (same host and pid
+-- namespace) is gone.
 CREATE TABLE nodes (
     id TEXT PRIMARY KEY,
     origin TEXT NOT NULL,
     data_dir TEXT NOT NULL,
     host TEXT NOT NULL,
+    -- The boot and pid namespace its pid belongs to.
+    pid_space TEXT NOT NULL,
     pid BIGINT NOT NULL,
     version TEXT NOT NULL,
     listen TEXT NOT NULL,

@@ -450,7 +450,7 @@ async fn claim(rt: &Runtime, live: &LiveHandle, shared: &Shared, state: &mut Sta
     // A short claim leaves no backlog, unless runs wait behind an older
     // run of their path that another node holds: new runs queue behind
     // them (in the store) until they are claimed.
-    let held_back = runs.len() < want && rt.store.unclaimed_waiting().await.unwrap_or(true);
+    let held_back = runs.len() < want && rt.store.unclaimed_waiting(&lacking).await.unwrap_or(true);
     {
         let mut inner = shared.inner.lock().unwrap();
         if runs.len() < want && !held_back && quiet && inner.spills == spills && inner.spilling == 0
@@ -478,19 +478,23 @@ async fn take_up(rt: &Runtime, state: &mut State, runs: Vec<UnfinishedRun>) -> V
         return Vec::new();
     };
     let mut jobs = Vec::with_capacity(runs.len());
+    let mut left = Vec::new();
     for run in runs {
         let Some(workflow) = live.workflows.iter().find(|w| w.name == run.workflow) else {
-            match rt.store.definition_exists(&run.workflow).await {
-                Ok(false) => {}
-                applied => {
-                    if state.lacking.insert(run.workflow.clone()) {
-                        tracing::warn!(workflow = %run.workflow, error = ?applied.err(), "this node's definitions lack a workflow that is applied (they are behind, or it cannot load it): its runs are left to other nodes");
+            let applied = state.lacking.contains(&run.workflow)
+                || match rt.store.definition_exists(&run.workflow).await {
+                    Ok(applied) => applied,
+                    Err(e) => {
+                        tracing::warn!(workflow = %run.workflow, error = %e, "cannot tell whether a workflow is still applied; its run is left");
+                        true
                     }
-                    if let Err(e) = rt.store.leave_run(&run.id, run.fence).await {
-                        tracing::warn!(run = %run.id, error = %e, "giving the run back failed; it waits for its lease to run out");
-                    }
-                    continue;
+                };
+            if applied {
+                if state.lacking.insert(run.workflow.clone()) {
+                    tracing::warn!(workflow = %run.workflow, "this node's definitions lack a workflow that is applied (they are behind, or it cannot load it): its runs are left to other nodes");
                 }
+                left.push((run.id, run.fence));
+                continue;
             }
             rt.writer
                 .send(Write::RunClosed(RunClose {
@@ -532,6 +536,9 @@ async fn take_up(rt: &Runtime, state: &mut State, runs: Vec<UnfinishedRun>) -> V
             stop: CancellationToken::new(),
             first_started: None,
         });
+    }
+    if let Err(e) = rt.store.leave_runs(&left).await {
+        tracing::warn!(runs = left.len(), error = %e, "giving runs back failed; they wait for their leases to run out");
     }
     jobs
 }

@@ -65,7 +65,7 @@ impl Election {
     pub async fn attempt(&mut self) -> Option<Term> {
         let taken = self.locker.try_take().await;
         self.held_elsewhere = matches!(taken, Ok(None));
-        let lock = match taken {
+        let mut lock = match taken {
             Ok(Some(lock)) => lock,
             Ok(None) => {
                 self.end_quiet_watcher().await;
@@ -76,7 +76,7 @@ impl Election {
                 return None;
             }
         };
-        let (fence, previous) = match self.store.take_watch(lock.backend_pid()).await {
+        let (fence, previous) = match self.store.take_watch(&mut lock).await {
             Ok(taken) => taken,
             Err(e) => {
                 self.complain(&e);
@@ -115,11 +115,9 @@ impl Election {
     async fn end_quiet_watcher(&mut self) {
         match self.store.watch_holder().await {
             Ok(Some(holder)) if holder.quiet && holder.node != self.node => {
-                if let Some(pid) = holder.backend_pid {
-                    tracing::warn!(watcher = %holder.node, "the data dir's watcher has not heartbeated for longer than its lease: ending its database session to take over");
-                    if let Err(e) = self.locker.end_session(pid).await {
-                        self.complain(&e);
-                    }
+                tracing::warn!(watcher = %holder.node, "the data dir's watcher has not heartbeated for longer than its lease: ending its database session to take over");
+                if let Err(e) = self.locker.end_holder_session().await {
+                    self.complain(&e);
                 }
             }
             Ok(_) => {}

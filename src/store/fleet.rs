@@ -13,6 +13,9 @@ pub struct NodeInfo {
     pub origin: String,
     pub data_dir: String,
     pub host: String,
+    /// Where its pid means something: the boot and the pid namespace (two
+    /// containers may share a host name, each with its own pids).
+    pub pid_space: String,
     pub pid: i64,
     pub version: String,
     pub listen: String,
@@ -52,8 +55,6 @@ impl std::fmt::Display for NodeInUse {
 #[derive(Debug, Clone)]
 pub struct WatchHolder {
     pub node: String,
-    /// Its PostgreSQL session, which holds the advisory lock.
-    pub backend_pid: Option<i64>,
     /// Whether its node row is past its lease (or stopped, or missing).
     pub quiet: bool,
 }
@@ -72,7 +73,7 @@ impl Store {
         loop {
             let now = self.now_ms();
             let row = sqlx::query(
-                "SELECT host, pid, started_ms, heartbeat_ms, lease_ms, stopped_ms FROM nodes WHERE id = $1",
+                "SELECT host, pid_space, pid, started_ms, heartbeat_ms, lease_ms, stopped_ms FROM nodes WHERE id = $1",
             )
             .bind(id)
             .fetch_optional(&self.pool)
@@ -87,13 +88,17 @@ impl Store {
                 }
                 Some(row) => {
                     let host: String = row.get("host");
+                    let pid_space: String = row.get("pid_space");
                     let pid: i64 = row.get("pid");
                     let heartbeat: i64 = row.get("heartbeat_ms");
                     let lease: i64 = row.get("lease_ms");
                     let stopped: Option<i64> = row.get("stopped_ms");
+                    // Its process is checked only where its pid is ours to
+                    // read; elsewhere only its heartbeat tells.
+                    let here = host == me.host && pid_space == me.pid_space;
                     let gone = stopped.is_some()
                         || heartbeat < now - lease
-                        || (host == me.host && (pid == me.pid || !process_alive(pid)));
+                        || (here && (pid == me.pid || !process_alive(pid)));
                     if !gone {
                         return Ok(Err(NodeInUse {
                             id: id.to_owned(),
@@ -103,9 +108,9 @@ impl Store {
                         }));
                     }
                     let started: i64 = row.get("started_ms");
-                    let sql = "UPDATE nodes SET origin = $2, data_dir = $3, host = $4, pid = $5, version = $6, listen = $7, \
-                               lease_ms = $8, started_ms = $9, heartbeat_ms = $10, stopped_ms = NULL, watcher = 0, in_flight = 0, watch = '' \
-                               WHERE id = $1 AND host = $11 AND pid = $12 AND started_ms = $13";
+                    let sql = "UPDATE nodes SET origin = $2, data_dir = $3, host = $4, pid_space = $5, pid = $6, version = $7, listen = $8, \
+                               lease_ms = $9, started_ms = $10, heartbeat_ms = $11, stopped_ms = NULL, watcher = 0, in_flight = 0, watch = '' \
+                               WHERE id = $1 AND host = $12 AND pid = $13 AND started_ms = $14";
                     bind_node(sqlx::query(sql), id, me, now)
                         .bind(host)
                         .bind(pid)
@@ -121,9 +126,9 @@ impl Store {
         }
     }
 
-    /// Keeps this node's row fresh; false when another agent has taken the
-    /// node id meanwhile (this one was quiet past its lease), which must
-    /// then stop.
+    /// Keeps this node's row fresh (made again if it was deleted); false
+    /// when another agent has taken the node id meanwhile (this one was
+    /// quiet past its lease), which must then stop.
     pub async fn heartbeat(&self, me: &NodeInfo, status: &NodeStatus) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE nodes SET heartbeat_ms = $2, watcher = $3, in_flight = $4, watch = $5 \
@@ -139,7 +144,14 @@ impl Store {
         .bind(&me.host)
         .execute(&self.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() == 1 {
+            return Ok(true);
+        }
+        let sql = format!("{INSERT_NODE} ON CONFLICT (id) DO NOTHING");
+        let made = bind_node(sqlx::query(&sql), &self.node, me, self.now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(made.rows_affected() == 1)
     }
 
     /// Marks this node stopped, at a clean stop.
@@ -201,16 +213,18 @@ impl Store {
     }
 
     /// Records this node as its origin's watcher, raising the fence that
-    /// every later commit of its events checks; `backend_pid` is the
-    /// PostgreSQL session holding the election's lock. Returns the new
-    /// fence and the node that watched before (none the first time).
+    /// every later commit of its events checks. On PostgreSQL through the
+    /// session holding the election's lock: a session that broke since
+    /// cannot raise it. Returns the new fence and the node that watched
+    /// before (none the first time).
     pub async fn take_watch(
         &self,
-        backend_pid: Option<i64>,
+        lock: &mut WatchLock,
     ) -> Result<(i64, Option<String>), StoreError> {
+        let backend_pid = lock.backend_pid();
         // One statement, which begins with its write: SQLite's deferred
         // transaction could not take the write lock after a read.
-        let row = sqlx::query(
+        let q = sqlx::query(
             "INSERT INTO watchers (origin, node, fence, since_ms, backend_pid) VALUES ($1, $2, 1, $3, $4) \
              ON CONFLICT (origin) DO UPDATE SET previous = watchers.node, node = excluded.node, \
              fence = watchers.fence + 1, since_ms = excluded.since_ms, backend_pid = excluded.backend_pid \
@@ -219,16 +233,18 @@ impl Store {
         .bind(&*self.origin)
         .bind(&*self.node)
         .bind(self.now_ms())
-        .bind(backend_pid)
-        .fetch_one(&self.pool)
-        .await?;
+        .bind(backend_pid);
+        let row = match lock {
+            WatchLock::Postgres { conn, .. } => q.fetch_one(&mut *conn).await?,
+            WatchLock::File(_) => q.fetch_one(&self.pool).await?,
+        };
         Ok((row.get("fence"), row.get("previous")))
     }
 
     /// Who watches this origin, and whether that node has gone quiet.
     pub async fn watch_holder(&self) -> Result<Option<WatchHolder>, StoreError> {
         let row = sqlx::query(
-            "SELECT w.node, w.backend_pid, n.heartbeat_ms, n.lease_ms, n.stopped_ms \
+            "SELECT w.node, n.heartbeat_ms, n.lease_ms, n.stopped_ms \
              FROM watchers w LEFT JOIN nodes n ON n.id = w.node WHERE w.origin = $1",
         )
         .bind(&*self.origin)
@@ -241,7 +257,6 @@ impl Store {
             let stopped: Option<i64> = r.get("stopped_ms");
             WatchHolder {
                 node: r.get("node"),
-                backend_pid: r.get("backend_pid"),
                 quiet: stopped.is_some()
                     || match (heartbeat, lease) {
                         (Some(h), Some(l)) => h < now - l,
@@ -276,8 +291,8 @@ impl Store {
     }
 }
 
-const INSERT_NODE: &str = "INSERT INTO nodes (id, origin, data_dir, host, pid, version, listen, lease_ms, started_ms, heartbeat_ms) \
-                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+const INSERT_NODE: &str = "INSERT INTO nodes (id, origin, data_dir, host, pid_space, pid, version, listen, lease_ms, started_ms, heartbeat_ms) \
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
 fn bind_node<'q>(
     q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
@@ -289,6 +304,7 @@ fn bind_node<'q>(
         .bind(&me.origin)
         .bind(&me.data_dir)
         .bind(&me.host)
+        .bind(&me.pid_space)
         .bind(me.pid)
         .bind(&me.version)
         .bind(&me.listen)
@@ -297,14 +313,27 @@ fn bind_node<'q>(
         .bind(now)
 }
 
-/// Whether process `pid` of this host is alive and runs what this one runs
-/// (a reused pid of some other program is not a live agent).
+/// Whether process `pid` (of this boot and pid namespace) is alive: it
+/// exists and is not a zombie. A pid reused since is taken for alive: the
+/// id then waits for the heartbeat to go quiet, never is taken from a
+/// live agent.
 fn process_alive(pid: i64) -> bool {
-    let comm = |p: &str| std::fs::read_to_string(format!("/proc/{p}/comm")).ok();
-    match (comm(&pid.to_string()), comm("self")) {
-        (Some(theirs), Some(mine)) => theirs == mine,
-        _ => false,
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name's closing parenthesis.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_none_or(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
     }
+}
+
+/// This process's pid space: the boot id and the pid namespace.
+pub fn pid_space() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .map(|l| l.display().to_string())
+        .unwrap_or_default();
+    format!("{} {ns}", boot.trim())
 }
 
 /// Takes a data dir's watch lock, the election of its watcher: on
@@ -373,13 +402,22 @@ impl WatchLocker {
         Ok(None)
     }
 
-    /// Ends the PostgreSQL session of a watcher that went quiet past its
-    /// lease (hung, or cut off from the database while its session
-    /// lingers), which frees its lock.
-    pub async fn end_session(&self, backend_pid: i64) -> Result<(), StoreError> {
+    /// Ends the PostgreSQL session that holds the lock (found in
+    /// `pg_locks`, not in a row that may be stale), when its watcher went
+    /// quiet past its lease: hung, or cut off from the database while its
+    /// session lingers. That frees the lock.
+    pub async fn end_holder_session(&self) -> Result<(), StoreError> {
         if self.store.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_terminate_backend(CAST($1 AS INTEGER))")
-                .bind(backend_pid)
+            // A bigint key shows as classid (high half) and objid (low half).
+            let sql = format!(
+                "SELECT pg_terminate_backend(l.pid) FROM pg_locks l \
+                 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                 AND CAST(l.classid AS BIGINT) = (({LOCK_KEY}) >> 32) & 4294967295 \
+                 AND CAST(l.objid AS BIGINT) = ({LOCK_KEY}) & 4294967295"
+            );
+            sqlx::query(&sql)
+                .bind(&*self.store.origin)
                 .execute(&self.store.pool)
                 .await?;
         }

@@ -24,7 +24,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{Executor, Row};
 
 pub use definitions::{DefinitionWrite, Revision, StoredDefinition};
-pub use fleet::{NodeInUse, NodeInfo, NodeStatus, WatchHolder, WatchLock, WatchLocker};
+pub use fleet::{NodeInUse, NodeInfo, NodeStatus, WatchHolder, WatchLock, WatchLocker, pid_space};
 pub use notify::Wakeups;
 pub use reads::{EventFilter, RunFilter, timestamp};
 pub use records::{AttemptEnd, NewRun, RunStatus, StepRecord, UnfinishedRun};
@@ -371,15 +371,17 @@ impl Store {
             q.execute(&mut *tx).await?;
         }
         for chunk in removes.chunks(rows) {
+            // The list first: SQLite numbers a bare `?` after a `$N` from 1.
             let sql = format!(
-                "DELETE FROM file_index WHERE origin = $1 AND path IN ({})",
-                batch.list_from(1, chunk.len())
+                "DELETE FROM file_index WHERE path IN ({}) AND origin = ${}",
+                batch.list(chunk.len()),
+                chunk.len() + 1
             );
-            let mut q = sqlx::query(&sql).bind(&*self.origin);
+            let mut q = sqlx::query(&sql);
             for path in chunk {
                 q = q.bind(*path);
             }
-            q.execute(&mut *tx).await?;
+            q.bind(&*self.origin).execute(&mut *tx).await?;
         }
         for chunk in runs.chunks(rows) {
             records::insert_runs(&mut tx, chunk, batch, &self.origin).await?;
@@ -412,14 +414,7 @@ impl Store {
             return Ok(Vec::new());
         }
         // The workflows this node's definitions lack: left to the others.
-        let skip = if lacking.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " AND r.workflow NOT IN ({})",
-                self.batch().list_from(5, lacking.len())
-            )
-        };
+        let skip = not_in("r.workflow", 6, lacking.len());
         let lock = match self.backend {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
@@ -457,18 +452,19 @@ impl Store {
     /// True when runs of this store's origin wait unclaimed: a claim that
     /// came back short left them because an older run of their path is
     /// another node's (per-path order), so new runs must queue behind them.
-    pub async fn unclaimed_waiting(&self) -> Result<bool, StoreError> {
+    /// Runs of the workflows this node lacks do not count: it leaves them.
+    pub async fn unclaimed_waiting(&self, lacking: &[String]) -> Result<bool, StoreError> {
         let sql = format!(
             "SELECT COUNT(*) FROM (SELECT 1 FROM runs WHERE status IN {} AND origin = $1 \
-             AND (owner IS NULL OR lease_until_ms < $2) LIMIT 1) w",
-            RunStatus::UNFINISHED_SQL
+             AND (owner IS NULL OR lease_until_ms < $2){} LIMIT 1) w",
+            RunStatus::UNFINISHED_SQL,
+            not_in("workflow", 3, lacking.len())
         );
-        let n: i64 = sqlx::query(&sql)
-            .bind(&*self.origin)
-            .bind(self.now_ms())
-            .fetch_one(&self.pool)
-            .await?
-            .get(0);
+        let mut q = sqlx::query(&sql).bind(&*self.origin).bind(self.now_ms());
+        for name in lacking {
+            q = q.bind(name);
+        }
+        let n: i64 = q.fetch_one(&self.pool).await?.get(0);
         Ok(n > 0)
     }
 
@@ -521,15 +517,21 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Gives a claimed run back (this node cannot run it) and tells the
-    /// other agents, which may take it at once.
-    pub async fn leave_run(&self, run_id: &str, fence: i64) -> Result<(), StoreError> {
+    /// Gives claimed runs back (id and the fence of the claim: this node
+    /// cannot run them) and tells the other agents, which may take them
+    /// at once.
+    pub async fn leave_runs(&self, runs: &[(String, i64)]) -> Result<(), StoreError> {
+        if runs.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE runs SET lease_until_ms = 0 WHERE id = $1 AND fence = $2")
-            .bind(run_id)
-            .bind(fence)
-            .execute(&mut *tx)
-            .await?;
+        for (id, fence) in runs {
+            sqlx::query("UPDATE runs SET lease_until_ms = 0 WHERE id = $1 AND fence = $2")
+                .bind(id)
+                .bind(*fence)
+                .execute(&mut *tx)
+                .await?;
+        }
         notify::notify_in(self.backend, &mut *tx, notify::RUNS).await?;
         tx.commit().await?;
         Ok(())
@@ -681,7 +683,7 @@ impl Store {
 
     async fn delete_in_batches(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
         const RUNS_PER_BATCH: usize = 2000;
-        const EVENTS_PER_BATCH: u64 = 5000;
+        const EVENTS_PER_BATCH: u64 = 20_000;
         let batch = self.batch();
         let mut runs = 0;
         loop {
@@ -715,26 +717,42 @@ impl Store {
                 break;
             }
         }
+        // Events in the order they came (their key), a batch at a time
+        // from where the last one ended: no batch reads again what another
+        // deleted or kept (an old event a run still refers to).
+        let mut after = 0_i64;
         loop {
-            let gone = sqlx::query(&format!(
-                "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.observed_ms < $1 \
-                 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.event_id = e.id) LIMIT {EVENTS_PER_BATCH})"
+            let last: Option<i64> = sqlx::query_scalar(&format!(
+                "SELECT MAX(seq) FROM (SELECT seq FROM events WHERE seq > $1 AND observed_ms < $2 \
+                 ORDER BY seq LIMIT {EVENTS_PER_BATCH}) b"
             ))
+            .bind(after)
+            .bind(cutoff_ms)
+            .fetch_one(&self.pool)
+            .await?;
+            let Some(last) = last else {
+                break;
+            };
+            sqlx::query(
+                "DELETE FROM events WHERE seq > $1 AND seq <= $2 AND observed_ms < $3 \
+                 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.event_id = events.id)",
+            )
+            .bind(after)
+            .bind(last)
             .bind(cutoff_ms)
             .execute(&self.pool)
-            .await?
-            .rows_affected();
-            if gone < EVENTS_PER_BATCH {
-                break;
-            }
+            .await?;
+            after = last;
         }
         sqlx::query("DELETE FROM gaps WHERE at_ms < $1")
             .bind(cutoff_ms)
             .execute(&self.pool)
             .await?;
-        // Nodes silent for the whole retention: long gone.
-        sqlx::query("DELETE FROM nodes WHERE heartbeat_ms < $1")
+        // Nodes silent for the whole retention, and past their lease: long
+        // gone (a live one's row stays, however short the retention).
+        sqlx::query("DELETE FROM nodes WHERE heartbeat_ms < $1 AND heartbeat_ms < $2 - lease_ms")
             .bind(cutoff_ms)
+            .bind(self.now_ms())
             .execute(&self.pool)
             .await?;
         if self.backend == Backend::Sqlite {
@@ -790,6 +808,17 @@ impl Store {
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
+}
+
+/// ` AND column NOT IN ($first, ...)` for `n` values (nothing for none),
+/// numbered on both backends: it follows numbered placeholders, after
+/// which SQLite would number a bare `?` from 1.
+fn not_in(column: &str, first: usize, n: usize) -> String {
+    if n == 0 {
+        return String::new();
+    }
+    let list: Vec<String> = (first..first + n).map(|i| format!("${i}")).collect();
+    format!(" AND {column} NOT IN ({})", list.join(", "))
 }
 
 /// How a backend's multi-row statements are cut and written.
@@ -950,15 +979,75 @@ mod tests {
         queue(&here, "r3", "/b", 3, false).await;
         queue(&there, "t1", "/a", 4, false).await;
         queue(&there, "t2", "/c", 5, true).await;
-        assert!(here.unclaimed_waiting().await.unwrap());
+        assert!(here.unclaimed_waiting(&[]).await.unwrap());
         // Of /a only the oldest: r2 waits until r1 is this node's.
         assert_eq!(claim(&here).await, ["r1", "r3", "t2"]);
-        assert!(here.unclaimed_waiting().await.unwrap(), "r2 waits");
+        assert!(here.unclaimed_waiting(&[]).await.unwrap(), "r2 waits");
         // Another node of the same data dir cannot take r2 past x's r1.
         assert!(claim(&also_here).await.is_empty());
         assert_eq!(claim(&here).await, ["r2"]);
-        assert!(!here.unclaimed_waiting().await.unwrap());
+        assert!(!here.unclaimed_waiting(&[]).await.unwrap());
         assert_eq!(claim(&there).await, ["t1"], "its own data dir's only");
+    }
+
+    fn meta(size: u64) -> FileMeta {
+        FileMeta {
+            ino: size,
+            dev: 1,
+            size,
+            mtime_ns: 1,
+            mode: 0o100644,
+            uid: 0,
+            gid: 0,
+            xattrs: 0,
+            hash: None,
+            racy: false,
+        }
+    }
+
+    /// Index removals remove exactly their paths (SQLite numbers a bare `?`
+    /// after a `$N` from 1: the list must come first).
+    #[tokio::test]
+    async fn index_removals_remove_their_paths_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(None, dir.path())
+            .await
+            .unwrap()
+            .serving("here", "x");
+        let puts: Vec<IndexOp> = ["/a", "/b", "/c"]
+            .iter()
+            .map(|p| IndexOp::Put((*p).into(), meta(1)))
+            .collect();
+        store.commit_events(&[], &puts, &[], None).await.unwrap();
+        let removes = [IndexOp::Remove("/a".into()), IndexOp::Remove("/c".into())];
+        store.commit_events(&[], &removes, &[], None).await.unwrap();
+        let left: Vec<String> = store.load_index().await.unwrap().into_keys().collect();
+        assert_eq!(left, ["/b"]);
+    }
+
+    /// A watcher whose fence moved (another agent was elected) commits
+    /// nothing: its batch is refused whole.
+    #[tokio::test]
+    async fn a_deposed_watcher_commits_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let opened = Store::open(None, dir.path()).await.unwrap();
+        let (x, y) = (
+            opened.clone().serving("here", "x"),
+            opened.serving("here", "y"),
+        );
+        let file = || WatchLock::File(tempfile::tempfile().unwrap());
+        let (first, before) = x.take_watch(&mut file()).await.unwrap();
+        assert_eq!((first, before), (1, None));
+        let (second, before) = y.take_watch(&mut file()).await.unwrap();
+        assert_eq!((second, before.as_deref()), (2, Some("x")));
+        let put = [IndexOp::Put("/late".into(), meta(1))];
+        assert!(matches!(
+            x.commit_events(&[], &put, &[], Some(first)).await,
+            Err(StoreError::Deposed)
+        ));
+        assert!(x.load_index().await.unwrap().is_empty(), "nothing recorded");
+        y.commit_events(&[], &put, &[], Some(second)).await.unwrap();
+        assert_eq!(y.load_index().await.unwrap().len(), 1);
     }
 
     #[test]

@@ -369,19 +369,16 @@ fn config_dirs_of_one_path_on_two_nodes_do_not_prune_each_other() {
 /// it: the secret it declares is not among this node's) leaves that
 /// workflow's runs to a node that has it: released to it by the other's
 /// clean stop, they wait, none cancelled, and all run on the node that
-/// has the workflow when it is back.
-#[test]
-fn a_run_of_a_workflow_one_node_lacks_runs_on_the_other() {
-    let Some(backend) = Backend::postgres() else {
-        return;
-    };
+/// has the workflow when it is back. Both agents on one data dir.
+fn a_lacking_node_leaves_the_runs(backend: Backend) {
     let secrets = tempfile::tempdir().unwrap();
     fs::write(secrets.path().join("FLEET_ONLY_TOKEN_7"), "s3cret").unwrap();
     let secrets_dir = secrets.path().display().to_string();
-    let a_args = ["--workers", "1", "--secrets-dir", secrets_dir.as_str()];
+    let quick = ["--workers", "1", "--poll-interval", "500ms"];
+    let a_args = [&quick[..], &["--secrets-dir", secrets_dir.as_str()]].concat();
     let mut a = Agent::start_on(backend, &[], &a_args);
     let mut b = Agent::sharing(&a, &[]);
-    b.spawn(&["--workers", "1"]);
+    b.spawn(&quick);
     let definition = a.data.parent().unwrap().join("needs-token.yaml");
     fs::write(
         &definition,
@@ -418,3 +415,7 @@ fn a_run_of_a_workflow_one_node_lacks_runs_on_the_other() {
     assert_eq!(nodes.len(), 1, "every attempt on A: {nodes:?}");
     assert!(nodes[0].as_deref().is_some_and(|n| !n.ends_with("#2")));
 }
+on_both!(
+    a_run_of_a_workflow_one_node_lacks_runs_on_the_other,
+    a_lacking_node_leaves_the_runs
+);

@@ -496,3 +496,49 @@ fn an_mtime_or_an_xattr_alone_is_metadata_and_a_same_size_rewrite_is_an_update()
     expected.push("file.updated /t");
     assert_eq!(seen(&agent), expected);
 }
+
+/// A file deleted is one `file.deleted`, however often the agent starts
+/// again after: the stored index forgot it with the event.
+fn deletions_stay_deleted_across_restarts(backend: Backend) {
+    let mut agent = Agent::start_on(backend, &[], &[]);
+    for name in ["a", "b", "c"] {
+        agent.write(&format!("/gone/{name}.txt"), "x");
+    }
+    // The first may wait out its settle time (its close came before the
+    // new directory's watch): a file gone before is no event at all.
+    agent.wait_until("the three creations", || {
+        let events = agent.events();
+        events
+            .iter()
+            .filter(|(t, p, _)| t == "file.created" && p.starts_with("/gone/"))
+            .count()
+            == 3
+    });
+    for name in ["a", "c"] {
+        fs::remove_file(agent.path(&format!("/gone/{name}.txt"))).unwrap();
+    }
+    agent.barrier();
+    for _ in 0..2 {
+        assert!(agent.stop().success());
+        agent.spawn(&[]);
+        agent.barrier();
+    }
+    let deleted: Vec<String> = agent
+        .events()
+        .into_iter()
+        .filter(|(t, p, _)| t == "file.deleted" && p.starts_with("/gone/"))
+        .map(|(_, p, _)| p)
+        .collect();
+    assert_eq!(deleted, ["/gone/a.txt", "/gone/c.txt"]);
+    let indexed: Vec<String> = agent.query(async |pool| {
+        sqlx::query_scalar("SELECT path FROM file_index WHERE path LIKE '/gone/%' ORDER BY path")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!(indexed, ["/gone/b.txt"]);
+}
+crate::on_both!(
+    a_deleted_file_is_one_event_across_restarts,
+    deletions_stay_deleted_across_restarts
+);
