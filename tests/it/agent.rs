@@ -557,8 +557,14 @@ impl Drop for Agent {
     }
 }
 
-/// True once process `pid` has ended: gone, or a zombie (which has no
-/// command line left; a live process does).
+/// True once process `pid` has ended: gone, or a zombie. Read from its
+/// state (the command line is empty for a moment while a live process
+/// execs, which a busy machine makes long enough to see).
 pub fn process_gone(pid: &str) -> bool {
-    fs::read(format!("/proc/{pid}/cmdline")).map_or(true, |c| c.is_empty())
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => true,
+    }
 }
