@@ -388,6 +388,16 @@ impl Agent {
         }
     }
 
+    /// Waits for a file to hold a whole line (a step's `echo $$ > FILE`
+    /// creates it empty, then writes) and returns it, trimmed.
+    pub fn wait_line(&self, rel: &str) -> String {
+        let p = self.path(rel);
+        self.wait_until(&format!("a line in {rel}"), || {
+            fs::read_to_string(&p).is_ok_and(|c| c.ends_with('\n'))
+        });
+        fs::read_to_string(p).unwrap().trim().to_owned()
+    }
+
     /// Waits for a file to exist and returns its content.
     pub fn wait_file(&self, rel: &str) -> String {
         let p = self.path(rel);
@@ -561,6 +571,7 @@ impl Drop for Agent {
 /// state (the command line is empty for a moment while a live process
 /// execs, which a busy machine makes long enough to see).
 pub fn process_gone(pid: &str) -> bool {
+    assert!(pid.parse::<u32>().is_ok(), "not a pid: {pid:?}");
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat
             .rsplit_once(") ")

@@ -127,7 +127,7 @@ spec:
     let grace = ["--shutdown-grace", "1s"];
     let mut agent = Agent::start_on(backend, &[("long.yaml", workflow)], &grace);
     agent.write("/t/x.txt", "x");
-    let pid = agent.wait_file("/step.pid").trim().to_owned();
+    let pid = agent.wait_line("/step.pid");
     assert!(agent.stop().success());
     // SIGKILL to its group is delivered, not waited for.
     agent.wait_until("the step to be killed", || process_gone(&pid));

@@ -484,7 +484,7 @@ spec:
         &[&lease[..], &["--node-id", "a"]].concat(),
     );
     a.write("/s/x.txt", "x");
-    let pid = a.wait_file("/a.pid").trim().to_owned();
+    let pid = a.wait_line("/a.pid");
     unsafe {
         libc::kill(a.pid(), libc::SIGSTOP);
     }
@@ -555,7 +555,7 @@ fn steps_die_with_a_killed_agent() {
     let mut agent = Agent::start(&[("long.yaml", &workflow)], &[]);
     agent.write("/l/a.txt", "a");
     agent.wait_until("the step to start", || {
-        fs::read_to_string(&pid_file).is_ok_and(|p| !p.trim().is_empty())
+        fs::read_to_string(&pid_file).is_ok_and(|p| p.ends_with('\n'))
     });
     let pid = fs::read_to_string(&pid_file).unwrap().trim().to_owned();
     assert!(!process_gone(&pid));
