@@ -31,7 +31,8 @@ fn write_files(agent: &Agent, prefix: &str, range: std::ops::Range<usize>) {
     }
 }
 
-fn succeeded(agent: &Agent, prefix: &str) -> usize {
+/// Runs on files named `/in/PREFIX*` that succeeded.
+pub(crate) fn succeeded(agent: &Agent, prefix: &str) -> usize {
     agent
         .runs()
         .iter()

@@ -11,6 +11,7 @@ use std::fs;
 use sqlx::Row;
 
 use crate::agent::{Agent, Backend};
+use crate::fleet::succeeded;
 
 /// A short shell step that needs the file on this disk, then a copy; on
 /// each creation and update of a file under /in, each event its own run
@@ -32,15 +33,6 @@ fn write(agent: &Agent, name: &str, content: &str) {
     let dir = agent.path("/in");
     fs::create_dir_all(&dir).unwrap();
     fs::write(dir.join(name), content).unwrap();
-}
-
-/// Runs of `mark` on files named `prefix*` that succeeded.
-fn succeeded(agent: &Agent, prefix: &str) -> usize {
-    agent
-        .runs()
-        .iter()
-        .filter(|r| r.path.starts_with(&format!("/in/{prefix}")) && r.status == "succeeded")
-        .count()
 }
 
 /// `(type, path)` of every event on a file named `prefix*`.
