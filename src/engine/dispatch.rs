@@ -431,7 +431,7 @@ async fn claim(rt: &Runtime, live: &LiveHandle, shared: &Shared, state: &mut Sta
         .is_some_and(|l| Arc::ptr_eq(l, &current))
     {
         state.lacking.clear();
-        state.lacking_in = Some(current);
+        state.lacking_in = Some(Arc::clone(&current));
     }
     let lacking: Vec<String> = state.lacking.iter().cloned().collect();
     let runs = match rt.store.claim_unfinished(lease_ms, want, &lacking).await {
@@ -462,7 +462,7 @@ async fn claim(rt: &Runtime, live: &LiveHandle, shared: &Shared, state: &mut Sta
         return;
     }
     tracing::info!(runs = runs.len(), "taking up runs claimed from the store");
-    for mut job in take_up(rt, state, runs).await {
+    for mut job in take_up(rt, &current, &mut state.lacking, runs).await {
         job.stop = hold(&mut shared.inner.lock().unwrap(), &job, sent);
         enqueue(rt, shared, state, job).await;
     }
@@ -473,15 +473,17 @@ async fn claim(rt: &Runtime, live: &LiveHandle, shared: &Shared, state: &mut Sta
 /// Jobs for claimed runs: a running one's interrupted attempt recorded;
 /// one whose workflow this node lacks left to the others, unless the
 /// workflow is deleted: then it is recorded `cancelled`.
-async fn take_up(rt: &Runtime, state: &mut State, runs: Vec<UnfinishedRun>) -> Vec<Job> {
-    let Some(live) = state.lacking_in.clone() else {
-        return Vec::new();
-    };
+async fn take_up(
+    rt: &Runtime,
+    live: &super::live::Live,
+    lacking: &mut HashSet<String>,
+    runs: Vec<UnfinishedRun>,
+) -> Vec<Job> {
     let mut jobs = Vec::with_capacity(runs.len());
     let mut left = Vec::new();
     for run in runs {
         let Some(workflow) = live.workflows.iter().find(|w| w.name == run.workflow) else {
-            let applied = state.lacking.contains(&run.workflow)
+            let applied = lacking.contains(&run.workflow)
                 || match rt.store.definition_exists(&run.workflow).await {
                     Ok(applied) => applied,
                     Err(e) => {
@@ -490,7 +492,7 @@ async fn take_up(rt: &Runtime, state: &mut State, runs: Vec<UnfinishedRun>) -> V
                     }
                 };
             if applied {
-                if state.lacking.insert(run.workflow.clone()) {
+                if lacking.insert(run.workflow.clone()) {
                     tracing::warn!(workflow = %run.workflow, "this node's definitions lack a workflow that is applied (they are behind, or it cannot load it): its runs are left to other nodes");
                 }
                 left.push((run.id, run.fence));

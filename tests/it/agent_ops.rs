@@ -356,15 +356,20 @@ fn retry_across_restart(backend: crate::agent::Backend) {
 
 crate::on_both!(finished_runs_past_the_retention_are_deleted, retention);
 
-fn retention(backend: crate::agent::Backend) {
-    let mut agent = Agent::start_on(
+/// An agent with one workflow, `kept`, logging each file created under /k.
+fn kept_agent(backend: crate::agent::Backend) -> Agent {
+    Agent::start_on(
         backend,
         &[(
             "w.yaml",
             &workflow("kept", "file.created", "/k/*", LOG_STEP),
         )],
         &[],
-    );
+    )
+}
+
+fn retention(backend: crate::agent::Backend) {
+    let mut agent = kept_agent(backend);
     agent.write("/k/a", "x");
     let run = agent.wait_runs("kept", 1)[0].clone();
     assert!(agent.stop().success());
@@ -395,14 +400,7 @@ fn retention_runs_on_one_node_of_the_fleet_at_a_time() {
     let crate::agent::Backend::Postgres(url) = backend.clone() else {
         unreachable!()
     };
-    let mut agent = Agent::start_on(
-        backend,
-        &[(
-            "w.yaml",
-            &workflow("kept", "file.created", "/k/*", LOG_STEP),
-        )],
-        &[],
-    );
+    let mut agent = kept_agent(backend);
     std::fs::create_dir_all(agent.path("/k")).unwrap();
     for i in 0..FILES {
         std::fs::write(agent.path(&format!("/k/f{i:04}")), "x").unwrap();
