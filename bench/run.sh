@@ -176,22 +176,38 @@ python3 bench/shell.py "$BIN" "$PWD/$WORK" "$SH_FILES" "$SH_ROUNDS" > "$WORK/she
 
 stamp shell
 
-# Scenario 6: matching one event against 1,000 workflows (criterion).
-cargo bench --quiet --bench matching -- ${QUICK:+--warm-up-time 0.5 --measurement-time 1} 2>/dev/null \
-  | python3 -c '
+# Criterion's report as {"median_ns": {benchmark: ns}}, for the benchmarks
+# whose names start with one of $1's prefixes (separated by `|`).
+criterion_medians() {
+  python3 -c '
 import json, re, sys
 out, name = {}, None
+prefixes = tuple(sys.argv[1].split("|"))
 for line in sys.stdin:
-    if line.startswith("one event"):
+    if line.startswith(prefixes):
         name = line.strip()
     m = re.search(r"time:\s+\[\S+ \S+ (\S+) (\S+) \S+ \S+\]", line)
     if m and name:
         value, unit = float(m.group(1)), m.group(2)
         out[name] = value * {"ps": 1e-3, "ns": 1, "µs": 1e3, "us": 1e3, "ms": 1e6}[unit]
         name = None
-print(json.dumps({"median_ns": out}))' > "$WORK/matching.json"
+print(json.dumps({"median_ns": out}))' "$1"
+}
+CRITERION_QUICK=${QUICK:+--warm-up-time 0.5 --measurement-time 1}
+
+# Scenario 6: matching one event against 1,000 workflows (criterion).
+cargo bench --quiet --bench matching -- $CRITERION_QUICK 2>/dev/null \
+  | criterion_medians "one event" > "$WORK/matching.json"
 
 stamp matching
+
+# Scenario 7: a node's claims while another node of its data dir holds
+# 100,000 unfinished runs over 1,000,000 finished ones (criterion; SQLite,
+# and PostgreSQL in a database of its own on the server at $PG_URL).
+NEXUS_BENCH_DATABASE_URL=$PG_URL cargo bench --quiet --bench claims -- $CRITERION_QUICK 2>/dev/null \
+  | criterion_medians "claim|release" > "$WORK/claims.json"
+
+stamp claims
 
 # Scenarios 4b and 5: 100,000 files in 10,000 directories: RSS while
 # watching them, a restart with them unchanged, 1,000 changed while stopped.
@@ -290,6 +306,11 @@ for name, ns in m.items():
     ok = "yes" if ns <= 2000 else "no"
     print(f"| matching: {name} (criterion) | {ns:.0f} ns | | ≤ 2 µs | {ok} |")
 PY
+  python3 - "$WORK/claims.json" <<'PY'
+import json, sys
+for name, ns in json.load(open(sys.argv[1]))["median_ns"].items():
+    print(f"| {name} (criterion) | {ns / 1e6:.2f} ms | over 1,000,000 finished runs | | |")
+PY
   python3 - "$WORK/scale.json" <<'PY'
 import json, sys
 c = json.load(open(sys.argv[1]))
@@ -325,9 +346,9 @@ for path, name, target in ((sys.argv[1], "SQLite", 30), (sys.argv[2], "PostgreSQ
 PY
 } > "$OUT.md"
 
-python3 - "$median" "$mean" "$stddev" "$meets" "$WORK/latency.json" "$WORK/throughput.json" "$WORK/api.json" "$WORK/throughput-pg.json" "$WORK/shell.json" "$WORK/scale.json" "$WORK/matching.json" > "$OUT.json" <<'PY'
+python3 - "$median" "$mean" "$stddev" "$meets" "$WORK/latency.json" "$WORK/throughput.json" "$WORK/api.json" "$WORK/throughput-pg.json" "$WORK/shell.json" "$WORK/scale.json" "$WORK/matching.json" "$WORK/claims.json" > "$OUT.json" <<'PY'
 import json, sys
-median, mean, stddev, meets, lat, tp, api, tp_pg, sh, sc, mt = sys.argv[1:]
+median, mean, stddev, meets, lat, tp, api, tp_pg, sh, sc, mt, cl = sys.argv[1:]
 d = json.load(open(lat))
 for v in d.values():
     if isinstance(v, dict):
@@ -343,6 +364,7 @@ print(json.dumps({"scenarios": [
   {"name": "shell_true_vs_xargs", **json.load(open(sh)), "target_ratio": 0.8},
   {"name": "scale_100k_files", **json.load(open(sc)), "rss_target_kib": 60 * 1024, "restart_target_s": 1.0},
   {"name": "matching_1000_workflows", **json.load(open(mt)), "target_ns": 2000},
+  {"name": "claims_100k_held_elsewhere", **json.load(open(cl))},
   {"name": "api_apply_and_history", **json.load(open(api)), "apply_target_s": 0.5, "history_p99_target_ms": 20},
 ]}, indent=2))
 PY

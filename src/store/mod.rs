@@ -167,6 +167,13 @@ impl Store {
             .await
             .map_err(open_err)?;
         migrate(&pool, sqlx::migrate!("migrations/sqlite")).await?;
+        // The planner's statistics (SQLite keeps none of its own accord):
+        // without them it does not find the claims' runs by their lease.
+        // Bounded, so that a large database opens at once.
+        sqlx::query("PRAGMA analysis_limit = 1000; PRAGMA optimize = 0x10002")
+            .execute(&pool)
+            .await
+            .map_err(open_err)?;
         Ok(Store {
             pool,
             backend: Backend::Sqlite,
@@ -413,6 +420,41 @@ impl Store {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        let now = self.now_ms();
+        // Few claimable runs among many another node holds (its backlog):
+        // found by their lease expiry, all of them, rather than by walking
+        // the held ones in claim order. Many: the claim walks them in order.
+        let probe = (limit * 2).min(1000);
+        let sql = format!(
+            "SELECT id FROM runs{} WHERE status IN {} AND COALESCE(lease_until_ms, 0) < $1 \
+             AND (origin = $2 OR anywhere = 1){} ORDER BY COALESCE(lease_until_ms, 0) LIMIT {}",
+            self.by_lease(),
+            RunStatus::UNFINISHED_SQL,
+            not_in("workflow", 3, lacking.len()),
+            probe + 1
+        );
+        let mut q = sqlx::query(&sql).bind(now).bind(&*self.origin);
+        for name in lacking {
+            q = q.bind(name);
+        }
+        let candidates: Vec<String> = q
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let among = if candidates.len() <= probe {
+            let first = 6 + lacking.len();
+            let list: Vec<String> = (first..first + candidates.len())
+                .map(|i| format!("${i}"))
+                .collect();
+            format!(" AND r.id IN ({})", list.join(", "))
+        } else {
+            String::new()
+        };
         // The workflows this node's definitions lack: left to the others.
         let skip = not_in("r.workflow", 6, lacking.len());
         let lock = match self.backend {
@@ -422,7 +464,7 @@ impl Store {
         let sql = format!(
             "UPDATE runs SET owner = $1, lease_until_ms = $2, fence = fence + 1 WHERE id IN (\
              SELECT r.id FROM runs r WHERE r.status IN {unfinished} \
-             AND (r.owner IS NULL OR r.lease_until_ms < $3) AND (r.origin = $5 OR r.anywhere = 1){skip} \
+             AND COALESCE(r.lease_until_ms, 0) < $3 AND (r.origin = $5 OR r.anywhere = 1){skip}{among} \
              AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.status IN {unfinished} AND o.origin = r.origin \
              AND o.workflow = r.workflow AND o.path = r.path \
              AND (o.queued_ms < r.queued_ms OR (o.queued_ms = r.queued_ms AND o.id < r.id)) \
@@ -431,7 +473,6 @@ impl Store {
              RETURNING id",
             unfinished = RunStatus::UNFINISHED_SQL
         );
-        let now = self.now_ms();
         let mut q = sqlx::query(&sql)
             .bind(&*self.node)
             .bind(now.saturating_add(lease_ms))
@@ -441,6 +482,11 @@ impl Store {
         for name in lacking {
             q = q.bind(name);
         }
+        if !among.is_empty() {
+            for id in &candidates {
+                q = q.bind(id);
+            }
+        }
         let claimed = q.fetch_all(&self.pool).await?;
         if claimed.is_empty() {
             return Ok(Vec::new());
@@ -449,14 +495,25 @@ impl Store {
         self.runs_with_events(&ids).await
     }
 
+    /// The claims' index (runs by lease expiry), named on SQLite: its
+    /// planner, with only sampled statistics, would rather walk the data
+    /// dir's unfinished runs.
+    fn by_lease(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => "",
+            Backend::Sqlite => " INDEXED BY runs_lease",
+        }
+    }
+
     /// True when runs of this store's origin wait unclaimed: a claim that
     /// came back short left them because an older run of their path is
     /// another node's (per-path order), so new runs must queue behind them.
     /// Runs of the workflows this node lacks do not count: it leaves them.
     pub async fn unclaimed_waiting(&self, lacking: &[String]) -> Result<bool, StoreError> {
         let sql = format!(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM runs WHERE status IN {} AND origin = $1 \
-             AND (owner IS NULL OR lease_until_ms < $2){} LIMIT 1) w",
+            "SELECT COUNT(*) FROM (SELECT 1 FROM runs{} WHERE status IN {} AND origin = $1 \
+             AND COALESCE(lease_until_ms, 0) < $2{} ORDER BY COALESCE(lease_until_ms, 0) LIMIT 1) w",
+            self.by_lease(),
             RunStatus::UNFINISHED_SQL,
             not_in("workflow", 3, lacking.len())
         );
@@ -759,6 +816,10 @@ impl Store {
             sqlx::query("PRAGMA incremental_vacuum")
                 .execute(&self.pool)
                 .await?;
+            // Statistics kept fresh as the tables grow and shrink.
+            sqlx::query("PRAGMA analysis_limit = 1000; PRAGMA optimize = 0x10002")
+                .execute(&self.pool)
+                .await?;
         }
         Ok(runs)
     }
@@ -960,8 +1021,40 @@ mod tests {
     }
 
     async fn claim(store: &Store) -> Vec<String> {
-        let runs = store.claim_unfinished(60_000, 100, &[]).await.unwrap();
+        claim_up_to(store, 100).await
+    }
+
+    async fn claim_up_to(store: &Store, limit: usize) -> Vec<String> {
+        let runs = store.claim_unfinished(60_000, limit, &[]).await.unwrap();
         runs.into_iter().map(|r| r.id).collect()
+    }
+
+    /// Claims come oldest first whether the claimable runs are few (found
+    /// by their lease) or more than twice the claim (walked in order), and
+    /// never include a run another node holds.
+    #[tokio::test]
+    async fn claims_come_oldest_first_however_many_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let opened = Store::open(None, dir.path()).await.unwrap();
+        let here = opened.clone().serving("here", "x");
+        let other = opened.serving("here", "y");
+        for i in 0..7 {
+            queue(&here, &format!("r{i}"), &format!("/p{i}"), 10 - i, false).await;
+        }
+        // y takes the oldest two; the five left are more than twice a
+        // claim of one, so such a claim walks them in order.
+        assert_eq!(claim_up_to(&other, 2).await, ["r6", "r5"]);
+        assert_eq!(claim_up_to(&here, 1).await, ["r4"]);
+        assert_eq!(claim_up_to(&here, 1).await, ["r3"]);
+        // Now few (r2, r1, r0) for a claim of two: found by their lease.
+        assert_eq!(claim_up_to(&here, 2).await, ["r2", "r1"]);
+        assert_eq!(claim(&here).await, ["r0"]);
+        assert!(claim(&here).await.is_empty());
+        assert!(!here.unclaimed_waiting(&[]).await.unwrap());
+        // Given back, y's runs are claimable again, oldest first.
+        assert_eq!(other.release_leases().await.unwrap(), 2);
+        assert!(here.unclaimed_waiting(&[]).await.unwrap());
+        assert_eq!(claim(&here).await, ["r6", "r5"]);
     }
 
     /// A node claims only runs of its own data dir (and runs any node may
