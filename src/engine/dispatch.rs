@@ -430,7 +430,9 @@ async fn claim(rt: &Runtime, live: &LiveHandle, shared: &Shared, state: &mut Sta
         .as_ref()
         .is_some_and(|l| Arc::ptr_eq(l, &current))
     {
-        state.lacking.clear();
+        // What this version cannot run, known from the start; what it
+        // lacks altogether, learned from the claims.
+        state.lacking = current.lacking.keys().cloned().collect();
         state.lacking_in = Some(Arc::clone(&current));
     }
     let lacking: Vec<String> = state.lacking.iter().cloned().collect();
@@ -482,6 +484,11 @@ async fn take_up(
     let mut jobs = Vec::with_capacity(runs.len());
     let mut left = Vec::new();
     for run in runs {
+        if live.lacks(&run.workflow).is_some() {
+            lacking.insert(run.workflow.clone());
+            left.push((run.id, run.fence));
+            continue;
+        }
         let Some(workflow) = live.workflows.iter().find(|w| w.name == run.workflow) else {
             let applied = lacking.contains(&run.workflow)
                 || match rt.store.definition_exists(&run.workflow).await {

@@ -128,8 +128,14 @@ pub fn plan(rules: &Rules<'_>, arrivals: Vec<Arrival>, index: Vec<IndexOp>) -> P
             } else {
                 None
             };
+            // A workflow this node cannot run: its run is recorded for the
+            // nodes that can (unclaimed), not dispatched here.
+            let elsewhere = rules.live.lacks(&workflow.name);
             let status = if skipped.is_some() {
                 RunStatus::Skipped
+            } else if let Some(lacks) = elsewhere {
+                tracing::debug!(workflow = %workflow.name, path = %ev.path, reason = %lacks, "run left to a node that can run it");
+                RunStatus::Queued
             } else {
                 plan.jobs.push(Job {
                     run_id: run_id.clone(),
@@ -152,14 +158,18 @@ pub fn plan(rules: &Rules<'_>, arrivals: Vec<Arrival>, index: Vec<IndexOp>) -> P
                     DecisionKind::Run
                 },
                 run: Some(run_id.clone()),
-                reason: Some(skipped.clone().unwrap_or(why)),
+                reason: Some(match (&skipped, elsewhere) {
+                    (Some(skipped), _) => skipped.clone(),
+                    (None, Some(_)) => format!("{why}; left to a node that can run it"),
+                    (None, None) => why,
+                }),
                 run_status: None,
             });
             plan.runs.push(NewRun {
                 id: run_id,
                 workflow: workflow.name.clone(),
                 event: ev,
-                lease: (!status.is_final()).then(|| rules.lease.clone()),
+                lease: (!status.is_final() && elsewhere.is_none()).then(|| rules.lease.clone()),
                 anywhere: workflow.any_node,
                 status,
                 reason: skipped,
@@ -263,7 +273,7 @@ mod tests {
             &Default::default(),
         );
         assert!(!loaded.diagnostics.has_errors(), "{}", loaded.diagnostics);
-        Live::new(loaded.set, None).unwrap()
+        Live::new(loaded.set, None)
     }
 
     fn workflow(name: &str, events: &str, pattern: &str) -> String {
@@ -377,6 +387,52 @@ mod tests {
         assert!(plan.runs[1].lease.is_none());
         assert_eq!(plan.events[0].1[1].decision, DecisionKind::Skipped);
         assert_eq!(plan.events[0].1[1].reason.as_deref(), Some("paused"));
+    }
+
+    /// A workflow whose secret has no value on this node still gets its
+    /// run, recorded unclaimed for a node that can run it; the others run
+    /// here as before.
+    #[test]
+    fn a_workflow_this_node_lacks_gets_its_run_left_to_the_others() {
+        let live = live(&format!(
+            "{}---\napiVersion: nexus/v1\nkind: Workflow\nmetadata: {{name: keyed}}\nspec:\n  on: [{{event: file.created, pattern: \"/in/*.txt\"}}]\n  secrets: [NEXUS_TEST_NO_SUCH_SECRET_41]\n  steps: [{{name: s, action: log, with: {{message: x}}}}]\n",
+            workflow("a", "file.created", "/in/*.txt"),
+        ));
+        assert!(
+            live.lacks("keyed").is_some_and(|why| why
+                .contains("declares secret `NEXUS_TEST_NO_SUCH_SECRET_41`, which has no value")),
+            "{:?}",
+            live.lacking
+        );
+        let never = |_: &Workflow| false;
+        let plan = plan(
+            &rules(&live, &never),
+            vec![matched(event(EventType::Created, "/in/x.txt", None))],
+            vec![],
+        );
+        let runs: Vec<(&str, RunStatus, bool)> = plan
+            .runs
+            .iter()
+            .map(|r| (r.workflow.as_str(), r.status, r.lease.is_some()))
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                ("a", RunStatus::Queued, true),
+                ("keyed", RunStatus::Queued, false)
+            ]
+        );
+        assert_eq!(plan.jobs.len(), 1);
+        assert_eq!(plan.jobs[0].workflow.name, "a");
+        let keyed = &plan.events[0].1[1];
+        assert_eq!(keyed.decision, DecisionKind::Run);
+        assert!(
+            keyed
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.ends_with("; left to a node that can run it")),
+            "{keyed:?}"
+        );
     }
 
     #[test]

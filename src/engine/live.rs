@@ -2,6 +2,7 @@
 //! swapped whole when the config dir changes. Runs in flight keep the
 //! `Arc` of the version they started with.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -15,15 +16,22 @@ use crate::pattern::Pattern;
 pub struct Live {
     pub workflows: Vec<Arc<Workflow>>,
     matcher: Matcher,
-    /// Secret values by name, for every declared secret; shared by the runs.
+    /// Secret values by name, for every declared secret that has one here;
+    /// shared by the runs.
     pub secrets: Arc<Vec<(String, String)>>,
+    /// The workflows this node cannot run, by name, with why (a declared
+    /// secret has no value here). Their events still start runs, which
+    /// this node leaves to the nodes that can run them.
+    pub lacking: BTreeMap<String, String>,
 }
 
 impl Live {
     /// Builds a version, reading every declared secret from `secrets_dir`
-    /// (a file per name) or the environment; a missing one is an error.
-    pub fn new(set: DefinitionSet, secrets_dir: Option<&Path>) -> Result<Live, String> {
+    /// (a file per name) or the environment; a workflow one of whose
+    /// secrets has no value is one this node lacks.
+    pub fn new(set: DefinitionSet, secrets_dir: Option<&Path>) -> Live {
         let mut secrets: Vec<(String, String)> = Vec::new();
+        let mut lacking = BTreeMap::new();
         for w in &set.workflows {
             for name in &w.secrets {
                 if secrets.iter().any(|(n, _)| n == name) {
@@ -33,21 +41,29 @@ impl Live {
                     secrets_dir.and_then(|d| std::fs::read_to_string(d.join(name)).ok());
                 let value = from_file
                     .map(|v| v.trim_end_matches('\n').to_owned())
-                    .or_else(|| std::env::var(name).ok())
-                    .ok_or_else(|| {
-                        format!(
+                    .or_else(|| std::env::var(name).ok());
+                match value {
+                    Some(value) => secrets.push((name.clone(), value)),
+                    None => {
+                        lacking.entry(w.name.clone()).or_insert_with(|| format!(
                             "workflow `{}` declares secret `{name}`, which has no value: put it in the file `{name}` of `--secrets-dir` or in the environment variable `{name}`",
                             w.name
-                        )
-                    })?;
-                secrets.push((name.clone(), value));
+                        ));
+                    }
+                }
             }
         }
-        Ok(Live {
+        Live {
             workflows: set.workflows.iter().cloned().map(Arc::new).collect(),
             matcher: Matcher::new(set),
             secrets: Arc::new(secrets),
-        })
+            lacking,
+        }
+    }
+
+    /// Why this node cannot run `workflow`, when it cannot.
+    pub fn lacks(&self, workflow: &str) -> Option<&str> {
+        self.lacking.get(workflow).map(String::as_str)
     }
 
     /// What an event does: the workflows it starts and why the others

@@ -65,6 +65,7 @@ impl Registry {
         let compiled = std::sync::Mutex::new(HashMap::new());
         let live = build_live(&defs, HashMap::new(), &compiled, secrets_dir.as_deref())
             .map_err(|e| anyhow::anyhow!("the stored definitions cannot be loaded: {e}"))?;
+        tell_lacking(&live);
         let paused = store.paused().await?.into_iter().collect();
         Ok(Registry {
             store,
@@ -106,6 +107,7 @@ impl Registry {
             self.secrets_dir.as_deref(),
         ) {
             Ok(live) => {
+                tell_lacking(&live);
                 self.live.swap(live);
                 tracing::info!(
                     definitions = defs.len(),
@@ -251,8 +253,15 @@ impl Registry {
         dry_run: bool,
     ) -> Result<(), ApplyError> {
         let defs: Vec<StoredDefinition> = next.into_values().collect();
+        // What this apply changes must run here; what this node lacked
+        // before it may go on lacking (another node runs it).
+        let changed: Vec<String> = fresh.values().flatten().map(|w| w.name.clone()).collect();
         let live = build_live(&defs, fresh, &self.compiled, self.secrets_dir.as_deref())
             .map_err(ApplyError::Rejected)?;
+        if let Some(why) = changed.iter().find_map(|name| live.lacks(name)) {
+            return Err(ApplyError::Rejected(why.to_owned()));
+        }
+        tell_lacking(&live);
         if dry_run || writes.is_empty() {
             return Ok(());
         }
@@ -362,7 +371,14 @@ fn build_live(
         set.workflows.extend(workflows.iter().cloned());
         cache.insert(d.hash.clone(), workflows);
     }
-    Live::new(set, secrets_dir)
+    Ok(Live::new(set, secrets_dir))
+}
+
+/// Logs each workflow of `live` this node cannot run.
+fn tell_lacking(live: &Live) {
+    for (workflow, why) in &live.lacking {
+        tracing::error!(%workflow, reason = %why, "this node cannot run a workflow that is applied: its runs are left to the nodes that can");
+    }
 }
 
 /// A stored document (an old revision's JSON) compiled again, for rollback.

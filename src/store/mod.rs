@@ -393,6 +393,14 @@ impl Store {
         for chunk in runs.chunks(rows) {
             records::insert_runs(&mut tx, chunk, batch, &self.origin).await?;
         }
+        // Runs recorded for others to claim (past this node's capacity, or
+        // of a workflow it cannot run): the other agents are told.
+        if runs
+            .iter()
+            .any(|r| r.lease.is_none() && !r.status.is_final())
+        {
+            notify::notify_in(self.backend, &mut *tx, notify::RUNS).await?;
+        }
         // Last, so that SQLite's transaction begins with a write (a read
         // first could not take the write lock once another commit came).
         if let Some(fence) = watch_fence {

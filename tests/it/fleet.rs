@@ -366,11 +366,12 @@ fn config_dirs_of_one_path_on_two_nodes_do_not_prune_each_other() {
     assert_eq!(ran[0].status, "succeeded");
 }
 
-/// A node whose live definitions lack an applied workflow (it cannot load
-/// it: the secret it declares is not among this node's) leaves that
-/// workflow's runs to a node that has it: released to it by the other's
-/// clean stop, they wait, none cancelled, and all run on the node that
-/// has the workflow when it is back. Both agents on one data dir.
+/// A node that cannot run an applied workflow (the secret it declares has
+/// no value among this node's) runs everything else and leaves that
+/// workflow's runs to a node that can: released to it by the other's clean
+/// stop, they wait, none cancelled; and as its data dir's watcher it still
+/// records their runs, for the other node. All run on the node that has
+/// the secret when it is back. Both agents on one data dir.
 fn a_lacking_node_leaves_the_runs(backend: Backend) {
     let secrets = tempfile::tempdir().unwrap();
     fs::write(secrets.path().join("FLEET_ONLY_TOKEN_7"), "s3cret").unwrap();
@@ -389,9 +390,25 @@ fn a_lacking_node_leaves_the_runs(backend: Backend) {
     let key = a.user_key("ops", "admin");
     let applied = a.cli(&key, &["apply", "-f", &definition.display().to_string()]);
     assert_eq!(applied.code, 0, "{applied:?}");
-    b.wait_until("B to fail loading it", || {
+    // A change of it applied through B, which could not run it, is refused.
+    let changed = a.data.parent().unwrap().join("needs-token-2.yaml");
+    fs::write(
+        &changed,
+        fs::read_to_string(&definition)
+            .unwrap()
+            .replace("sleep 0.05", "sleep 0.06"),
+    )
+    .unwrap();
+    let refused = b.cli(&key, &["apply", "-f", &changed.display().to_string()]);
+    assert_ne!(refused.code, 0, "{refused:?}");
+    assert!(
+        format!("{}{}", refused.stdout, refused.stderr)
+            .contains("declares secret `FLEET_ONLY_TOKEN_7`, which has no value"),
+        "{refused:?}"
+    );
+    b.wait_until("B to load it, lacking its secret", || {
         b.log_text()
-            .contains("definitions changed in the store cannot be loaded")
+            .contains("this node cannot run a workflow that is applied")
     });
     write_files(&a, "s", 0..30);
     a.wait_until("every file's event, and some runs", || {
@@ -399,14 +416,34 @@ fn a_lacking_node_leaves_the_runs(backend: Backend) {
         events.iter().filter(|e| e.1.starts_with("/in/s")).count() == 30 && succeeded(&a, "s") >= 3
     });
     assert!(a.stop().success());
-    b.wait_until("B to leave the runs it cannot run", || {
-        b.log_text()
-            .contains("this node's definitions lack a workflow that is applied")
+    let watcher = || {
+        b.query(async |pool| {
+            sqlx::query_scalar::<_, String>("SELECT node FROM watchers")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        })
+    };
+    b.wait_until("B to watch the data dir", || watcher().ends_with("#2"));
+    // B, the watcher now, records the runs of files written meanwhile.
+    write_files(&a, "t", 0..10);
+    b.wait_until("B to record a run of every t file", || {
+        b.runs()
+            .iter()
+            .filter(|r| r.path.starts_with("/in/t") && r.status == "queued")
+            .count()
+            == 10
     });
+    let runs = b.runs();
+    assert!(
+        runs.iter()
+            .all(|r| r.status == "succeeded" || r.status == "queued"),
+        "none cancelled or failed: {runs:?}"
+    );
     a.spawn(&a_args);
-    a.wait_until("every run to succeed", || succeeded(&a, "s") == 30);
-    let runs = a.runs();
-    assert!(runs.iter().all(|r| r.status == "succeeded"), "{runs:?}");
+    a.wait_until("every run to succeed", || {
+        succeeded(&a, "s") == 30 && succeeded(&a, "t") == 10
+    });
     let nodes: Vec<Option<String>> = a.query(async |pool| {
         sqlx::query_scalar("SELECT DISTINCT node FROM attempts")
             .fetch_all(&pool)
@@ -416,6 +453,52 @@ fn a_lacking_node_leaves_the_runs(backend: Backend) {
     assert_eq!(nodes.len(), 1, "every attempt on A: {nodes:?}");
     assert!(nodes[0].as_deref().is_some_and(|n| !n.ends_with("#2")));
 }
+/// One agent restarted without a secret its applied workflow declares:
+/// it starts, says which workflow it cannot run, runs the others, and
+/// records that one's runs queued; restarted with the secret, it runs them.
+#[test]
+fn runs_of_a_workflow_whose_secret_is_gone_wait_for_it() {
+    let secrets = tempfile::tempdir().unwrap();
+    fs::write(secrets.path().join("SOLO_TOKEN_3"), "s3cret").unwrap();
+    let with_secret = ["--secrets-dir", secrets.path().to_str().unwrap()];
+    let keyed = "apiVersion: nexus/v1\nkind: Workflow\nmetadata: {name: keyed}\nspec:\n  on: [{event: file.created, pattern: /in/*.txt}]\n  secrets: [SOLO_TOKEN_3]\n  steps: [{name: use, run: 'test -n \"$T\"', env: {T: '{{secrets.SOLO_TOKEN_3}}'}}]\n";
+    let plain = "apiVersion: nexus/v1\nkind: Workflow\nmetadata: {name: plain}\nspec:\n  on: [{event: file.created, pattern: /in/*.txt}]\n  steps: [{name: note, run: 'true'}]\n";
+    let mut a = Agent::start_on(Backend::Sqlite, &[], &with_secret);
+    let key = a.user_key("ops", "admin");
+    for (name, text) in [("keyed.yaml", keyed), ("plain.yaml", plain)] {
+        let file = a.data.parent().unwrap().join(name);
+        fs::write(&file, text).unwrap();
+        let applied = a.cli(&key, &["apply", "-f", &file.display().to_string()]);
+        assert_eq!(applied.code, 0, "{applied:?}");
+    }
+    assert!(a.stop().success());
+    a.spawn(&[]);
+    a.wait_until("the agent to say what it cannot run", || {
+        a.log_text()
+            .contains("this node cannot run a workflow that is applied")
+    });
+    write_files(&a, "w", 0..5);
+    a.wait_until("plain's runs to succeed and keyed's to wait", || {
+        let runs = a.runs();
+        let of = |w: &str, status: &str| {
+            runs.iter()
+                .filter(|r| r.workflow == w && r.status == status)
+                .count()
+        };
+        of("plain", "succeeded") == 5 && of("keyed", "queued") == 5
+    });
+    assert!(a.stop().success());
+    a.spawn(&with_secret);
+    a.wait_until("keyed's runs to succeed", || {
+        a.runs()
+            .iter()
+            .filter(|r| r.workflow == "keyed" && r.status == "succeeded")
+            .count()
+            == 5
+    });
+    assert!(a.runs().iter().all(|r| r.status == "succeeded"));
+}
+
 on_both!(
     a_run_of_a_workflow_one_node_lacks_runs_on_the_other,
     a_lacking_node_leaves_the_runs
