@@ -158,6 +158,8 @@ pub enum AttemptStatus {
     /// Cut off by the agent (a clean stop past `--shutdown-grace`, a crash,
     /// a lost lease): the run runs again as its next attempt.
     Interrupted,
+    /// Stopped by a user's cancel of its run.
+    Cancelled,
 }
 
 impl AttemptStatus {
@@ -167,6 +169,7 @@ impl AttemptStatus {
             AttemptStatus::Succeeded => "succeeded",
             AttemptStatus::Failed => "failed",
             AttemptStatus::Interrupted => "interrupted",
+            AttemptStatus::Cancelled => "cancelled",
         }
     }
 
@@ -176,6 +179,7 @@ impl AttemptStatus {
             "running" => AttemptStatus::Running,
             "succeeded" => AttemptStatus::Succeeded,
             "interrupted" => AttemptStatus::Interrupted,
+            "cancelled" => AttemptStatus::Cancelled,
             _ => AttemptStatus::Failed,
         }
     }
@@ -461,6 +465,38 @@ pub struct TriggerAnswer {
     pub workflow: String,
     pub event: String,
     pub status: RunStatus,
+}
+
+/// A run cancelled: what it was doing when it was.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CancelAnswer {
+    pub run: String,
+    /// Always `cancelled`.
+    pub status: RunStatus,
+    /// Its state before: `queued`, `retrying` or `running`.
+    pub was: RunStatus,
+}
+
+/// Which of a workflow's runs to cancel.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkCancelRequest {
+    /// Runs in these states (`queued`, `retrying`, `running`); at least one.
+    pub status: Vec<RunStatus>,
+    /// Only runs for files this glob matches (as a trigger's `pattern`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Say which runs would be cancelled, and cancel none.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// The runs a bulk cancel cancelled (or, a dry run, would cancel).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BulkCancelAnswer {
+    pub dry_run: bool,
+    /// Each run with its state before, oldest first.
+    pub runs: Vec<CancelAnswer>,
 }
 
 /// A run's event, as its workflow saw it.

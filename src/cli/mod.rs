@@ -217,6 +217,30 @@ pub enum RunsCommand {
         #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
+    /// Cancels runs: these ids, or a workflow's runs in some states. A
+    /// running run's step is killed on whichever node runs it.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "workflow"])))]
+    Cancel {
+        /// Run ids (`run_...`).
+        #[arg(conflicts_with_all = ["workflow", "status", "path", "dry_run"])]
+        ids: Vec<String>,
+        /// Every run of this workflow (a pipeline: its stages') in `--status`.
+        #[arg(long, requires = "status")]
+        workflow: Option<String>,
+        /// `queued`, `retrying`, `running`; repeat it, or separate with commas.
+        #[arg(long, value_delimiter = ',', requires = "workflow")]
+        status: Vec<String>,
+        /// Only runs for files this glob matches.
+        #[arg(long, requires = "workflow")]
+        path: Option<String>,
+        /// Say which runs would be cancelled, and cancel none.
+        #[arg(long, requires = "workflow")]
+        dry_run: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -50,6 +50,8 @@ struct Shared {
     inner: Mutex<Inner>,
     /// Wakes the dispatcher to claim runs from the store.
     claim: Notify,
+    /// Wakes the lease worker to renew at once: runs were cancelled.
+    recheck: Notify,
 }
 
 struct Inner {
@@ -175,6 +177,17 @@ impl Dispatcher {
         self.shared.claim.notify_one();
     }
 
+    /// Has the lease worker renew this node's leases at once: a run it
+    /// holds may have been cancelled, and stops when the renewal misses it.
+    pub fn recheck(&self) {
+        self.shared.recheck.notify_one();
+    }
+
+    /// Until [`Dispatcher::recheck`] is called.
+    pub async fn rechecked(&self) {
+        self.shared.recheck.notified().await;
+    }
+
     /// How many runs this node holds (running, or waiting in memory).
     pub fn in_flight(&self) -> usize {
         self.shared.inner.lock().unwrap().runs.len()
@@ -202,7 +215,7 @@ impl Dispatcher {
             if kept.contains(id) {
                 held.confirmed = held.confirmed.max(sent);
             } else {
-                tracing::warn!(run = %id, "this node lost the run's lease (another node holds it now): stopping it");
+                tracing::warn!(run = %id, "this node lost the run (it was cancelled, or another node holds it now): stopping it");
                 held.stop.cancel();
                 inner.runs.remove(id);
             }
@@ -266,6 +279,7 @@ pub fn start(
             spills: 0,
         }),
         claim: Notify::new(),
+        recheck: Notify::new(),
     });
     let dispatcher = Dispatcher {
         tx: tx.clone(),

@@ -8,8 +8,8 @@ use super::dispatch::Dispatcher;
 use super::run::Runtime;
 
 /// Renews the leases of exactly the runs this node holds, a third of the
-/// lease apart: a run the renewal no longer finds this node's (another
-/// node claimed it) stops at once, and so does every run whose lease ran
+/// lease apart and at once after a cancel: a run the renewal no longer
+/// finds this node's (cancelled, or another node claimed it) stops at once, and so does every run whose lease ran
 /// out unrenewed while the database was away. Asks the dispatcher to look
 /// for runs whose node stopped renewing them (it died, or hangs) or
 /// released them (it stopped): at each renewal, every `poll`, and at once
@@ -28,6 +28,10 @@ pub async fn lease_worker(
     loop {
         let renewing = tokio::select! {
             _ = renew.tick() => true,
+            // A cancel (here, or told by another node): a held run that
+            // was cancelled is missing from the renewal, and stops.
+            () = dispatcher.rechecked() => true,
+            () = wakeups.cancels.notified() => true,
             _ = look.tick() => false,
             () = wakeups.runs.notified() => false,
             () = rt.shutdown.cancelled() => return,

@@ -62,8 +62,13 @@ pub fn router(api: Api) -> Router {
         .route("/v1/workflows/{name}/runs", get(routes::workflow_runs))
         .route("/v1/workflows/{name}/stats", get(routes::stats))
         .route("/v1/workflows/{name}/errors", get(routes::errors))
+        .route(
+            "/v1/workflows/{name}/runs/cancel",
+            post(routes::cancel_workflow_runs),
+        )
         .route("/v1/runs", get(routes::list_runs))
         .route("/v1/runs/{id}", get(routes::get_run))
+        .route("/v1/runs/{id}/cancel", post(routes::cancel_run))
         .route(
             "/v1/files/{*path}",
             get(files::read)

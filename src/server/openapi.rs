@@ -20,7 +20,7 @@ use super::{files, routes};
 #[openapi(
     info(
         title = "nexusd",
-        description = "The HTTP API of nexusd, the file-event automation agent. Every route under /v1 takes an API key (`Authorization: Bearer nxk_...`); the role it needs is reader for reads (and diff), writer for writes, triggers, pauses and resumes, admin for apply, delete and rollback. Errors are `{\"error\": {\"code\", \"message\"}}`.",
+        description = "The HTTP API of nexusd, the file-event automation agent. Every route under /v1 takes an API key (`Authorization: Bearer nxk_...`); the role it needs is reader for reads (and diff), writer for writes, triggers, pauses, resumes and cancels, admin for apply, delete and rollback. Errors are `{\"error\": {\"code\", \"message\"}}`.",
         license(name = "Apache-2.0"),
     ),
     paths(
@@ -43,6 +43,8 @@ use super::{files, routes};
         routes::errors,
         routes::list_runs,
         routes::get_run,
+        routes::cancel_run,
+        routes::cancel_workflow_runs,
         routes::events,
         files::list_root,
         files::read,
@@ -206,6 +208,8 @@ mod tests {
             "/v1/workflows/{name}/errors",
             "/v1/runs",
             "/v1/runs/{id}",
+            "/v1/runs/{id}/cancel",
+            "/v1/workflows/{name}/runs/cancel",
             "/v1/events",
             "/v1/files",
             "/v1/files/{path}",

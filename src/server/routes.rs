@@ -15,10 +15,10 @@ use utoipa::IntoParams;
 use super::error::{Body, JsonBody, P, Q};
 use super::{Api, ApiError, Caller};
 use crate::api::{
-    ApplyAnswer, DefinitionKind, DiagnosticItem, DiffAnswer, DiffItem, ErrorBody, ErrorList,
-    EventList, PauseAnswer, Results, RevisionDetail, RevisionSummary, RunDetail, RunList,
-    SourceFile, Stats, TriggerAnswer, TriggerRequest, Whoami, WorkflowDetail, WorkflowList,
-    WorkflowOrRevision, WorkflowStatus, WorkflowSummary,
+    ApplyAnswer, BulkCancelAnswer, BulkCancelRequest, CancelAnswer, DefinitionKind, DiagnosticItem,
+    DiffAnswer, DiffItem, ErrorBody, ErrorList, EventList, PauseAnswer, Results, RevisionDetail,
+    RevisionSummary, RunDetail, RunList, SourceFile, Stats, TriggerAnswer, TriggerRequest, Whoami,
+    WorkflowDetail, WorkflowList, WorkflowOrRevision, WorkflowStatus, WorkflowSummary,
 };
 use crate::definitions::load::SourceDocument;
 use crate::definitions::load::load_sources;
@@ -27,7 +27,7 @@ use crate::definitions::{Limits, load_text};
 use crate::engine::intake::{Arrival, Target};
 use crate::engine::registry::{Action, ApplyError, ApplyOptions, content_hash};
 use crate::events::{Event, EventType, Source, new_id, now_ms};
-use crate::store::{RunFilter, RunStatus, StoredDefinition, timestamp};
+use crate::store::{Cancel, CancelOutcome, RunFilter, RunStatus, StoredDefinition, timestamp};
 
 /// The key's user and role.
 #[utoipa::path(get, path = "/v1/whoami", tag = "auth",
@@ -745,6 +745,152 @@ pub async fn get_run(
         Some(run) => Ok(Json(run)),
         None => Err(ApiError::not_found(format!("no run `{id}`"))),
     }
+}
+
+/// One run cancelled, whichever node holds it: a queued or retrying run
+/// never starts (again); a running one has its step's process group
+/// killed (its request aborted) by its node at once.
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs",
+    params(("id" = String, Path, description = "A run id (`run_...`)")),
+    responses(
+        (status = 200, description = "The run, cancelled", body = CancelAnswer),
+        (status = 404, description = "No such run", body = ErrorBody),
+        (status = 409, description = "The run is already final (its status in the message)", body = ErrorBody),
+    ))]
+pub async fn cancel_run(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    P(id): P<String>,
+) -> Result<Json<CancelAnswer>, ApiError> {
+    let outcome = api
+        .rt
+        .store
+        .cancel_runs(std::slice::from_ref(&id), &caller.user)
+        .await
+        .map_err(ApiError::store)?;
+    let Some(c) = outcome.into_iter().next() else {
+        return Err(ApiError::not_found(format!("no run `{id}`")));
+    };
+    match c.outcome {
+        CancelOutcome::Cancelled(was) => {
+            cancelled(&api, &caller, std::slice::from_ref(&c));
+            Ok(Json(CancelAnswer {
+                run: id,
+                status: RunStatus::Cancelled,
+                was,
+            }))
+        }
+        CancelOutcome::Final(status) => Err(ApiError::conflict(format!(
+            "run `{id}` is already `{status}`: only a queued, retrying or running run can be cancelled"
+        ))),
+        CancelOutcome::Missing => Err(ApiError::not_found(format!("no run `{id}`"))),
+    }
+}
+
+/// After a cancel: this node's holder of the runs told at once (the other
+/// nodes were told through the database), followers told of each.
+fn cancelled(api: &Api, caller: &Caller, runs: &[Cancel]) {
+    api.intake.dispatcher.recheck();
+    let reason = format!("by {}", caller.user);
+    for c in runs {
+        if let CancelOutcome::Cancelled(was) = c.outcome {
+            tracing::info!(run = %c.id, workflow = %c.workflow, was = %was, user = %caller.user, "run cancelled");
+            let mut change =
+                crate::api::RunChange::new(&c.id, &c.workflow, &c.path, RunStatus::Cancelled);
+            change.reason = Some(reason.clone());
+            api.rt.changed(change);
+        }
+    }
+}
+
+/// A workflow's runs in the given states cancelled (a pipeline: its
+/// stages'), optionally only those for files a glob matches; with
+/// `dry_run`, those that would be.
+#[utoipa::path(post, path = "/v1/workflows/{name}/runs/cancel", tag = "runs",
+    params(("name" = String, Path, description = "A workflow or pipeline")),
+    request_body(content = BulkCancelRequest, description = "Which runs"),
+    responses(
+        (status = 200, description = "The runs cancelled (none: nothing matched)", body = BulkCancelAnswer),
+        (status = 400, description = "No state given, a final state, or a bad glob", body = ErrorBody),
+        (status = 404, description = "No such definition", body = ErrorBody),
+    ))]
+pub async fn cancel_workflow_runs(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    P(name): P<String>,
+    JsonBody(body): JsonBody<BulkCancelRequest>,
+) -> Result<Json<BulkCancelAnswer>, ApiError> {
+    let d = definition(&api, &name).await?;
+    if body.status.is_empty() {
+        return Err(ApiError::bad_request(
+            "`status` is required: one or more of queued, retrying, running",
+        ));
+    }
+    if let Some(s) = body.status.iter().find(|s| s.is_final()) {
+        return Err(ApiError::bad_request(format!(
+            "a `{s}` run is final and cannot be cancelled: give queued, retrying or running"
+        )));
+    }
+    let glob = match &body.path {
+        Some(g) => Some(
+            crate::pattern::Pattern::new(g)
+                .map_err(|e| ApiError::bad_request(format!("`path`: {e}")))?,
+        ),
+        None => None,
+    };
+    let found = api
+        .rt
+        .store
+        .runs_in_states(&name, d.kind == DefinitionKind::Pipeline, &body.status)
+        .await
+        .map_err(ApiError::store)?;
+    let chosen: Vec<(String, RunStatus)> = found
+        .into_iter()
+        .filter(|(_, path, _)| glob.as_ref().is_none_or(|g| g.is_match(path)))
+        .map(|(id, _, status)| (id, status))
+        .collect();
+    if body.dry_run {
+        return Ok(Json(BulkCancelAnswer {
+            dry_run: true,
+            runs: chosen
+                .into_iter()
+                .map(|(run, was)| CancelAnswer {
+                    run,
+                    status: RunStatus::Cancelled,
+                    was,
+                })
+                .collect(),
+        }));
+    }
+    let ids: Vec<String> = chosen.iter().map(|(id, _)| id.clone()).collect();
+    let outcomes = api
+        .rt
+        .store
+        .cancel_runs(&ids, &caller.user)
+        .await
+        .map_err(ApiError::store)?;
+    // Those that finished between the listing and the cancel are not in it.
+    let done: Vec<Cancel> = outcomes
+        .into_iter()
+        .filter(|c| matches!(c.outcome, CancelOutcome::Cancelled(_)))
+        .collect();
+    if !done.is_empty() {
+        cancelled(&api, &caller, &done);
+    }
+    Ok(Json(BulkCancelAnswer {
+        dry_run: false,
+        runs: done
+            .into_iter()
+            .filter_map(|c| match c.outcome {
+                CancelOutcome::Cancelled(was) => Some(CancelAnswer {
+                    run: c.id,
+                    status: RunStatus::Cancelled,
+                    was,
+                }),
+                _ => None,
+            })
+            .collect(),
+    }))
 }
 
 /// Counts and durations of a definition's runs.

@@ -6,6 +6,7 @@
 //! same version numbers. Times are integer Unix milliseconds, so both
 //! compare them alike. A state change and its record share one transaction.
 
+mod cancels;
 mod definitions;
 mod fleet;
 mod notify;
@@ -23,6 +24,7 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Executor, Row};
 
+pub use cancels::{Cancel, CancelOutcome};
 pub use definitions::{DefinitionWrite, Revision, StoredDefinition};
 pub use fleet::{NodeInUse, NodeInfo, NodeStatus, WatchHolder, WatchLock, WatchLocker, pid_space};
 pub use notify::Wakeups;

@@ -2,9 +2,10 @@
 //! polls as the fallback (a notification sent while a listener was
 //! reconnecting is lost, so a reconnect wakes everything once).
 //!
-//! Two channels: `nexus_definitions` (an apply, delete, rollback, pause or
-//! resume committed) and `nexus_runs` (a stopping node released its
-//! unfinished runs). Notifications are sent inside the transaction that
+//! Three channels: `nexus_definitions` (an apply, delete, rollback, pause
+//! or resume committed), `nexus_runs` (runs wait to be claimed: a stopping
+//! node released its own, or a commit left some unclaimed) and
+//! `nexus_cancels` (runs were cancelled). Notifications are sent inside the transaction that
 //! makes the change, so PostgreSQL delivers them only once it committed.
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use super::{Backend, Store};
 
 pub const DEFINITIONS: &str = "nexus_definitions";
 pub const RUNS: &str = "nexus_runs";
+pub const CANCELS: &str = "nexus_cancels";
 
 /// What other agents told this one. Each `Notify` keeps one permit, so a
 /// wake-up that comes while its worker is busy is not lost.
@@ -25,6 +27,8 @@ pub const RUNS: &str = "nexus_runs";
 pub struct Wakeups {
     pub definitions: Arc<Notify>,
     pub runs: Arc<Notify>,
+    /// Runs were cancelled: a node holding one stops it.
+    pub cancels: Arc<Notify>,
 }
 
 impl Store {
@@ -55,6 +59,7 @@ async fn listen_worker(url: Arc<str>, wakeups: Wakeups, shutdown: CancellationTo
             match received {
                 Ok(Some(n)) if n.channel() == DEFINITIONS => wakeups.definitions.notify_one(),
                 Ok(Some(n)) if n.channel() == RUNS => wakeups.runs.notify_one(),
+                Ok(Some(n)) if n.channel() == CANCELS => wakeups.cancels.notify_one(),
                 Ok(Some(_)) => {}
                 Ok(None) => {
                     tracing::info!("the listening connection was lost; reconnecting");
@@ -75,7 +80,7 @@ async fn listening(url: &str, shutdown: &CancellationToken) -> Option<PgListener
     loop {
         let connected = async {
             let mut l = PgListener::connect(url).await?;
-            l.listen_all([DEFINITIONS, RUNS]).await?;
+            l.listen_all([DEFINITIONS, RUNS, CANCELS]).await?;
             Ok::<_, sqlx::Error>(l)
         };
         tokio::select! {
@@ -95,6 +100,7 @@ async fn listening(url: &str, shutdown: &CancellationToken) -> Option<PgListener
 fn wake_all(w: &Wakeups) {
     w.definitions.notify_one();
     w.runs.notify_one();
+    w.cancels.notify_one();
 }
 
 /// `NOTIFY channel` as part of the caller's transaction, on PostgreSQL.

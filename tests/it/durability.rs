@@ -510,7 +510,7 @@ spec:
     );
     a.wait_until("node a to say it stopped the run", || {
         let log = a.log_text();
-        log.contains("lease ran out unrenewed") || log.contains("lost the run's lease")
+        log.contains("lease ran out unrenewed") || log.contains("this node lost the run")
     });
     a.barrier();
     let runs = a.runs();

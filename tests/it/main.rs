@@ -24,6 +24,7 @@ mod agent;
 mod agent_ops;
 mod api;
 mod backlog;
+mod cancels;
 mod durability;
 mod fleet;
 mod injection;

@@ -10,8 +10,11 @@ use reqwest::Method;
 use super::{
     Client, Reply, block_on, cell, duration, enc, print_structured, print_table, short_time,
 };
-use crate::api::{RunChange, RunDetail, RunList};
+use crate::api::{
+    BulkCancelAnswer, BulkCancelRequest, CancelAnswer, RunChange, RunDetail, RunList,
+};
 use crate::cli::{OutputFormat, RunsCommand};
+use crate::store::RunStatus;
 
 pub(super) fn print_runs(v: &RunList, with_workflow: bool) {
     let rows: Vec<Vec<String>> = v
@@ -121,9 +124,89 @@ pub fn runs(command: RunsCommand) -> anyhow::Result<ExitCode> {
                     print_table(&["STEP", "STATUS", "EXIT", "ERROR"], &rows, &[24, 9, 4, 40]);
                 }
             }
+            RunsCommand::Cancel {
+                ids,
+                workflow,
+                status,
+                path,
+                dry_run,
+                client,
+                output,
+            } => {
+                let c = Client::new(&client)?;
+                return match workflow {
+                    Some(w) => cancel_bulk(&c, &w, status, path, dry_run, output).await,
+                    None => cancel_ids(&c, &ids, output).await,
+                };
+            }
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Cancels each run; one that cannot be (unknown, already final) is said
+/// so and the others still are, and the exit code is then 1.
+async fn cancel_ids(c: &Client, ids: &[String], output: OutputFormat) -> anyhow::Result<ExitCode> {
+    let mut answers: Vec<CancelAnswer> = Vec::new();
+    let mut failed = false;
+    for id in ids {
+        let path = format!("/v1/runs/{}/cancel", enc(id));
+        match c.call::<CancelAnswer>(Method::POST, &path, None).await {
+            Ok(a) => answers.push(a),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    if !print_structured(output, &answers)? {
+        for a in &answers {
+            println!("{}: cancelled (was {})", a.run, a.was);
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn cancel_bulk(
+    c: &Client,
+    workflow: &str,
+    status: Vec<String>,
+    path: Option<String>,
+    dry_run: bool,
+    output: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    let status = status
+        .iter()
+        .map(|s| RunStatus::parse(s.trim()).map_err(|e| anyhow!("--status: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let body = BulkCancelRequest {
+        status,
+        path,
+        dry_run,
+    };
+    let url = format!("/v1/workflows/{}/runs/cancel", enc(workflow));
+    let v: BulkCancelAnswer = c.call_json(Method::POST, &url, &body).await?;
+    if print_structured(output, &v)? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if v.runs.is_empty() {
+        println!("nothing to do: no run of `{workflow}` matches");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let verb = if v.dry_run {
+        "would cancel"
+    } else {
+        "cancelled"
+    };
+    for a in &v.runs {
+        println!("{}: {verb} (was {})", a.run, a.was);
+    }
+    println!("{} run(s) {verb}", v.runs.len());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints run changes as the server streams them, one line each (`-o

@@ -1,0 +1,211 @@
+//! Cancels (issue 15): `nexusd runs cancel`, one run or a workflow's runs
+//! by state, against the real binary on both backends.
+
+use std::fs;
+
+use crate::agent::{Agent, Backend, RunRow, process_gone};
+
+/// A step that starts a grandchild (a background `sleep`), says both pids,
+/// and waits for it.
+const LONG: &str = r#"
+apiVersion: nexus/v1
+kind: Workflow
+metadata: {name: long}
+spec:
+  on: [{event: file.created, pattern: /t/*.txt}]
+  steps:
+    - name: work
+      run: 'sleep 300 & echo $! > grandchild.pid; echo $$ > step.pid; wait'
+"#;
+
+/// Waits on a file: runs on /q/ stay running until `/go` exists, and the
+/// others queue behind them (one worker).
+const GATED: &str = r#"
+apiVersion: nexus/v1
+kind: Workflow
+metadata: {name: gated}
+spec:
+  on: [{event: file.created, pattern: /q/*.txt}]
+  steps:
+    - name: wait
+      run: 'while [ ! -e go ]; do sleep 0.02; done'
+"#;
+
+fn run_of(agent: &Agent, path: &str) -> RunRow {
+    agent
+        .runs()
+        .into_iter()
+        .find(|r| r.path == path)
+        .unwrap_or_else(|| panic!("no run for {path}"))
+}
+
+fn attempts(agent: &Agent, run: &str) -> Vec<(String, Option<String>)> {
+    let run = run.to_owned();
+    agent.query(async move |pool| {
+        sqlx::query_as("SELECT status, error FROM attempts WHERE run_id = $1 ORDER BY attempt")
+            .bind(run)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    })
+}
+
+/// Cancel of a running shell step: its whole process group is killed (the
+/// grandchild too), the run and its attempt are recorded `cancelled` with
+/// who did it, and nothing the node still had in hand overwrites that. A
+/// second cancel, an unknown id and a reader's key are refused.
+fn cancelling_a_running_step_kills_its_grandchildren(backend: Backend) {
+    let agent = Agent::start_on(backend, &[("long.yaml", LONG)], &[]);
+    let writer = agent.user_key("ops", "writer");
+    let reader = agent.user_key("watcher", "reader");
+    agent.write("/t/x.txt", "x");
+    let grandchild = agent.wait_line("/grandchild.pid");
+    let step = agent.wait_line("/step.pid");
+    let run = run_of(&agent, "/t/x.txt");
+    let denied = agent.cli(&reader, &["runs", "cancel", &run.id]);
+    assert_eq!(denied.code, 1, "{denied:?}");
+    assert!(denied.stderr.contains("not allowed"), "{denied:?}");
+    assert!(!process_gone(&step), "a reader's cancel changes nothing");
+    let done = agent.cli(&writer, &["runs", "cancel", &run.id]);
+    assert_eq!(done.code, 0, "{done:?}");
+    assert_eq!(
+        done.stdout.trim(),
+        format!("{}: cancelled (was running)", run.id)
+    );
+    agent.wait_until("the step and its grandchild to be killed", || {
+        process_gone(&step) && process_gone(&grandchild)
+    });
+    let after = run_of(&agent, "/t/x.txt");
+    assert_eq!(after.status, "cancelled", "{after:?}");
+    assert_eq!(after.reason.as_deref(), Some("by ops"), "{after:?}");
+    assert_eq!(
+        attempts(&agent, &run.id),
+        [("cancelled".to_owned(), Some("cancelled by ops".to_owned()))]
+    );
+    // The node stopped it without a word of its own in the record.
+    agent.wait_until("the node to stop the run", || {
+        agent.log_text().contains("this node lost the run")
+    });
+    agent.barrier();
+    assert_eq!(run_of(&agent, "/t/x.txt").status, "cancelled");
+    let again = agent.cli(&writer, &["runs", "cancel", &run.id]);
+    assert_eq!(again.code, 1, "{again:?}");
+    assert!(
+        again
+            .stderr
+            .contains(&format!("run `{}` is already `cancelled`", run.id)),
+        "{again:?}"
+    );
+    let unknown = agent.cli(&writer, &["runs", "cancel", "run_nope"]);
+    assert_eq!(unknown.code, 1, "{unknown:?}");
+    assert!(unknown.stderr.contains("no run `run_nope`"), "{unknown:?}");
+    let shown = agent.cli(&writer, &["runs", "get", &run.id]);
+    assert!(shown.stdout.contains("reason:    by ops"), "{shown:?}");
+}
+on_both!(
+    a_running_step_cancelled_is_killed_with_its_grandchildren,
+    cancelling_a_running_step_kills_its_grandchildren
+);
+
+/// Bulk cancel of a workflow's queued runs: a dry run lists them and
+/// cancels none; `--path` narrows; cancelled queued runs never start, the
+/// running one goes on to succeed; a filter matching nothing has nothing
+/// to do; a final state is refused.
+fn cancelling_queued_runs_in_bulk(backend: Backend) {
+    let agent = Agent::start_on(backend, &[("gated.yaml", GATED)], &["--workers", "1"]);
+    let key = agent.user_key("ops", "writer");
+    for name in ["a", "b", "c"] {
+        agent.write(&format!("/q/{name}.txt"), name);
+    }
+    agent.wait_until("a running, b and c queued", || {
+        let runs = agent.runs();
+        let status = |p: &str| runs.iter().find(|r| r.path == p).map(|r| r.status.clone());
+        status("/q/a.txt").as_deref() == Some("running")
+            && status("/q/b.txt").as_deref() == Some("queued")
+            && status("/q/c.txt").as_deref() == Some("queued")
+    });
+    let bulk = |extra: &[&str]| {
+        let mut args = vec!["runs", "cancel", "--workflow", "gated"];
+        args.extend_from_slice(extra);
+        agent.cli(&key, &args)
+    };
+    let dry = bulk(&["--status", "queued,retrying", "--dry-run"]);
+    assert_eq!(dry.code, 0, "{dry:?}");
+    assert!(dry.stdout.contains("2 run(s) would cancel"), "{dry:?}");
+    assert_eq!(
+        run_of(&agent, "/q/b.txt").status,
+        "queued",
+        "a dry run cancels none"
+    );
+    let narrow = bulk(&["--status", "queued", "--path", "/q/b*", "-o", "json"]);
+    assert_eq!(narrow.code, 0, "{narrow:?}");
+    let answer: serde_json::Value = serde_json::from_str(&narrow.stdout).unwrap();
+    let b = run_of(&agent, "/q/b.txt");
+    assert_eq!(answer["runs"][0]["run"], b.id.as_str(), "{answer}");
+    assert_eq!(answer["runs"][0]["was"], "queued", "{answer}");
+    assert_eq!(answer["runs"].as_array().unwrap().len(), 1, "{answer}");
+    let rest = bulk(&["--status", "queued"]);
+    assert_eq!(rest.code, 0, "{rest:?}");
+    assert!(rest.stdout.contains("1 run(s) cancelled"), "{rest:?}");
+    let none = bulk(&["--status", "retrying"]);
+    assert_eq!(none.code, 0, "{none:?}");
+    assert!(
+        none.stdout
+            .contains("nothing to do: no run of `gated` matches"),
+        "{none:?}"
+    );
+    let final_state = bulk(&["--status", "succeeded"]);
+    assert_ne!(final_state.code, 0, "{final_state:?}");
+    assert!(
+        final_state
+            .stderr
+            .contains("is final and cannot be cancelled"),
+        "{final_state:?}"
+    );
+    fs::write(agent.path("/go"), "").unwrap();
+    agent.wait_runs("gated", 3);
+    agent.wait_until("a to succeed", || {
+        run_of(&agent, "/q/a.txt").status == "succeeded"
+    });
+    agent.barrier();
+    for path in ["/q/b.txt", "/q/c.txt"] {
+        let r = run_of(&agent, path);
+        assert_eq!(r.status, "cancelled", "{r:?}");
+        assert_eq!(r.attempts, 0, "never started: {r:?}");
+        assert!(attempts(&agent, &r.id).is_empty(), "{r:?}");
+    }
+}
+on_both!(
+    queued_runs_cancelled_in_bulk_never_start,
+    cancelling_queued_runs_in_bulk
+);
+
+/// A run running on one node, cancelled through another node's API: the
+/// node that runs it is told and kills its step (PostgreSQL: at once;
+/// SQLite, which tells no one: at its next lease renewal).
+fn a_cancel_through_another_node(backend: Backend) {
+    let lease = ["--lease", "3s"];
+    let a = Agent::start_on(backend, &[("long.yaml", LONG)], &lease);
+    let mut b = Agent::sharing(&a, &[]);
+    b.spawn(&lease);
+    b.wait_until("B to be standby", || {
+        b.log_text()
+            .contains("standby: another agent watches this data dir")
+    });
+    let key = a.user_key("ops", "writer");
+    a.write("/t/x.txt", "x");
+    let step = a.wait_line("/step.pid");
+    let grandchild = a.wait_line("/grandchild.pid");
+    let run = run_of(&a, "/t/x.txt");
+    let done = b.cli(&key, &["runs", "cancel", &run.id]);
+    assert_eq!(done.code, 0, "{done:?}");
+    a.wait_until("A to kill the step", || {
+        process_gone(&step) && process_gone(&grandchild)
+    });
+    assert_eq!(run_of(&a, "/t/x.txt").status, "cancelled");
+    assert!(a.log_text().contains("this node lost the run"));
+}
+on_both!(
+    a_run_cancelled_through_another_node_stops_where_it_runs,
+    a_cancel_through_another_node
+);
