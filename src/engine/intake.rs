@@ -197,10 +197,15 @@ pub struct Intake {
 impl Intake {
     /// Plans a batch against the definitions and pauses live now.
     pub fn plan(&self, arrivals: Vec<Arrival>, index: Vec<IndexOp>) -> Plan {
-        let live = self.live.current();
+        self.plan_against(&self.live.current(), arrivals, index)
+    }
+
+    /// Plans a batch against `live`: the version a caller already chose
+    /// its workflows from (a trigger), so that they and their secrets agree.
+    pub fn plan_against(&self, live: &Live, arrivals: Vec<Arrival>, index: Vec<IndexOp>) -> Plan {
         let is_paused = |w: &Workflow| self.registry.is_paused(w);
         let rules = Rules {
-            live: &live,
+            live,
             is_paused: &is_paused,
             max_chain_depth: self.max_chain_depth,
             lease: self.rt.lease_now(),

@@ -55,6 +55,8 @@ pub struct Registry {
     compiled: std::sync::Mutex<HashMap<String, Vec<Workflow>>>,
     /// The store's definitions version the live set was built from.
     version: std::sync::atomic::AtomicI64,
+    /// The workflows this node cannot run, as last logged.
+    told_lacking: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 impl Registry {
@@ -65,9 +67,8 @@ impl Registry {
         let compiled = std::sync::Mutex::new(HashMap::new());
         let live = build_live(&defs, HashMap::new(), &compiled, secrets_dir.as_deref())
             .map_err(|e| anyhow::anyhow!("the stored definitions cannot be loaded: {e}"))?;
-        tell_lacking(&live);
         let paused = store.paused().await?.into_iter().collect();
-        Ok(Registry {
+        let registry = Registry {
             store,
             live: LiveHandle::new(live),
             secrets_dir,
@@ -76,7 +77,10 @@ impl Registry {
             pause_lock: tokio::sync::Mutex::new(()),
             compiled,
             version: std::sync::atomic::AtomicI64::new(version),
-        })
+            told_lacking: Default::default(),
+        };
+        registry.tell_lacking(&registry.live.current());
+        Ok(registry)
     }
 
     /// The data dir of the agent this registry serves.
@@ -107,7 +111,7 @@ impl Registry {
             self.secrets_dir.as_deref(),
         ) {
             Ok(live) => {
-                tell_lacking(&live);
+                self.tell_lacking(&live);
                 self.live.swap(live);
                 tracing::info!(
                     definitions = defs.len(),
@@ -261,10 +265,10 @@ impl Registry {
         if let Some(why) = changed.iter().find_map(|name| live.lacks(name)) {
             return Err(ApplyError::Rejected(why.to_owned()));
         }
-        tell_lacking(&live);
         if dry_run || writes.is_empty() {
             return Ok(());
         }
+        self.tell_lacking(&live);
         let last = self.store.last_revisions().await?;
         for w in &mut writes {
             if let DefinitionWrite::Put { def, .. } = w {
@@ -277,6 +281,23 @@ impl Registry {
         self.version
             .store(version, std::sync::atomic::Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Logs the workflows of `live` this node cannot run, when that changed.
+    fn tell_lacking(&self, live: &Live) {
+        let mut told = self.told_lacking.lock().unwrap_or_else(|p| p.into_inner());
+        if *told == live.lacking {
+            return;
+        }
+        for (workflow, why) in &live.lacking {
+            if told.get(workflow) != Some(why) {
+                tracing::error!(%workflow, reason = %why, "this node cannot run a workflow that is applied: its runs are left to the nodes that can");
+            }
+        }
+        for workflow in told.keys().filter(|w| !live.lacking.contains_key(*w)) {
+            tracing::info!(%workflow, "this node can run the workflow again");
+        }
+        told.clone_from(&live.lacking);
     }
 
     /// True when a run of this workflow must not start: it, or its pipeline, is paused.
@@ -372,13 +393,6 @@ fn build_live(
         cache.insert(d.hash.clone(), workflows);
     }
     Ok(Live::new(set, secrets_dir))
-}
-
-/// Logs each workflow of `live` this node cannot run.
-fn tell_lacking(live: &Live) {
-    for (workflow, why) in &live.lacking {
-        tracing::error!(%workflow, reason = %why, "this node cannot run a workflow that is applied: its runs are left to the nodes that can");
-    }
 }
 
 /// A stored document (an old revision's JSON) compiled again, for rollback.

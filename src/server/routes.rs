@@ -627,7 +627,8 @@ pub async fn trigger(
         source: Source::Api,
     };
     let why = format!("triggered through the API by {}", caller.user);
-    let plan = api.intake.plan(
+    let plan = api.intake.plan_against(
+        &live,
         vec![Arrival {
             event,
             target: Target::Workflow(Arc::clone(&workflow), why),

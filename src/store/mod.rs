@@ -172,10 +172,12 @@ impl Store {
         // The planner's statistics (SQLite keeps none of its own accord):
         // without them it does not find the claims' runs by their lease.
         // Bounded, so that a large database opens at once.
-        sqlx::query("PRAGMA analysis_limit = 1000; PRAGMA optimize = 0x10002")
+        if let Err(e) = sqlx::query("PRAGMA analysis_limit = 1000; PRAGMA optimize = 0x10002")
             .execute(&pool)
             .await
-            .map_err(open_err)?;
+        {
+            tracing::warn!(error = %e, "refreshing the database's statistics failed; queries may be slower");
+        }
         Ok(Store {
             pool,
             backend: Backend::Sqlite,
@@ -456,7 +458,15 @@ impl Store {
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
-        let among = if candidates.len() <= probe {
+        // The list padded (its last id repeated) to a power of two: a few
+        // statement texts, each prepared once per connection.
+        let mut candidates = candidates;
+        let complete = candidates.len() <= probe;
+        if complete {
+            let last = candidates[candidates.len() - 1].clone();
+            candidates.resize(candidates.len().next_power_of_two(), last);
+        }
+        let among = if complete {
             let first = 6 + lacking.len();
             let list: Vec<String> = (first..first + candidates.len())
                 .map(|i| format!("${i}"))
@@ -827,9 +837,12 @@ impl Store {
                 .execute(&self.pool)
                 .await?;
             // Statistics kept fresh as the tables grow and shrink.
-            sqlx::query("PRAGMA analysis_limit = 1000; PRAGMA optimize = 0x10002")
+            if let Err(e) = sqlx::query("PRAGMA analysis_limit = 1000; PRAGMA optimize = 0x10002")
                 .execute(&self.pool)
-                .await?;
+                .await
+            {
+                tracing::warn!(error = %e, "refreshing the database's statistics failed; queries may be slower");
+            }
         }
         Ok(runs)
     }
@@ -1061,10 +1074,23 @@ mod tests {
         assert_eq!(claim(&here).await, ["r0"]);
         assert!(claim(&here).await.is_empty());
         assert!(!here.unclaimed_waiting(&[]).await.unwrap());
-        // Given back, y's runs are claimable again, oldest first.
+        // Given back, y's runs are claimable again, oldest first; not by
+        // a node that lacks their workflow.
         assert_eq!(other.release_leases().await.unwrap(), 2);
         assert!(here.unclaimed_waiting(&[]).await.unwrap());
-        assert_eq!(claim(&here).await, ["r6", "r5"]);
+        let lacks = |w: &str| vec![w.to_owned()];
+        assert!(!here.unclaimed_waiting(&lacks("w")).await.unwrap());
+        let none = here
+            .claim_unfinished(60_000, 100, &lacks("w"))
+            .await
+            .unwrap();
+        assert!(none.is_empty());
+        let runs = here
+            .claim_unfinished(60_000, 100, &lacks("other"))
+            .await
+            .unwrap();
+        let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["r6", "r5"]);
     }
 
     /// A node claims only runs of its own data dir (and runs any node may

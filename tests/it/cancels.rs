@@ -18,8 +18,8 @@ spec:
       run: 'sleep 300 & echo $! > grandchild.pid; echo $$ > step.pid; wait'
 "#;
 
-/// Waits on a file: runs on /q/ stay running until `/go` exists, and the
-/// others queue behind them (one worker).
+/// Waits on a file: a run on /q/ stays running until `/go` exists, and
+/// the others queue behind it (one worker).
 const GATED: &str = r#"
 apiVersion: nexus/v1
 kind: Workflow
@@ -117,12 +117,25 @@ fn cancelling_queued_runs_in_bulk(backend: Backend) {
     for name in ["a", "b", "c"] {
         agent.write(&format!("/q/{name}.txt"), name);
     }
-    agent.wait_until("a running, b and c queued", || {
+    // One runs (whichever event came first), the other two queue.
+    let mut running = String::new();
+    let mut queued: Vec<String> = Vec::new();
+    agent.wait_until("one run running, two queued", || {
         let runs = agent.runs();
-        let status = |p: &str| runs.iter().find(|r| r.path == p).map(|r| r.status.clone());
-        status("/q/a.txt").as_deref() == Some("running")
-            && status("/q/b.txt").as_deref() == Some("queued")
-            && status("/q/c.txt").as_deref() == Some("queued")
+        let of = |status: &str| -> Vec<String> {
+            runs.iter()
+                .filter(|r| r.status == status)
+                .map(|r| r.path.clone())
+                .collect()
+        };
+        let (now, waiting) = (of("running"), of("queued"));
+        if now.len() == 1 && waiting.len() == 2 {
+            running = now[0].clone();
+            queued = waiting;
+            true
+        } else {
+            false
+        }
     });
     let bulk = |extra: &[&str]| {
         let mut args = vec!["runs", "cancel", "--workflow", "gated"];
@@ -133,15 +146,15 @@ fn cancelling_queued_runs_in_bulk(backend: Backend) {
     assert_eq!(dry.code, 0, "{dry:?}");
     assert!(dry.stdout.contains("2 run(s) would cancel"), "{dry:?}");
     assert_eq!(
-        run_of(&agent, "/q/b.txt").status,
+        run_of(&agent, &queued[0]).status,
         "queued",
         "a dry run cancels none"
     );
-    let narrow = bulk(&["--status", "queued", "--path", "/q/b*", "-o", "json"]);
+    let narrow = bulk(&["--status", "queued", "--path", &queued[0], "-o", "json"]);
     assert_eq!(narrow.code, 0, "{narrow:?}");
     let answer: serde_json::Value = serde_json::from_str(&narrow.stdout).unwrap();
-    let b = run_of(&agent, "/q/b.txt");
-    assert_eq!(answer["runs"][0]["run"], b.id.as_str(), "{answer}");
+    let first = run_of(&agent, &queued[0]);
+    assert_eq!(answer["runs"][0]["run"], first.id.as_str(), "{answer}");
     assert_eq!(answer["runs"][0]["was"], "queued", "{answer}");
     assert_eq!(answer["runs"].as_array().unwrap().len(), 1, "{answer}");
     let rest = bulk(&["--status", "queued"]);
@@ -164,11 +177,11 @@ fn cancelling_queued_runs_in_bulk(backend: Backend) {
     );
     fs::write(agent.path("/go"), "").unwrap();
     agent.wait_runs("gated", 3);
-    agent.wait_until("a to succeed", || {
-        run_of(&agent, "/q/a.txt").status == "succeeded"
+    agent.wait_until("the running one to succeed", || {
+        run_of(&agent, &running).status == "succeeded"
     });
     agent.barrier();
-    for path in ["/q/b.txt", "/q/c.txt"] {
+    for path in &queued {
         let r = run_of(&agent, path);
         assert_eq!(r.status, "cancelled", "{r:?}");
         assert_eq!(r.attempts, 0, "never started: {r:?}");

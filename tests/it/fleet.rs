@@ -444,6 +444,11 @@ fn a_lacking_node_leaves_the_runs(backend: Backend) {
     a.wait_until("every run to succeed", || {
         succeeded(&a, "s") == 30 && succeeded(&a, "t") == 10
     });
+    // A is standby now, B still the watcher: what B records while A runs,
+    // A is told of (PostgreSQL; SQLite: A's next poll) and runs.
+    write_files(&a, "u", 0..10);
+    a.wait_until("every u run to succeed", || succeeded(&a, "u") == 10);
+    assert!(watcher().ends_with("#2"), "B watched throughout");
     let nodes: Vec<Option<String>> = a.query(async |pool| {
         sqlx::query_scalar("SELECT DISTINCT node FROM attempts")
             .fetch_all(&pool)
