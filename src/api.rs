@@ -499,6 +499,64 @@ pub struct BulkCancelAnswer {
     pub runs: Vec<CancelAnswer>,
 }
 
+/// How to re-run a run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RerunRequest {
+    /// Start at the step that failed, the earlier steps' recorded results
+    /// standing for them (a failed run only; refused when its file changed
+    /// since).
+    #[serde(default)]
+    pub from_failed: bool,
+}
+
+/// A re-run started: the new run, and the one it re-runs.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RerunAnswer {
+    pub run: String,
+    pub rerun_of: String,
+    pub workflow: String,
+    /// `queued` (or `skipped`: the workflow is paused).
+    pub status: RunStatus,
+    /// From the failed step: its name.
+    pub from_step: Option<String>,
+}
+
+/// Which of a workflow's runs to re-run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRerunRequest {
+    /// Runs in these final states; `["failed"]` when not given.
+    #[serde(default)]
+    pub status: Vec<RunStatus>,
+    /// Only runs finished since then: a duration ago (`1h`) or an RFC 3339 time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(default)]
+    pub from_failed: bool,
+    /// Say which runs would be re-run, and start none.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// One run of a bulk re-run: its re-run, or why it has none.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BulkRerunItem {
+    pub rerun_of: String,
+    /// The new run (`null` in a dry run, or when refused).
+    pub run: Option<String>,
+    pub from_step: Option<String>,
+    /// Why it was not re-run.
+    pub error: Option<String>,
+}
+
+/// The runs a bulk re-run re-ran (or, a dry run, would), oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BulkRerunAnswer {
+    pub dry_run: bool,
+    pub runs: Vec<BulkRerunItem>,
+}
+
 /// A run's event, as its workflow saw it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RunEvent {
@@ -539,6 +597,8 @@ pub struct Run {
     pub finished_at: Option<String>,
     pub duration_ms: Option<i64>,
     pub error: Option<String>,
+    /// The run this one re-runs (`runs rerun`).
+    pub rerun_of: Option<String>,
 }
 
 /// `GET /v1/runs`, `GET /v1/workflows/{name}/runs`: newest first.
@@ -584,6 +644,12 @@ pub struct RunDetail {
     pub attempt_log: Vec<AttemptResult>,
     /// The last attempt's steps: the run's outcome.
     pub steps: Vec<StepResult>,
+    /// Its re-runs, oldest first.
+    pub reruns: Vec<String>,
+    /// A re-run from the failed step: the index of the step it started at
+    /// (the steps before it were not run again: their results are the
+    /// original's).
+    pub from_step: Option<i64>,
 }
 
 /// `GET /v1/workflows/{name}/stats`.

@@ -241,6 +241,34 @@ pub enum RunsCommand {
         #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
+    /// Runs finished runs again, each for its event on the live revision of
+    /// its workflow: these ids, or a workflow's runs by state and age.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "workflow"])))]
+    Rerun {
+        /// Run ids (`run_...`).
+        #[arg(conflicts_with_all = ["workflow", "status", "since", "dry_run"])]
+        ids: Vec<String>,
+        /// Start at the step that failed; the earlier steps' recorded
+        /// results stand for them (refused when the file changed since).
+        #[arg(long)]
+        from_failed: bool,
+        /// Every run of this workflow (a pipeline: its stages') in `--status`.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Final states, repeated or comma-separated (default `failed`).
+        #[arg(long, value_delimiter = ',', requires = "workflow")]
+        status: Vec<String>,
+        /// Only runs finished since then: a duration ago (`1h`) or an RFC 3339 time.
+        #[arg(long, requires = "workflow")]
+        since: Option<String>,
+        /// Say which runs would be re-run, and start none.
+        #[arg(long, requires = "workflow")]
+        dry_run: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -558,6 +558,7 @@ async fn take_up(
             fence: run.fence,
             stop: CancellationToken::new(),
             first_started: None,
+            from: run.from.map(Arc::new),
         });
     }
     if let Err(e) = rt.store.leave_runs(&left).await {

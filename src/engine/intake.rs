@@ -147,6 +147,7 @@ pub fn plan(rules: &Rules<'_>, arrivals: Vec<Arrival>, index: Vec<IndexOp>) -> P
                     fence: 1,
                     stop: Default::default(),
                     first_started: None,
+                    from: None,
                 });
                 RunStatus::Queued
             };
@@ -171,6 +172,7 @@ pub fn plan(rules: &Rules<'_>, arrivals: Vec<Arrival>, index: Vec<IndexOp>) -> P
                 event: ev,
                 lease: (!status.is_final() && elsewhere.is_none()).then(|| rules.lease.clone()),
                 anywhere: workflow.any_node,
+                rerun: None,
                 status,
                 reason: skipped,
                 queued_ms: now_ms(),

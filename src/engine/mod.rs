@@ -12,5 +12,6 @@ pub mod leases;
 pub mod live;
 pub mod node;
 pub mod registry;
+pub mod reruns;
 pub mod run;
 pub mod workers;

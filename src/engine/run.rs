@@ -72,6 +72,9 @@ pub struct Job {
     pub stop: CancellationToken,
     /// When its first attempt here started, for its duration.
     pub first_started: Option<std::time::Instant>,
+    /// A re-run from a failed step: each attempt starts at that step, with
+    /// the earlier steps' recorded results.
+    pub from: Option<Arc<crate::store::FromStep>>,
 }
 
 /// How an attempt left its run.
@@ -251,7 +254,14 @@ async fn run_attempt(rt: &Runtime, job: &Job, attempt: u32) -> Result<(), Failur
             "secrets": secrets,
         }),
     };
-    for (idx, step) in job.workflow.steps.iter().enumerate() {
+    let first = match &job.from {
+        Some(from) => {
+            ctx.data["steps"] = from.steps.clone();
+            from.idx
+        }
+        None => 0,
+    };
+    for (idx, step) in job.workflow.steps.iter().enumerate().skip(first) {
         let started = rt.clock.now_ms();
         let outcome = run_step(&ctx, step).await;
         record(rt, &ctx, idx, step, &outcome, started).await;
@@ -419,6 +429,7 @@ mod tests {
             queued_ms: now_ms(),
             lease: Some(("node-test".into(), now_ms() + 30_000)),
             anywhere: false,
+            rerun: None,
         };
         store
             .commit_events(&[(event.clone(), vec![])], &[], &[run], None)
@@ -434,6 +445,7 @@ mod tests {
             fence: 1,
             stop: CancellationToken::new(),
             first_started: None,
+            from: None,
         };
         let mut job = job;
         // The dispatcher's part: each retry at its time (the manual clock

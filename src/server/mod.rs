@@ -66,9 +66,14 @@ pub fn router(api: Api) -> Router {
             "/v1/workflows/{name}/runs/cancel",
             post(routes::cancel_workflow_runs),
         )
+        .route(
+            "/v1/workflows/{name}/runs/rerun",
+            post(routes::rerun_workflow_runs),
+        )
         .route("/v1/runs", get(routes::list_runs))
         .route("/v1/runs/{id}", get(routes::get_run))
         .route("/v1/runs/{id}/cancel", post(routes::cancel_run))
+        .route("/v1/runs/{id}/rerun", post(routes::rerun_run))
         .route(
             "/v1/files/{*path}",
             get(files::read)

@@ -20,7 +20,7 @@ use super::{files, routes};
 #[openapi(
     info(
         title = "nexusd",
-        description = "The HTTP API of nexusd, the file-event automation agent. Every route under /v1 takes an API key (`Authorization: Bearer nxk_...`); the role it needs is reader for reads (and diff), writer for writes, triggers, pauses, resumes and cancels, admin for apply, delete and rollback. Errors are `{\"error\": {\"code\", \"message\"}}`.",
+        description = "The HTTP API of nexusd, the file-event automation agent. Every route under /v1 takes an API key (`Authorization: Bearer nxk_...`); the role it needs is reader for reads (and diff), writer for writes, triggers, pauses, resumes, cancels and re-runs, admin for apply, delete and rollback. Errors are `{\"error\": {\"code\", \"message\"}}`.",
         license(name = "Apache-2.0"),
     ),
     paths(
@@ -45,6 +45,8 @@ use super::{files, routes};
         routes::get_run,
         routes::cancel_run,
         routes::cancel_workflow_runs,
+        routes::rerun_run,
+        routes::rerun_workflow_runs,
         routes::events,
         files::list_root,
         files::read,
@@ -210,6 +212,8 @@ mod tests {
             "/v1/runs/{id}",
             "/v1/runs/{id}/cancel",
             "/v1/workflows/{name}/runs/cancel",
+            "/v1/runs/{id}/rerun",
+            "/v1/workflows/{name}/runs/rerun",
             "/v1/events",
             "/v1/files",
             "/v1/files/{path}",

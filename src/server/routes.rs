@@ -15,10 +15,12 @@ use utoipa::IntoParams;
 use super::error::{Body, JsonBody, P, Q};
 use super::{Api, ApiError, Caller};
 use crate::api::{
-    ApplyAnswer, BulkCancelAnswer, BulkCancelRequest, CancelAnswer, DefinitionKind, DiagnosticItem,
-    DiffAnswer, DiffItem, ErrorBody, ErrorList, EventList, PauseAnswer, Results, RevisionDetail,
-    RevisionSummary, RunDetail, RunList, SourceFile, Stats, TriggerAnswer, TriggerRequest, Whoami,
-    WorkflowDetail, WorkflowList, WorkflowOrRevision, WorkflowStatus, WorkflowSummary,
+    ApplyAnswer, BulkCancelAnswer, BulkCancelRequest, BulkRerunAnswer, BulkRerunItem,
+    BulkRerunRequest, CancelAnswer, DefinitionKind, DiagnosticItem, DiffAnswer, DiffItem,
+    ErrorBody, ErrorList, EventList, PauseAnswer, RerunAnswer, RerunRequest, Results,
+    RevisionDetail, RevisionSummary, RunDetail, RunList, SourceFile, Stats, TriggerAnswer,
+    TriggerRequest, Whoami, WorkflowDetail, WorkflowList, WorkflowOrRevision, WorkflowStatus,
+    WorkflowSummary,
 };
 use crate::definitions::load::SourceDocument;
 use crate::definitions::load::load_sources;
@@ -26,6 +28,7 @@ use crate::definitions::names;
 use crate::definitions::{Limits, load_text};
 use crate::engine::intake::{Arrival, Target};
 use crate::engine::registry::{Action, ApplyError, ApplyOptions, content_hash};
+use crate::engine::reruns::{self, RerunError};
 use crate::events::{Event, EventType, Source, new_id, now_ms};
 use crate::store::{Cancel, CancelOutcome, RunFilter, RunStatus, StoredDefinition, timestamp};
 
@@ -842,7 +845,12 @@ pub async fn cancel_workflow_runs(
     let found = api
         .rt
         .store
-        .runs_in_states(&name, d.kind == DefinitionKind::Pipeline, &body.status)
+        .runs_in_states(
+            &name,
+            d.kind == DefinitionKind::Pipeline,
+            &body.status,
+            None,
+        )
         .await
         .map_err(ApiError::store)?;
     let chosen: Vec<(String, RunStatus)> = found
@@ -891,6 +899,123 @@ pub async fn cancel_workflow_runs(
                 _ => None,
             })
             .collect(),
+    }))
+}
+
+fn rerun_error(e: RerunError) -> ApiError {
+    match e {
+        RerunError::NotFound(m) => ApiError::not_found(m),
+        RerunError::Conflict(m) => ApiError::conflict(m),
+        RerunError::Store(e) => ApiError::store(e),
+    }
+}
+
+/// A new run for a finished run's event, on the live revision of its
+/// workflow, linked both ways (`rerun_of`, `reruns`); with `from_failed`,
+/// from the step that failed.
+#[utoipa::path(post, path = "/v1/runs/{id}/rerun", tag = "runs",
+    params(("id" = String, Path, description = "A run id (`run_...`)")),
+    request_body(content = RerunRequest, description = "How; an empty body is `{}`"),
+    responses(
+        (status = 202, description = "The re-run, queued (or skipped: paused)", body = RerunAnswer),
+        (status = 404, description = "No such run, or its workflow is not applied", body = ErrorBody),
+        (status = 409, description = "Not finished; or not from its failed step: it did not fail, its file changed, its steps do not line up", body = ErrorBody),
+    ))]
+pub async fn rerun_run(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    P(id): P<String>,
+    JsonBody(body): JsonBody<RerunRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let plan = reruns::prepare(&api.intake, &id, body.from_failed)
+        .await
+        .map_err(rerun_error)?;
+    let answer = reruns::start(&api.intake, plan, &caller.user)
+        .await
+        .map_err(rerun_error)?;
+    Ok((StatusCode::ACCEPTED, Json(answer)))
+}
+
+/// A workflow's finished runs re-run (a pipeline: its stages'), those in
+/// the given states (failed by default) and finished since a time; each
+/// refused one says why, the others are still re-run. With `dry_run`,
+/// which would be.
+#[utoipa::path(post, path = "/v1/workflows/{name}/runs/rerun", tag = "runs",
+    params(("name" = String, Path, description = "A workflow or pipeline")),
+    request_body(content = BulkRerunRequest, description = "Which runs, and how"),
+    responses(
+        (status = 200, description = "Each run with its re-run or why not (none: nothing matched)", body = BulkRerunAnswer),
+        (status = 400, description = "An unfinished state, or a bad `since`", body = ErrorBody),
+        (status = 404, description = "No such definition", body = ErrorBody),
+    ))]
+pub async fn rerun_workflow_runs(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    P(name): P<String>,
+    JsonBody(body): JsonBody<BulkRerunRequest>,
+) -> Result<Json<BulkRerunAnswer>, ApiError> {
+    let d = definition(&api, &name).await?;
+    let status = if body.status.is_empty() {
+        vec![RunStatus::Failed]
+    } else {
+        body.status.clone()
+    };
+    if let Some(s) = status.iter().find(|s| !s.is_final()) {
+        return Err(ApiError::bad_request(format!(
+            "a `{s}` run has not finished: re-run gives succeeded, failed, cancelled or skipped"
+        )));
+    }
+    let since = match &body.since {
+        Some(text) => Some(parse_since(text).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "`since`: `{text}` is neither a duration (`1h`) nor an RFC 3339 time"
+            ))
+        })?),
+        None => None,
+    };
+    let found = api
+        .rt
+        .store
+        .runs_in_states(&name, d.kind == DefinitionKind::Pipeline, &status, since)
+        .await
+        .map_err(ApiError::store)?;
+    let mut runs = Vec::with_capacity(found.len());
+    for (id, _, _) in found {
+        let item = match reruns::prepare(&api.intake, &id, body.from_failed).await {
+            Ok(plan) if body.dry_run => BulkRerunItem {
+                rerun_of: id,
+                run: None,
+                from_step: plan.from_step().map(str::to_owned),
+                error: None,
+            },
+            Ok(plan) => match reruns::start(&api.intake, plan, &caller.user).await {
+                Ok(a) => BulkRerunItem {
+                    rerun_of: id,
+                    run: Some(a.run),
+                    from_step: a.from_step,
+                    error: None,
+                },
+                Err(RerunError::Store(e)) => return Err(ApiError::store(e)),
+                Err(e) => BulkRerunItem {
+                    rerun_of: id,
+                    run: None,
+                    from_step: None,
+                    error: Some(e.to_string()),
+                },
+            },
+            Err(RerunError::Store(e)) => return Err(ApiError::store(e)),
+            Err(e) => BulkRerunItem {
+                rerun_of: id,
+                run: None,
+                from_step: None,
+                error: Some(e.to_string()),
+            },
+        };
+        runs.push(item);
+    }
+    Ok(Json(BulkRerunAnswer {
+        dry_run: body.dry_run,
+        runs,
     }))
 }
 

@@ -127,29 +127,30 @@ impl Store {
         Ok(outcomes)
     }
 
-    /// The unfinished runs of `workflow` (with `stages`, a pipeline's: its
-    /// stages') in `statuses`, oldest first: their id, path and state.
+    /// The runs of `workflow` (with `stages`, a pipeline's: its stages') in
+    /// `statuses` (and finished since then, when given), oldest first:
+    /// their id, path and state.
     pub async fn runs_in_states(
         &self,
         workflow: &str,
         stages: bool,
         statuses: &[RunStatus],
+        finished_since_ms: Option<i64>,
     ) -> Result<Vec<(String, String, RunStatus)>, StoreError> {
-        let states: Vec<&str> = statuses
-            .iter()
-            .filter(|s| !s.is_final())
-            .map(|s| s.as_str())
-            .collect();
+        let states: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
         if states.is_empty() {
             return Ok(Vec::new());
         }
-        let list: Vec<String> = (3..3 + states.len()).map(|i| format!("${i}")).collect();
+        let list: Vec<String> = (4..4 + states.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT id, path, status FROM runs WHERE (workflow = $1 OR ($2 = 1 AND substr(workflow, 1, length($1) + 1) = $1 || '/')) \
-             AND status IN ({}) ORDER BY queued_ms, id",
+             AND COALESCE(finished_ms, 0) >= $3 AND status IN ({}) ORDER BY queued_ms, id",
             list.join(", ")
         );
-        let mut q = sqlx::query(&sql).bind(workflow).bind(i64::from(stages));
+        let mut q = sqlx::query(&sql)
+            .bind(workflow)
+            .bind(i64::from(stages))
+            .bind(finished_since_ms.unwrap_or(0));
         for s in &states {
             q = q.bind(*s);
         }

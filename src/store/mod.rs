@@ -29,7 +29,7 @@ pub use definitions::{DefinitionWrite, Revision, StoredDefinition};
 pub use fleet::{NodeInUse, NodeInfo, NodeStatus, WatchHolder, WatchLock, WatchLocker, pid_space};
 pub use notify::Wakeups;
 pub use reads::{EventFilter, RunFilter, timestamp};
-pub use records::{AttemptEnd, NewRun, RunStatus, StepRecord, UnfinishedRun};
+pub use records::{AttemptEnd, FromStep, NewRun, Rerun, RunStatus, StepRecord, UnfinishedRun};
 pub use users::{KeyOwner, User};
 pub use writer::{AttemptFinish, AttemptStart, RunClose, Write, Writer};
 
@@ -670,6 +670,16 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// A run with its event as its workflow saw it, whatever its state
+    /// (what a re-run is made from).
+    pub async fn run_with_event(&self, id: &str) -> Result<Option<UnfinishedRun>, StoreError> {
+        Ok(self
+            .runs_with_events(&[id.to_owned()])
+            .await?
+            .into_iter()
+            .next())
+    }
+
     /// The runs `ids` with their events, oldest first (only these: the
     /// node may hold thousands more in flight).
     async fn runs_with_events(&self, ids: &[String]) -> Result<Vec<UnfinishedRun>, StoreError> {
@@ -678,7 +688,7 @@ impl Store {
         for chunk in ids.chunks(batch.rows) {
             let sql = format!(
                 "SELECT r.id, r.fence, r.workflow, r.status, r.attempts, r.next_attempt_ms, r.event_type, r.path, r.old_path, \
-                 r.queued_ms, e.id AS event_id, e.size, e.mtime_ms, e.observed_ms, e.cause_run_id, e.chain_depth, e.actor, e.source \
+                 r.queued_ms, r.from_step, r.carried, e.id AS event_id, e.size, e.mtime_ms, e.observed_ms, e.cause_run_id, e.chain_depth, e.actor, e.source \
                  FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id IN ({})",
                 batch.list(chunk.len())
             );
@@ -719,6 +729,13 @@ impl Store {
                         actor: r.get("actor"),
                         source: crate::events::Source::parse(&r.get::<String, _>("source")),
                     },
+                    from: r.get::<Option<i64>, _>("from_step").map(|idx| FromStep {
+                        idx: usize::try_from(idx).unwrap_or(0),
+                        steps: r
+                            .get::<Option<String>, _>("carried")
+                            .and_then(|c| serde_json::from_str(&c).ok())
+                            .unwrap_or_else(|| serde_json::json!({})),
+                    }),
                 }
             })
             .collect())
@@ -1036,6 +1053,7 @@ mod tests {
             queued_ms,
             lease: None,
             anywhere,
+            rerun: None,
         };
         store
             .commit_events(&[(event, vec![])], &[], &[run], None)
@@ -1117,6 +1135,54 @@ mod tests {
         assert_eq!(claim(&here).await, ["r2"]);
         assert!(!here.unclaimed_waiting(&[]).await.unwrap());
         assert_eq!(claim(&there).await, ["t1"], "its own data dir's only");
+    }
+
+    /// A re-run from a failed step keeps where it starts and what the steps
+    /// before gave: a node that claims it (after a crash) starts it so too.
+    #[tokio::test]
+    async fn a_rerun_from_its_failed_step_is_claimed_with_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(None, dir.path()).await.unwrap().serving("here", "x");
+        queue(&store, "orig", "/a", 1, false).await;
+        let event = store.run_with_event("orig").await.unwrap().unwrap().event;
+        let from = FromStep {
+            idx: 1,
+            steps: serde_json::json!({"mark": {"stdout": "marked", "status": "succeeded"}}),
+        };
+        let run = NewRun {
+            id: "again".into(),
+            workflow: "w".into(),
+            event: Event {
+                id: "evt_again".into(),
+                ..event
+            },
+            status: RunStatus::Queued,
+            reason: None,
+            queued_ms: 2,
+            lease: None,
+            anywhere: false,
+            rerun: Some(Rerun {
+                of: "orig".into(),
+                from: Some(from.clone()),
+            }),
+        };
+        let ev = run.event.clone();
+        store
+            .commit_events(&[(ev, vec![])], &[], &[run], None)
+            .await
+            .unwrap();
+        // The original first (its path's older run), then the re-run.
+        let first = store.claim_unfinished(60_000, 10, &[]).await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!((first[0].id.as_str(), &first[0].from), ("orig", &None));
+        let then = store.claim_unfinished(60_000, 10, &[]).await.unwrap();
+        assert_eq!(then.len(), 1);
+        assert_eq!((then[0].id.as_str(), &then[0].from), ("again", &Some(from)));
+        let detail = store.run_detail("orig").await.unwrap().unwrap();
+        assert_eq!(detail.reruns, ["again"]);
+        let detail = store.run_detail("again").await.unwrap().unwrap();
+        assert_eq!(detail.run.rerun_of.as_deref(), Some("orig"));
+        assert_eq!(detail.from_step, Some(1));
     }
 
     fn meta(size: u64) -> FileMeta {

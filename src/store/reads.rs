@@ -24,7 +24,7 @@ pub struct RunFilter {
 }
 
 const RUN_COLUMNS: &str = "r.id, r.workflow, r.status, r.reason, r.attempts, r.chain_depth, r.queued_ms, r.started_ms, \
-     r.finished_ms, r.duration_ms, r.error, r.event_id, r.event_type, r.path, r.old_path, r.origin, r.owner";
+     r.finished_ms, r.duration_ms, r.error, r.event_id, r.event_type, r.path, r.old_path, r.origin, r.owner, r.rerun_of, r.from_step";
 
 /// A time in RFC 3339 with milliseconds, as the API shows times.
 pub fn timestamp(ms: Option<i64>) -> Option<String> {
@@ -86,6 +86,7 @@ fn run_row(r: &AnyRow) -> Run {
         finished_at: timestamp(r.get("finished_ms")),
         duration_ms: r.get("duration_ms"),
         error: r.get("error"),
+        rerun_of: r.get("rerun_of"),
     }
 }
 
@@ -190,10 +191,19 @@ impl Store {
             .filter(|s| Some(s.get::<i64, _>("attempt")) == last_attempt)
             .map(step_row)
             .collect();
+        let reruns = sqlx::query("SELECT id FROM runs WHERE rerun_of = $1 ORDER BY queued_ms, id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
         Ok(Some(RunDetail {
+            from_step: row.get("from_step"),
             run,
             attempt_log,
             steps,
+            reruns,
         }))
     }
 

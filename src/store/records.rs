@@ -22,6 +22,24 @@ pub struct NewRun {
     /// Any node may run it, not only one serving its origin: every step of
     /// its workflow is a webhook ([`crate::definitions::model::any_node`]).
     pub anywhere: bool,
+    /// The run this one re-runs, and where it starts.
+    pub rerun: Option<Rerun>,
+}
+
+/// A run made again for the event of another (`of`); from its failed step,
+/// when `from` is given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rerun {
+    pub of: String,
+    pub from: Option<FromStep>,
+}
+
+/// Where a re-run from the failed step starts: the step's index, and the
+/// earlier steps' recorded results (`steps.NAME.*` in its templates).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FromStep {
+    pub idx: usize,
+    pub steps: serde_json::Value,
 }
 
 /// How an attempt ended.
@@ -49,6 +67,8 @@ pub struct UnfinishedRun {
     pub next_attempt_ms: Option<i64>,
     /// The event as this run's workflow saw it.
     pub event: Event,
+    /// A re-run from a failed step starts there.
+    pub from: Option<FromStep>,
 }
 
 /// One step of one attempt, as recorded.
@@ -78,8 +98,8 @@ pub(super) async fn insert_runs(
     origin: &str,
 ) -> Result<(), StoreError> {
     let sql = format!(
-        "INSERT INTO runs (id, workflow, event_id, event_type, path, old_path, status, reason, chain_depth, queued_ms, finished_ms, owner, lease_until_ms, fence, origin, anywhere) VALUES {}",
-        batch.values(16, runs.len())
+        "INSERT INTO runs (id, workflow, event_id, event_type, path, old_path, status, reason, chain_depth, queued_ms, finished_ms, owner, lease_until_ms, fence, origin, anywhere, rerun_of, from_step, carried) VALUES {}",
+        batch.values(19, runs.len())
     );
     let mut q = sqlx::query(&sql);
     for r in runs {
@@ -100,7 +120,20 @@ pub(super) async fn insert_runs(
             .bind(r.lease.as_ref().map(|(_, until)| *until))
             .bind(if r.lease.is_some() { 1i64 } else { 0 })
             .bind(origin)
-            .bind(i64::from(r.anywhere));
+            .bind(i64::from(r.anywhere))
+            .bind(r.rerun.as_ref().map(|x| x.of.as_str()))
+            .bind(
+                r.rerun
+                    .as_ref()
+                    .and_then(|x| x.from.as_ref())
+                    .map(|f| f.idx as i64),
+            )
+            .bind(
+                r.rerun
+                    .as_ref()
+                    .and_then(|x| x.from.as_ref())
+                    .map(|f| f.steps.to_string()),
+            );
     }
     q.execute(&mut **tx).await?;
     Ok(())

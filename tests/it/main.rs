@@ -28,6 +28,7 @@ mod cancels;
 mod durability;
 mod fleet;
 mod injection;
+mod reruns;
 mod schema_agreement;
 mod seed;
 mod shared_data_dir;

@@ -11,7 +11,8 @@ use super::{
     Client, Reply, block_on, cell, duration, enc, print_structured, print_table, short_time,
 };
 use crate::api::{
-    BulkCancelAnswer, BulkCancelRequest, CancelAnswer, RunChange, RunDetail, RunList,
+    BulkCancelAnswer, BulkCancelRequest, BulkRerunAnswer, BulkRerunRequest, CancelAnswer,
+    RerunAnswer, RerunRequest, RunChange, RunDetail, RunList,
 };
 use crate::cli::{OutputFormat, RunsCommand};
 use crate::store::RunStatus;
@@ -93,6 +94,12 @@ pub fn runs(command: RunsCommand) -> anyhow::Result<ExitCode> {
                 if let Some(reason) = &run.reason {
                     println!("reason:    {reason}");
                 }
+                if let Some(of) = &run.rerun_of {
+                    println!("re-run of: {of}");
+                }
+                if !v.reruns.is_empty() {
+                    println!("re-runs:   {}", v.reruns.join(", "));
+                }
                 println!("attempts:  {}", run.attempts);
                 let e = &run.event;
                 println!("event:     {} {} ({})", e.kind, e.path, e.id);
@@ -123,6 +130,36 @@ pub fn runs(command: RunsCommand) -> anyhow::Result<ExitCode> {
                     println!();
                     print_table(&["STEP", "STATUS", "EXIT", "ERROR"], &rows, &[24, 9, 4, 40]);
                 }
+            }
+            RunsCommand::Rerun {
+                ids,
+                from_failed,
+                workflow,
+                status,
+                since,
+                dry_run,
+                client,
+                output,
+            } => {
+                let c = Client::new(&client)?;
+                return match workflow {
+                    Some(w) => {
+                        let status = status
+                            .iter()
+                            .map(|s| {
+                                RunStatus::parse(s.trim()).map_err(|e| anyhow!("--status: {e}"))
+                            })
+                            .collect::<anyhow::Result<Vec<_>>>()?;
+                        let body = BulkRerunRequest {
+                            status,
+                            since,
+                            from_failed,
+                            dry_run,
+                        };
+                        rerun_bulk(&c, &w, &body, output).await
+                    }
+                    None => rerun_ids(&c, &ids, from_failed, output).await,
+                };
             }
             RunsCommand::Cancel {
                 ids,
@@ -169,6 +206,86 @@ async fn cancel_ids(c: &Client, ids: &[String], output: OutputFormat) -> anyhow:
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Re-runs each run; one that cannot be is said so on stderr, the others
+/// still are, and the exit code is then 1.
+async fn rerun_ids(
+    c: &Client,
+    ids: &[String],
+    from_failed: bool,
+    output: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    let body = RerunRequest { from_failed };
+    let mut answers: Vec<RerunAnswer> = Vec::new();
+    let mut failed = false;
+    for id in ids {
+        let path = format!("/v1/runs/{}/rerun", enc(id));
+        match c.call_json::<RerunAnswer>(Method::POST, &path, &body).await {
+            Ok(a) => answers.push(a),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    if !print_structured(output, &answers)? {
+        for a in &answers {
+            let from = a
+                .from_step
+                .as_ref()
+                .map(|s| format!(", from step `{s}`"))
+                .unwrap_or_default();
+            println!("{}: re-run as {} ({}{from})", a.rerun_of, a.run, a.status);
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn rerun_bulk(
+    c: &Client,
+    workflow: &str,
+    body: &BulkRerunRequest,
+    output: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    let url = format!("/v1/workflows/{}/runs/rerun", enc(workflow));
+    let v: BulkRerunAnswer = c.call_json(Method::POST, &url, body).await?;
+    let refused = v.runs.iter().filter(|r| r.error.is_some()).count();
+    let code = if refused > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    };
+    if print_structured(output, &v)? {
+        return Ok(code);
+    }
+    if v.runs.is_empty() {
+        println!("nothing to do: no run of `{workflow}` matches");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in &v.runs {
+        let from = r
+            .from_step
+            .as_ref()
+            .map(|s| format!(" from step `{s}`"))
+            .unwrap_or_default();
+        match (&r.run, &r.error) {
+            (_, Some(e)) => eprintln!("{}: not re-run: {e}", r.rerun_of),
+            (Some(run), None) => println!("{}: re-run as {run}{from}", r.rerun_of),
+            (None, None) => println!("{}: would re-run{from}", r.rerun_of),
+        }
+    }
+    let done = v.runs.len() - refused;
+    if v.dry_run {
+        println!("{done} run(s) would be re-run");
+    } else {
+        println!("{done} run(s) re-run");
+    }
+    Ok(code)
 }
 
 async fn cancel_bulk(

@@ -1,0 +1,266 @@
+//! Re-runs: a run made again for the event of another, through the intake
+//! like any run (a new event, source `api`, its actor the user), on the
+//! live revision of its workflow. From the failed step, the earlier steps
+//! are not run again: their recorded results stand for them.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::intake::{Arrival, Intake, Target};
+use crate::api::RerunAnswer;
+use crate::definitions::model::Workflow;
+use crate::events::{Event, EventType, new_id, now_ms};
+use crate::store::{FromStep, Rerun, RunStatus, StoreError};
+
+/// Why a run cannot be re-run.
+#[derive(Debug)]
+pub enum RerunError {
+    NotFound(String),
+    /// Not in a state it can be re-run from, or not from its failed step.
+    Conflict(String),
+    Store(StoreError),
+}
+
+impl From<StoreError> for RerunError {
+    fn from(e: StoreError) -> Self {
+        RerunError::Store(e)
+    }
+}
+
+impl std::fmt::Display for RerunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RerunError::NotFound(m) | RerunError::Conflict(m) => f.write_str(m),
+            RerunError::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// What a re-run would be: the workflow it runs on and where it starts.
+pub struct RerunPlan {
+    original: crate::store::UnfinishedRun,
+    workflow: Arc<Workflow>,
+    from: Option<(FromStep, String)>,
+}
+
+impl RerunPlan {
+    /// The failed step it starts at, by name.
+    pub fn from_step(&self) -> Option<&str> {
+        self.from.as_ref().map(|(_, name)| name.as_str())
+    }
+}
+
+/// Checks that run `id` can be re-run (from its failed step, with
+/// `from_failed`) and says how.
+pub async fn prepare(
+    intake: &Intake,
+    id: &str,
+    from_failed: bool,
+) -> Result<RerunPlan, RerunError> {
+    let store = &intake.rt.store;
+    let Some(original) = store.run_with_event(id).await? else {
+        return Err(RerunError::NotFound(format!("no run `{id}`")));
+    };
+    if !original.status.is_final() {
+        return Err(RerunError::Conflict(format!(
+            "run `{id}` is `{}`: only a finished run can be re-run (cancel it first)",
+            original.status
+        )));
+    }
+    if from_failed && original.status != RunStatus::Failed {
+        return Err(RerunError::Conflict(format!(
+            "run `{id}` is `{}`: --from-failed re-runs a failed run from the step that failed",
+            original.status
+        )));
+    }
+    let live = intake.live.current();
+    let Some(workflow) = live
+        .workflows
+        .iter()
+        .find(|w| w.name == original.workflow)
+        .map(Arc::clone)
+    else {
+        return Err(RerunError::NotFound(format!(
+            "workflow `{}` is not applied: its runs cannot be re-run",
+            original.workflow
+        )));
+    };
+    let from = if from_failed {
+        Some(from_failed_step(intake, id, &original.event, &workflow).await?)
+    } else {
+        None
+    };
+    Ok(RerunPlan {
+        original,
+        workflow,
+        from,
+    })
+}
+
+/// Where a re-run of a failed run starts: its failed step, found by name in
+/// the live revision, with each earlier step's recorded result. Refused
+/// when the file changed since the run's event (its size or modification
+/// time), or when the live revision's steps do not line up.
+async fn from_failed_step(
+    intake: &Intake,
+    id: &str,
+    event: &Event,
+    workflow: &Workflow,
+) -> Result<(FromStep, String), RerunError> {
+    let detail = intake
+        .rt
+        .store
+        .run_detail(id)
+        .await?
+        .ok_or_else(|| RerunError::NotFound(format!("no run `{id}`")))?;
+    let Some(failed) = detail
+        .steps
+        .iter()
+        .rev()
+        .find(|s| s.status == crate::api::StepStatus::Failed)
+    else {
+        return Err(RerunError::Conflict(format!(
+            "run `{id}` has no failed step recorded (it failed before one, or timed out): re-run it whole"
+        )));
+    };
+    let Some(idx) = workflow.steps.iter().position(|s| s.name == failed.name) else {
+        return Err(RerunError::Conflict(format!(
+            "the live revision of `{}` has no step `{}`: re-run it whole",
+            workflow.name, failed.name
+        )));
+    };
+    let mut steps = serde_json::Map::new();
+    for step in &workflow.steps[..idx] {
+        let Some(done) = detail.steps.iter().find(|s| s.name == step.name) else {
+            return Err(RerunError::Conflict(format!(
+                "step `{}`, before `{}` in the live revision, has no result in run `{id}`: re-run it whole",
+                step.name, failed.name
+            )));
+        };
+        let text = |t: &Option<String>| {
+            let t = t.as_deref().unwrap_or("");
+            Value::String(t.strip_suffix('\n').unwrap_or(t).to_owned())
+        };
+        steps.insert(
+            step.name.clone(),
+            json!({
+                "stdout": text(&done.stdout),
+                "stderr": text(&done.stderr),
+                "exit_code": done.exit_code,
+                "status": done.status.as_str(),
+                "output": done.output,
+            }),
+        );
+    }
+    if let Some(why) = changed_since(intake, event).await {
+        return Err(RerunError::Conflict(format!(
+            "the file `{}` changed since run `{id}` ({why}): re-run it whole",
+            event.path
+        )));
+    }
+    Ok((
+        FromStep {
+            idx,
+            steps: Value::Object(steps),
+        },
+        failed.name.clone(),
+    ))
+}
+
+/// How the event's file differs from what the event saw, if it does.
+async fn changed_since(intake: &Intake, event: &Event) -> Option<String> {
+    if event.kind == EventType::Deleted {
+        return None;
+    }
+    let rel = crate::datadir::vpath(&event.path).ok()?.rel;
+    let root = Arc::clone(&intake.rt.root);
+    let meta = tokio::task::spawn_blocking(move || root.metadata(&rel))
+        .await
+        .ok()?;
+    let Ok(meta) = meta else {
+        return Some("it is gone".to_owned());
+    };
+    if event.size.is_some_and(|s| s != meta.len()) {
+        return Some(format!(
+            "its size was {} bytes, now {}",
+            event.size.unwrap_or(0),
+            meta.len()
+        ));
+    }
+    let mtime_ms = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.into_std().duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    match (event.mtime_ms, mtime_ms) {
+        (Some(then), Some(now)) if then != now => Some("it was modified".to_owned()),
+        _ => None,
+    }
+}
+
+/// Starts a prepared re-run: a new event for the same file, as the
+/// original's workflow saw it, and its run, linked to the original.
+pub async fn start(
+    intake: &Intake,
+    plan: RerunPlan,
+    user: &str,
+) -> Result<RerunAnswer, RerunError> {
+    let RerunPlan {
+        original,
+        workflow,
+        from,
+    } = plan;
+    let e = &original.event;
+    let event = Event {
+        id: new_id("evt_"),
+        kind: e.kind,
+        path: e.path.clone(),
+        old_path: e.old_path.clone(),
+        size: e.size,
+        mtime_ms: e.mtime_ms,
+        observed_ms: now_ms(),
+        cause: e.cause.clone(),
+        raw_abs: None,
+        actor: Some(user.to_owned()),
+        source: crate::events::Source::Api,
+    };
+    let from_name = from.as_ref().map(|(_, name)| name.clone());
+    let why = match &from_name {
+        Some(step) => format!(
+            "re-run of run {} by {user}, from step `{step}`",
+            original.id
+        ),
+        None => format!("re-run of run {} by {user}", original.id),
+    };
+    let live = intake.live.current();
+    let mut plan = intake.plan_against(
+        &live,
+        vec![Arrival {
+            event,
+            target: Target::Workflow(Arc::clone(&workflow), why),
+        }],
+        vec![],
+    );
+    let from = from.map(|(f, _)| f);
+    if let Some(run) = plan.runs.first_mut() {
+        run.rerun = Some(Rerun {
+            of: original.id.clone(),
+            from: from.clone(),
+        });
+    }
+    if let Some(job) = plan.jobs.first_mut() {
+        job.from = from.map(Arc::new);
+    }
+    intake.commit(&plan).await?;
+    let run = plan.runs[0].clone();
+    intake.publish(plan).await;
+    tracing::info!(run = %run.id, rerun_of = %original.id, workflow = %workflow.name, user, "re-run");
+    Ok(RerunAnswer {
+        run: run.id,
+        rerun_of: original.id,
+        workflow: workflow.name.clone(),
+        status: run.status,
+        from_step: from_name,
+    })
+}
