@@ -1142,7 +1142,10 @@ mod tests {
     #[tokio::test]
     async fn a_rerun_from_its_failed_step_is_claimed_with_its_start() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(None, dir.path()).await.unwrap().serving("here", "x");
+        let store = Store::open(None, dir.path())
+            .await
+            .unwrap()
+            .serving("here", "x");
         queue(&store, "orig", "/a", 1, false).await;
         let event = store.run_with_event("orig").await.unwrap().unwrap().event;
         let from = FromStep {
