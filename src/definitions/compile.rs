@@ -16,7 +16,7 @@ use super::raw::{
     RawWorkflowSpec,
 };
 use super::retry::compile_retry;
-use super::steps::compile_steps;
+use super::steps::{StepList, compile_steps};
 use super::yaml::Target;
 use crate::events::{EventSet, EventType};
 use crate::pattern::Pattern;
@@ -146,6 +146,7 @@ fn compile_workflow(
         retry,
         secrets,
         steps,
+        on_failure,
     } = spec;
     let errors_before = doc.diags.errors().count();
     if on.is_empty() {
@@ -182,7 +183,27 @@ fn compile_workflow(
             "`concurrency` must be at least 1",
         );
     }
-    let steps = compile_steps(doc, steps, &secrets, &at(ptr, &[&"steps"]));
+    let step_names: Vec<String> = steps.iter().map(|s| s.name.clone()).collect();
+    let steps = compile_steps(doc, steps, &secrets, &at(ptr, &[&"steps"]), StepList::Steps);
+    for (i, raw) in on_failure.iter().enumerate() {
+        if step_names.contains(&raw.name) {
+            doc.error(
+                &at(ptr, &[&"on_failure", &i, &"name"]),
+                Target::Value,
+                format!(
+                    "`on_failure` step `{}` has the name of a step of `steps`: give it a name of its own",
+                    raw.name
+                ),
+            );
+        }
+    }
+    let on_failure = compile_steps(
+        doc,
+        on_failure,
+        &secrets,
+        &at(ptr, &[&"on_failure"]),
+        StepList::OnFailure,
+    );
     let Header {
         name,
         kind,
@@ -200,8 +221,10 @@ fn compile_workflow(
         timeout,
         retry,
         secrets,
-        any_node: super::model::any_node(&steps),
+        any_node: super::model::any_node(&steps)
+            && (on_failure.is_empty() || super::model::any_node(&on_failure)),
         steps,
+        on_failure,
         source: doc.source(),
     };
     if doc.diags.errors().count() > errors_before {

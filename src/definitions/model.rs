@@ -37,6 +37,8 @@ pub struct Workflow {
     pub retry: RetryPolicy,
     pub secrets: Vec<String>,
     pub steps: Vec<Step>,
+    /// Run once after the last attempt of a run failed (`spec.on_failure`).
+    pub on_failure: Vec<Step>,
     /// Any node of a fleet may run its runs, not only one serving the data
     /// dir of their event ([`any_node`]).
     pub any_node: bool,

@@ -66,6 +66,9 @@ pub struct RawWorkflowSpec {
     pub secrets: Vec<String>,
     /// The steps, run in order.
     pub steps: Vec<RawStep>,
+    /// Steps run once after the last attempt of a run failed.
+    #[serde(default)]
+    pub on_failure: Vec<RawStep>,
 }
 
 /// A group of stages, each a workflow named `PIPELINE/STAGE`.

@@ -14,11 +14,21 @@ use super::yaml::Target;
 use crate::templates::pieces::{self, Piece};
 use crate::templates::{Scope, Template, shell};
 
+/// Which list of a workflow's steps is compiled: its templates see
+/// different names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepList {
+    Steps,
+    /// `on_failure`: also `run.error`, `run.failed_step`, `run.attempts`.
+    OnFailure,
+}
+
 pub fn compile_steps(
     doc: &mut Doc<'_>,
     steps: Vec<RawStep>,
     secrets: &[String],
     ptr: &[String],
+    list: StepList,
 ) -> Vec<Step> {
     let all_steps: Vec<String> = steps.iter().map(|s| s.name.clone()).collect();
     let mut out = Vec::new();
@@ -42,6 +52,7 @@ pub fn compile_steps(
             earlier_steps: all_steps[..i].to_vec(),
             all_steps: all_steps.clone(),
             secrets: secrets.to_vec(),
+            on_failure: list == StepList::OnFailure,
         };
         let mut cx = StepCx {
             doc,

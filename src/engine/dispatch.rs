@@ -71,6 +71,9 @@ struct Inner {
     /// is gone.
     spilling: usize,
     spills: u64,
+    /// Runs were stopped (cancelled, or lost): retries they left parked
+    /// are dropped at the dispatcher's next turn, freeing their keys.
+    stopped: bool,
 }
 
 /// A run this node holds.
@@ -218,7 +221,12 @@ impl Dispatcher {
                 tracing::warn!(run = %id, "this node lost the run (it was cancelled, or another node holds it now): stopping it");
                 held.stop.cancel();
                 inner.runs.remove(id);
+                inner.stopped = true;
             }
+        }
+        if inner.stopped {
+            drop(inner);
+            self.shared.claim.notify_one();
         }
     }
 
@@ -231,6 +239,7 @@ impl Dispatcher {
 
 fn expire(shared: &Shared, lease: Duration) {
     let mut inner = shared.inner.lock().unwrap();
+    let before = inner.runs.len();
     inner.runs.retain(|id, held| {
         let live = held.confirmed.elapsed() < lease;
         if !live {
@@ -239,6 +248,9 @@ fn expire(shared: &Shared, lease: Duration) {
         }
         live
     });
+    if inner.runs.len() < before {
+        inner.stopped = true;
+    }
 }
 
 /// Registers a run as held under its claim; returns its stop token.
@@ -277,6 +289,7 @@ pub fn start(
             backlog: true,
             spilling: 0,
             spills: 0,
+            stopped: false,
         }),
         claim: Notify::new(),
         recheck: Notify::new(),
@@ -357,6 +370,9 @@ async fn dispatch_worker(
             () = sleep_until_opt(next_due) => {}
             () = sleep_until_opt(state.claim_again) => state.claim_again = None,
             () = rt.shutdown.cancelled() => break,
+        }
+        if std::mem::take(&mut shared.inner.lock().unwrap().stopped) {
+            drop_stopped_retries(&mut state);
         }
         let now = rt.clock.now_ms();
         while let Some(entry) = state.parked.first_entry() {
@@ -748,6 +764,22 @@ fn start_ready(
             continue;
         }
         spawn(rt, state, tasks, tx, parked);
+    }
+}
+
+/// Retries waiting out their backoff whose run was stopped: dropped, their
+/// keys free for the path's next runs.
+fn drop_stopped_retries(state: &mut State) {
+    let stopped: Vec<(i64, u64)> = state
+        .parked
+        .iter()
+        .filter(|(_, p)| p.job.stop.is_cancelled())
+        .map(|(k, _)| *k)
+        .collect();
+    for k in stopped {
+        if let Some(p) = state.parked.remove(&k) {
+            drop_keys(state, &p.key, p.old.as_ref());
+        }
     }
 }
 

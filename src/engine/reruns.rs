@@ -40,6 +40,8 @@ impl std::fmt::Display for RerunError {
 /// What a re-run would be: the workflow it runs on and where it starts.
 pub struct RerunPlan {
     original: crate::store::UnfinishedRun,
+    /// The live version its workflow was chosen from, planned against.
+    live: Arc<super::live::Live>,
     workflow: Arc<Workflow>,
     from: Option<(FromStep, String)>,
 }
@@ -86,13 +88,26 @@ pub async fn prepare(
             original.workflow
         )));
     };
+    let detail = store
+        .run_detail(id)
+        .await?
+        .ok_or_else(|| RerunError::NotFound(format!("no run `{id}`")))?;
+    // Its file is in its data dir: a re-run is recorded here, for this
+    // node's data dir (a workflow any node may run has no file to read).
+    if detail.run.origin != store.origin() && !workflow.any_node {
+        return Err(RerunError::Conflict(format!(
+            "run `{id}` is of another data dir (origin {}): re-run it through an agent serving that data dir",
+            detail.run.origin
+        )));
+    }
     let from = if from_failed {
-        Some(from_failed_step(intake, id, &original.event, &workflow).await?)
+        Some(from_failed_step(intake, &original, &detail, &workflow).await?)
     } else {
         None
     };
     Ok(RerunPlan {
         original,
+        live,
         workflow,
         from,
     })
@@ -104,22 +119,17 @@ pub async fn prepare(
 /// time), or when the live revision's steps do not line up.
 async fn from_failed_step(
     intake: &Intake,
-    id: &str,
-    event: &Event,
+    original: &crate::store::UnfinishedRun,
+    detail: &crate::api::RunDetail,
     workflow: &Workflow,
 ) -> Result<(FromStep, String), RerunError> {
-    let detail = intake
-        .rt
-        .store
-        .run_detail(id)
-        .await?
-        .ok_or_else(|| RerunError::NotFound(format!("no run `{id}`")))?;
-    let Some(failed) = detail
-        .steps
-        .iter()
-        .rev()
-        .find(|s| s.status == crate::api::StepStatus::Failed)
-    else {
+    let (id, event) = (original.id.as_str(), &original.event);
+    // The last failed step of its own (an `on_failure` step is recorded
+    // after them).
+    let Some(failed) = detail.steps.iter().rev().find(|s| {
+        s.status == crate::api::StepStatus::Failed
+            && workflow.steps.iter().any(|w| w.name == s.name)
+    }) else {
         return Err(RerunError::Conflict(format!(
             "run `{id}` has no failed step recorded (it failed before one, or timed out): re-run it whole"
         )));
@@ -131,8 +141,15 @@ async fn from_failed_step(
         )));
     };
     let mut steps = serde_json::Map::new();
+    // A re-run from a failed step did not run the steps before it: their
+    // results are the ones it carried.
+    let carried = original.from.as_ref().and_then(|f| f.steps.as_object());
     for step in &workflow.steps[..idx] {
         let Some(done) = detail.steps.iter().find(|s| s.name == step.name) else {
+            if let Some(fields) = carried.and_then(|c| c.get(&step.name)) {
+                steps.insert(step.name.clone(), fields.clone());
+                continue;
+            }
             return Err(RerunError::Conflict(format!(
                 "step `{}`, before `{}` in the live revision, has no result in run `{id}`: re-run it whole",
                 step.name, failed.name
@@ -208,6 +225,7 @@ pub async fn start(
 ) -> Result<RerunAnswer, RerunError> {
     let RerunPlan {
         original,
+        live,
         workflow,
         from,
     } = plan;
@@ -233,7 +251,6 @@ pub async fn start(
         ),
         None => format!("re-run of run {} by {user}", original.id),
     };
-    let live = intake.live.current();
     let mut plan = intake.plan_against(
         &live,
         vec![Arrival {

@@ -91,9 +91,11 @@ pub enum Next {
 /// Why an attempt failed, and whether another could succeed.
 struct Failure {
     error: String,
+    /// The step that failed (none: the run timed out).
+    step: Option<String>,
     retryable: bool,
     retry_after: Option<Duration>,
-    policy: Option<RetryPolicy>,
+    policy: Option<Box<RetryPolicy>>,
 }
 
 /// Executes one attempt of a run: recorded as started (committed before
@@ -152,6 +154,7 @@ pub async fn execute(rt: &Runtime, job: &Job) -> Next {
             .unwrap_or_else(|_| {
                 Err(Failure {
                     error: format!("run timed out after {}", humantime::format_duration(limit)),
+                    step: None,
                     retryable: true,
                     retry_after: None,
                     policy: None,
@@ -176,7 +179,7 @@ pub async fn execute(rt: &Runtime, job: &Job) -> Next {
         }
         Err(f) => f,
     };
-    let policy = failure.policy.as_ref().unwrap_or(&job.workflow.retry);
+    let policy = failure.policy.as_deref().unwrap_or(&job.workflow.retry);
     // At a stop too: the retry is recorded due, and taken up at the next
     // start.
     let again = failure.retryable && attempt < policy.max_attempts;
@@ -185,6 +188,9 @@ pub async fn execute(rt: &Runtime, job: &Job) -> Next {
     } else {
         RunStatus::Failed
     };
+    if !again {
+        run_on_failure(rt, job, attempt, &failure).await;
+    }
     let delay = retry_delay(policy, attempt, jitter(&job.run_id, attempt))
         .max(failure.retry_after.unwrap_or_default());
     let at_ms = rt.clock.now_ms();
@@ -228,13 +234,15 @@ fn jitter(run_id: &str, attempt: u32) -> f64 {
     ((h % 2001) as f64 / 10_000.0) - 0.1
 }
 
-async fn run_attempt(rt: &Runtime, job: &Job, attempt: u32) -> Result<(), Failure> {
+/// What the steps of one attempt share: its records' keys and the
+/// template data (`event`, `workflow`, `run`, `steps`, `secrets`).
+fn context(rt: &Runtime, job: &Job, attempt: u32) -> StepContext {
     let secrets: Map<String, Value> = job
         .secrets
         .iter()
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
-    let mut ctx = StepContext {
+    StepContext {
         data_dir: rt.data_dir.clone(),
         root: Arc::clone(&rt.root),
         run_id: job.run_id.clone(),
@@ -253,7 +261,11 @@ async fn run_attempt(rt: &Runtime, job: &Job, attempt: u32) -> Result<(), Failur
             "steps": {},
             "secrets": secrets,
         }),
-    };
+    }
+}
+
+async fn run_attempt(rt: &Runtime, job: &Job, attempt: u32) -> Result<(), Failure> {
+    let mut ctx = context(rt, job, attempt);
     let first = match &job.from {
         Some(from) => {
             ctx.data["steps"] = from.steps.clone();
@@ -279,13 +291,39 @@ async fn run_attempt(rt: &Runtime, job: &Job, attempt: u32) -> Result<(), Failur
                     step.name,
                     outcome.error.as_deref().unwrap_or("unknown error")
                 ),
+                step: Some(step.name.clone()),
                 retryable: outcome.retryable && !listed,
                 retry_after: outcome.retry_after,
-                policy,
+                policy: policy.map(Box::new),
             });
         }
     }
     Ok(())
+}
+
+/// After the last attempt failed: the workflow's `on_failure` steps, once,
+/// recorded as steps of that attempt after its own, with `run.error`,
+/// `run.failed_step` and `run.attempts`. Their own failure is recorded and
+/// ends them; the run stays failed with its error.
+async fn run_on_failure(rt: &Runtime, job: &Job, attempt: u32, failure: &Failure) {
+    if job.workflow.on_failure.is_empty() {
+        return;
+    }
+    let mut ctx = context(rt, job, attempt);
+    ctx.data["run"]["error"] = json!(failure.error);
+    ctx.data["run"]["failed_step"] = json!(failure.step);
+    ctx.data["run"]["attempts"] = json!(attempt);
+    let after = job.workflow.steps.len();
+    for (j, step) in job.workflow.on_failure.iter().enumerate() {
+        let started = rt.clock.now_ms();
+        let outcome = run_step(&ctx, step).await;
+        record(rt, &ctx, after + j, step, &outcome, started).await;
+        ctx.data["steps"][step.name.as_str()] = outcome.template_fields();
+        if outcome.status == StepStatus::Failed && !step.continue_on_error {
+            tracing::warn!(run = %job.run_id, step = %step.name, error = outcome.error.as_deref().unwrap_or(""), "an on_failure step failed");
+            break;
+        }
+    }
 }
 
 async fn run_step(ctx: &StepContext, step: &Step) -> StepOutcome {

@@ -40,89 +40,124 @@ impl Store {
         let reason = format!("by {by}");
         let mut outcomes = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(PER_TRANSACTION) {
-            let now = self.now_ms();
-            let mut tx = self.pool.begin().await?;
-            // Their states before, locked (PostgreSQL) until the commit.
-            let lock = match self.backend {
-                super::Backend::Postgres => " FOR UPDATE",
-                super::Backend::Sqlite => "",
-            };
-            let sql = format!(
-                "SELECT id, status, workflow, path FROM runs WHERE id IN ({}){lock}",
-                self.batch().list(chunk.len())
-            );
-            let mut q = sqlx::query(&sql);
-            for id in chunk {
-                q = q.bind(id);
+            let mut wait = std::time::Duration::from_millis(20);
+            let mut tries = 0;
+            loop {
+                match self.cancel_chunk(chunk, &reason).await {
+                    Ok(done) => {
+                        outcomes.extend(done);
+                        break;
+                    }
+                    // Behind the writer (SQLite's busy snapshot; a
+                    // PostgreSQL deadlock): again, a few times.
+                    Err(e) if e.is_transient() && tries < 5 => {
+                        tries += 1;
+                        tokio::time::sleep(wait).await;
+                        wait *= 2;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
-            let before: std::collections::HashMap<String, (RunStatus, String, String)> = q
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| {
-                    let status: String = r.get(1);
-                    let status = RunStatus::parse(&status).unwrap_or(RunStatus::Failed);
-                    (r.get(0), (status, r.get(2), r.get(3)))
-                })
+        }
+        Ok(outcomes)
+    }
+
+    async fn cancel_chunk(
+        &self,
+        chunk: &[String],
+        reason: &str,
+    ) -> Result<Vec<Cancel>, StoreError> {
+        let mut outcomes = Vec::with_capacity(chunk.len());
+        let now = self.now_ms();
+        let mut tx = self.pool.begin().await?;
+        // A write first: SQLite takes its write lock now (waiting out
+        // the writer) rather than failing at the update below, and
+        // PostgreSQL locks the rows.
+        let sql = format!(
+            "UPDATE runs SET fence = fence WHERE id IN ({})",
+            self.batch().list(chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(id);
+        }
+        q.execute(&mut *tx).await?;
+        // Their states before, locked until the commit.
+        let sql = format!(
+            "SELECT id, status, workflow, path FROM runs WHERE id IN ({})",
+            self.batch().list(chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(id);
+        }
+        let before: std::collections::HashMap<String, (RunStatus, String, String)> = q
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| {
+                let status: String = r.get(1);
+                let status = RunStatus::parse(&status).unwrap_or(RunStatus::Failed);
+                (r.get(0), (status, r.get(2), r.get(3)))
+            })
+            .collect();
+        let open: Vec<&String> = chunk
+            .iter()
+            .filter(|id| before.get(*id).is_some_and(|(s, ..)| !s.is_final()))
+            .collect();
+        if !open.is_empty() {
+            let first = 4;
+            let list: Vec<String> = (first..first + open.len())
+                .map(|i| format!("${i}"))
                 .collect();
-            let open: Vec<&String> = chunk
-                .iter()
-                .filter(|id| before.get(*id).is_some_and(|(s, ..)| !s.is_final()))
-                .collect();
-            if !open.is_empty() {
-                let first = 4;
-                let list: Vec<String> = (first..first + open.len())
-                    .map(|i| format!("${i}"))
-                    .collect();
-                let sql = format!(
-                    "UPDATE runs SET status = 'cancelled', reason = $1, finished_ms = $2, \
+            let sql = format!(
+                "UPDATE runs SET status = 'cancelled', reason = $1, finished_ms = $2, \
                      duration_ms = $3 - COALESCE(started_ms, $3), next_attempt_ms = NULL, \
                      lease_until_ms = 0, fence = fence + 1 \
                      WHERE id IN ({}) AND status IN {}",
-                    list.join(", "),
-                    RunStatus::UNFINISHED_SQL
-                );
-                let mut q = sqlx::query(&sql).bind(&reason).bind(now).bind(now);
-                for id in &open {
-                    q = q.bind(*id);
-                }
-                q.execute(&mut *tx).await?;
-                let list: Vec<String> = (3..3 + open.len()).map(|i| format!("${i}")).collect();
-                let sql = format!(
-                    "UPDATE attempts SET status = 'cancelled', error = $1, finished_ms = $2 \
+                list.join(", "),
+                RunStatus::UNFINISHED_SQL
+            );
+            let mut q = sqlx::query(&sql).bind(reason).bind(now).bind(now);
+            for id in &open {
+                q = q.bind(*id);
+            }
+            q.execute(&mut *tx).await?;
+            let list: Vec<String> = (3..3 + open.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "UPDATE attempts SET status = 'cancelled', error = $1, finished_ms = $2 \
                      WHERE run_id IN ({}) AND status = 'running'",
-                    list.join(", ")
-                );
-                let mut q = sqlx::query(&sql)
-                    .bind(format!("cancelled {reason}"))
-                    .bind(now);
-                for id in &open {
-                    q = q.bind(*id);
-                }
-                q.execute(&mut *tx).await?;
-                notify::notify_in(self.backend, &mut *tx, notify::CANCELS).await?;
+                list.join(", ")
+            );
+            let mut q = sqlx::query(&sql)
+                .bind(format!("cancelled {reason}"))
+                .bind(now);
+            for id in &open {
+                q = q.bind(*id);
             }
-            tx.commit().await?;
-            for id in chunk {
-                outcomes.push(match before.get(id) {
-                    None => Cancel {
-                        id: id.clone(),
-                        workflow: String::new(),
-                        path: String::new(),
-                        outcome: CancelOutcome::Missing,
+            q.execute(&mut *tx).await?;
+            notify::notify_in(self.backend, &mut *tx, notify::CANCELS).await?;
+        }
+        tx.commit().await?;
+        for id in chunk {
+            outcomes.push(match before.get(id) {
+                None => Cancel {
+                    id: id.clone(),
+                    workflow: String::new(),
+                    path: String::new(),
+                    outcome: CancelOutcome::Missing,
+                },
+                Some((s, workflow, path)) => Cancel {
+                    id: id.clone(),
+                    workflow: workflow.clone(),
+                    path: path.clone(),
+                    outcome: if s.is_final() {
+                        CancelOutcome::Final(*s)
+                    } else {
+                        CancelOutcome::Cancelled(*s)
                     },
-                    Some((s, workflow, path)) => Cancel {
-                        id: id.clone(),
-                        workflow: workflow.clone(),
-                        path: path.clone(),
-                        outcome: if s.is_final() {
-                            CancelOutcome::Final(*s)
-                        } else {
-                            CancelOutcome::Cancelled(*s)
-                        },
-                    },
-                });
-            }
+                },
+            });
         }
         Ok(outcomes)
     }

@@ -32,6 +32,9 @@ pub struct Scope {
     pub earlier_steps: Vec<String>,
     pub all_steps: Vec<String>,
     pub secrets: Vec<String>,
+    /// An `on_failure` step's: `run.error`, `run.failed_step` and
+    /// `run.attempts` exist.
+    pub on_failure: bool,
 }
 
 impl Scope {
@@ -41,6 +44,7 @@ impl Scope {
             earlier_steps: vec!["words".into()],
             all_steps: vec!["words".into(), "later".into()],
             secrets: vec!["TOKEN".into()],
+            on_failure: false,
         }
     }
 
@@ -162,6 +166,10 @@ impl Scope {
             ["event"] | ["workflow"] | ["run"] | ["steps"] => None,
             ["event", field] if EVENT_FIELDS.contains(field) => None,
             ["workflow", "name"] | ["run", "id"] | ["run", "attempt"] => None,
+            ["run", "error" | "failed_step" | "attempts"] if self.on_failure => None,
+            ["run", field @ ("error" | "failed_step" | "attempts")] => Some(format!(
+                "`run.{field}` is set only in `on_failure` steps (after the last attempt failed)"
+            )),
             ["steps", step, rest @ ..] => self.step_problem(step, rest, &full),
             ["secrets", name] if self.secrets.iter().any(|s| s == name) => None,
             ["secrets", name] => Some(format!(

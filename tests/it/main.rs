@@ -28,6 +28,7 @@ mod cancels;
 mod durability;
 mod fleet;
 mod injection;
+mod on_failure;
 mod reruns;
 mod schema_agreement;
 mod seed;
