@@ -557,6 +557,39 @@ pub struct BulkRerunAnswer {
     pub runs: Vec<BulkRerunItem>,
 }
 
+/// How to replay an event.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// Say what would run and why not, and start nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// A recorded event matched again against today's definitions.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReplayAnswer {
+    /// The event replayed.
+    pub event: String,
+    pub dry_run: bool,
+    /// The new event its runs are for (none in a dry run).
+    pub replayed_as: Option<String>,
+    /// Every workflow, by name: whether it runs (and the type it sees), and why.
+    pub results: Vec<ReplayResult>,
+}
+
+/// What one workflow does with a replayed event (`test-match`'s line).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReplayResult {
+    pub workflow: String,
+    pub matched: bool,
+    pub sees: Option<EventType>,
+    pub reason: String,
+    /// The run it started (none in a dry run or when it does not run).
+    pub run: Option<String>,
+    pub run_status: Option<RunStatus>,
+}
+
 /// A run's event, as its workflow saw it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RunEvent {

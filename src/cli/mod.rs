@@ -288,6 +288,20 @@ pub enum EventsCommand {
         #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
+    /// Matches recorded events again against today's definitions: what
+    /// would run and why not (`--dry-run`), or the runs started.
+    Replay {
+        /// Event ids (`evt_...`), as `events list -o json` shows them.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Say what would run and why not, and start nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -72,6 +72,12 @@ impl Live {
         self.matcher.decide(kind, path, old_path, Scope::Near)
     }
 
+    /// What an event would do, with why for every workflow (what
+    /// `test-match` shows).
+    pub fn decide_all(&self, kind: EventType, path: &str, old_path: Option<&str>) -> Verdict {
+        self.matcher.decide(kind, path, old_path, Scope::All)
+    }
+
     /// Each trigger pattern with its trigger's `settle:` time.
     pub fn settle_rules(&self) -> Vec<(Pattern, std::time::Duration)> {
         self.matcher

@@ -12,6 +12,7 @@ pub mod leases;
 pub mod live;
 pub mod node;
 pub mod registry;
+pub mod replays;
 pub mod reruns;
 pub mod run;
 pub mod workers;

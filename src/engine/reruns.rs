@@ -13,26 +13,26 @@ use crate::definitions::model::Workflow;
 use crate::events::{Event, EventType, new_id, now_ms};
 use crate::store::{FromStep, Rerun, RunStatus, StoreError};
 
-/// Why a run cannot be re-run.
+/// Why an operation on a run or an event (a re-run, a replay) cannot be done.
 #[derive(Debug)]
-pub enum RerunError {
+pub enum OpError {
     NotFound(String),
     /// Not in a state it can be re-run from, or not from its failed step.
     Conflict(String),
     Store(StoreError),
 }
 
-impl From<StoreError> for RerunError {
+impl From<StoreError> for OpError {
     fn from(e: StoreError) -> Self {
-        RerunError::Store(e)
+        OpError::Store(e)
     }
 }
 
-impl std::fmt::Display for RerunError {
+impl std::fmt::Display for OpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RerunError::NotFound(m) | RerunError::Conflict(m) => f.write_str(m),
-            RerunError::Store(e) => write!(f, "{e}"),
+            OpError::NotFound(m) | OpError::Conflict(m) => f.write_str(m),
+            OpError::Store(e) => write!(f, "{e}"),
         }
     }
 }
@@ -55,23 +55,19 @@ impl RerunPlan {
 
 /// Checks that run `id` can be re-run (from its failed step, with
 /// `from_failed`) and says how.
-pub async fn prepare(
-    intake: &Intake,
-    id: &str,
-    from_failed: bool,
-) -> Result<RerunPlan, RerunError> {
+pub async fn prepare(intake: &Intake, id: &str, from_failed: bool) -> Result<RerunPlan, OpError> {
     let store = &intake.rt.store;
     let Some(original) = store.run_with_event(id).await? else {
-        return Err(RerunError::NotFound(format!("no run `{id}`")));
+        return Err(OpError::NotFound(format!("no run `{id}`")));
     };
     if !original.status.is_final() {
-        return Err(RerunError::Conflict(format!(
+        return Err(OpError::Conflict(format!(
             "run `{id}` is `{}`: only a finished run can be re-run (cancel it first)",
             original.status
         )));
     }
     if from_failed && original.status != RunStatus::Failed {
-        return Err(RerunError::Conflict(format!(
+        return Err(OpError::Conflict(format!(
             "run `{id}` is `{}`: --from-failed re-runs a failed run from the step that failed",
             original.status
         )));
@@ -83,7 +79,7 @@ pub async fn prepare(
         .find(|w| w.name == original.workflow)
         .map(Arc::clone)
     else {
-        return Err(RerunError::NotFound(format!(
+        return Err(OpError::NotFound(format!(
             "workflow `{}` is not applied: its runs cannot be re-run",
             original.workflow
         )));
@@ -91,11 +87,11 @@ pub async fn prepare(
     let detail = store
         .run_detail(id)
         .await?
-        .ok_or_else(|| RerunError::NotFound(format!("no run `{id}`")))?;
+        .ok_or_else(|| OpError::NotFound(format!("no run `{id}`")))?;
     // Its file is in its data dir: a re-run is recorded here, for this
     // node's data dir (a workflow any node may run has no file to read).
     if detail.run.origin != store.origin() && !workflow.any_node {
-        return Err(RerunError::Conflict(format!(
+        return Err(OpError::Conflict(format!(
             "run `{id}` is of another data dir (origin {}): re-run it through an agent serving that data dir",
             detail.run.origin
         )));
@@ -122,7 +118,7 @@ async fn from_failed_step(
     original: &crate::store::UnfinishedRun,
     detail: &crate::api::RunDetail,
     workflow: &Workflow,
-) -> Result<(FromStep, String), RerunError> {
+) -> Result<(FromStep, String), OpError> {
     let (id, event) = (original.id.as_str(), &original.event);
     // The last failed step of its own (an `on_failure` step is recorded
     // after them).
@@ -130,12 +126,12 @@ async fn from_failed_step(
         s.status == crate::api::StepStatus::Failed
             && workflow.steps.iter().any(|w| w.name == s.name)
     }) else {
-        return Err(RerunError::Conflict(format!(
+        return Err(OpError::Conflict(format!(
             "run `{id}` has no failed step recorded (it failed before one, or timed out): re-run it whole"
         )));
     };
     let Some(idx) = workflow.steps.iter().position(|s| s.name == failed.name) else {
-        return Err(RerunError::Conflict(format!(
+        return Err(OpError::Conflict(format!(
             "the live revision of `{}` has no step `{}`: re-run it whole",
             workflow.name, failed.name
         )));
@@ -150,7 +146,7 @@ async fn from_failed_step(
                 steps.insert(step.name.clone(), fields.clone());
                 continue;
             }
-            return Err(RerunError::Conflict(format!(
+            return Err(OpError::Conflict(format!(
                 "step `{}`, before `{}` in the live revision, has no result in run `{id}`: re-run it whole",
                 step.name, failed.name
             )));
@@ -171,7 +167,7 @@ async fn from_failed_step(
         );
     }
     if let Some(why) = changed_since(intake, event).await {
-        return Err(RerunError::Conflict(format!(
+        return Err(OpError::Conflict(format!(
             "the file `{}` changed since run `{id}` ({why}): re-run it whole",
             event.path
         )));
@@ -218,11 +214,7 @@ async fn changed_since(intake: &Intake, event: &Event) -> Option<String> {
 
 /// Starts a prepared re-run: a new event for the same file, as the
 /// original's workflow saw it, and its run, linked to the original.
-pub async fn start(
-    intake: &Intake,
-    plan: RerunPlan,
-    user: &str,
-) -> Result<RerunAnswer, RerunError> {
+pub async fn start(intake: &Intake, plan: RerunPlan, user: &str) -> Result<RerunAnswer, OpError> {
     let RerunPlan {
         original,
         live,

@@ -20,7 +20,7 @@ use super::{files, routes};
 #[openapi(
     info(
         title = "nexusd",
-        description = "The HTTP API of nexusd, the file-event automation agent. Every route under /v1 takes an API key (`Authorization: Bearer nxk_...`); the role it needs is reader for reads (and diff), writer for writes, triggers, pauses, resumes, cancels and re-runs, admin for apply, delete and rollback. Errors are `{\"error\": {\"code\", \"message\"}}`.",
+        description = "The HTTP API of nexusd, the file-event automation agent. Every route under /v1 takes an API key (`Authorization: Bearer nxk_...`); the role it needs is reader for reads (and diff), writer for writes, triggers, pauses, resumes, cancels, re-runs and replays, admin for apply, delete and rollback. Errors are `{\"error\": {\"code\", \"message\"}}`.",
         license(name = "Apache-2.0"),
     ),
     paths(
@@ -47,6 +47,7 @@ use super::{files, routes};
         routes::cancel_workflow_runs,
         routes::rerun_run,
         routes::rerun_workflow_runs,
+        routes::replay_event,
         routes::events,
         files::list_root,
         files::read,
@@ -214,6 +215,7 @@ mod tests {
             "/v1/workflows/{name}/runs/cancel",
             "/v1/runs/{id}/rerun",
             "/v1/workflows/{name}/runs/rerun",
+            "/v1/events/{id}/replay",
             "/v1/events",
             "/v1/files",
             "/v1/files/{path}",

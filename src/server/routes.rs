@@ -17,10 +17,10 @@ use super::{Api, ApiError, Caller};
 use crate::api::{
     ApplyAnswer, BulkCancelAnswer, BulkCancelRequest, BulkRerunAnswer, BulkRerunItem,
     BulkRerunRequest, CancelAnswer, DefinitionKind, DiagnosticItem, DiffAnswer, DiffItem,
-    ErrorBody, ErrorList, EventList, PauseAnswer, RerunAnswer, RerunRequest, Results,
-    RevisionDetail, RevisionSummary, RunDetail, RunList, SourceFile, Stats, TriggerAnswer,
-    TriggerRequest, Whoami, WorkflowDetail, WorkflowList, WorkflowOrRevision, WorkflowStatus,
-    WorkflowSummary,
+    ErrorBody, ErrorList, EventList, PauseAnswer, ReplayAnswer, ReplayRequest, RerunAnswer,
+    RerunRequest, Results, RevisionDetail, RevisionSummary, RunDetail, RunList, SourceFile, Stats,
+    TriggerAnswer, TriggerRequest, Whoami, WorkflowDetail, WorkflowList, WorkflowOrRevision,
+    WorkflowStatus, WorkflowSummary,
 };
 use crate::definitions::load::SourceDocument;
 use crate::definitions::load::load_sources;
@@ -28,7 +28,7 @@ use crate::definitions::names;
 use crate::definitions::{Limits, load_text};
 use crate::engine::intake::{Arrival, Target};
 use crate::engine::registry::{Action, ApplyError, ApplyOptions, content_hash};
-use crate::engine::reruns::{self, RerunError};
+use crate::engine::reruns::{self, OpError};
 use crate::events::{Event, EventType, Source, new_id, now_ms};
 use crate::store::{Cancel, CancelOutcome, RunFilter, RunStatus, StoredDefinition, timestamp};
 
@@ -902,11 +902,34 @@ pub async fn cancel_workflow_runs(
     }))
 }
 
-fn rerun_error(e: RerunError) -> ApiError {
+/// A recorded event matched again against today's definitions: every
+/// workflow's result and why (as `test-match` says it); without
+/// `dry_run`, taken in again as a new event, its runs started.
+#[utoipa::path(post, path = "/v1/events/{id}/replay", tag = "events",
+    params(("id" = String, Path, description = "An event id (`evt_...`)")),
+    request_body(content = ReplayRequest, description = "How; an empty body is `{}`"),
+    responses(
+        (status = 200, description = "What it did (or would do)", body = ReplayAnswer),
+        (status = 404, description = "No such event", body = ErrorBody),
+        (status = 409, description = "An event of another data dir", body = ErrorBody),
+    ))]
+pub async fn replay_event(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    P(id): P<String>,
+    JsonBody(body): JsonBody<ReplayRequest>,
+) -> Result<Json<ReplayAnswer>, ApiError> {
+    crate::engine::replays::replay(&api.intake, &id, body.dry_run, &caller.user)
+        .await
+        .map(Json)
+        .map_err(rerun_error)
+}
+
+fn rerun_error(e: OpError) -> ApiError {
     match e {
-        RerunError::NotFound(m) => ApiError::not_found(m),
-        RerunError::Conflict(m) => ApiError::conflict(m),
-        RerunError::Store(e) => ApiError::store(e),
+        OpError::NotFound(m) => ApiError::not_found(m),
+        OpError::Conflict(m) => ApiError::conflict(m),
+        OpError::Store(e) => ApiError::store(e),
     }
 }
 
@@ -995,7 +1018,7 @@ pub async fn rerun_workflow_runs(
                     from_step: a.from_step,
                     error: None,
                 },
-                Err(RerunError::Store(e)) => return Err(ApiError::store(e)),
+                Err(OpError::Store(e)) => return Err(ApiError::store(e)),
                 Err(e) => BulkRerunItem {
                     rerun_of: id,
                     run: None,
@@ -1003,7 +1026,7 @@ pub async fn rerun_workflow_runs(
                     error: Some(e.to_string()),
                 },
             },
-            Err(RerunError::Store(e)) => return Err(ApiError::store(e)),
+            Err(OpError::Store(e)) => return Err(ApiError::store(e)),
             Err(e) => BulkRerunItem {
                 rerun_of: id,
                 run: None,

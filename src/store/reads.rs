@@ -308,6 +308,42 @@ pub struct EventFilter {
 impl Store {
     /// Events, newest first, each with its decision log; a decision that
     /// started a run shows the run's current status.
+    /// One recorded event as it was taken in, and the data dir it happened
+    /// in (what a replay matches again).
+    pub async fn event_by_id(
+        &self,
+        id: &str,
+    ) -> Result<Option<(crate::events::Event, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, type, path, old_path, size, mtime_ms, observed_ms, cause_run_id, chain_depth, actor, source, origin \
+             FROM events WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| {
+            let cause: Option<String> = r.get("cause_run_id");
+            let depth: i64 = r.get("chain_depth");
+            let event = crate::events::Event {
+                id: r.get("id"),
+                kind: event_type(&r, "type"),
+                path: r.get("path"),
+                old_path: r.get("old_path"),
+                size: r.get::<Option<i64>, _>("size").map(|s| s.max(0) as u64),
+                mtime_ms: r.get("mtime_ms"),
+                observed_ms: r.get("observed_ms"),
+                cause: cause.map(|run_id| crate::events::Cause {
+                    run_id,
+                    depth: u32::try_from(depth).unwrap_or(0),
+                }),
+                raw_abs: None,
+                actor: r.get("actor"),
+                source: crate::events::Source::parse(&r.get::<String, _>("source")),
+            };
+            (event, r.get("origin"))
+        }))
+    }
+
     pub async fn list_events(&self, f: &EventFilter) -> Result<Vec<EventRecord>, StoreError> {
         let mut sql = "SELECT id, type, path, old_path, size, observed_ms, cause_run_id, chain_depth, actor, source, origin, node, decisions \
                        FROM events WHERE 1 = 1"

@@ -29,6 +29,7 @@ mod durability;
 mod fleet;
 mod injection;
 mod on_failure;
+mod replays;
 mod reruns;
 mod schema_agreement;
 mod seed;

@@ -5,18 +5,26 @@ use std::process::ExitCode;
 use reqwest::Method;
 
 use super::{Client, block_on, cell, enc, print_structured, short_time};
-use crate::api::{DecisionKind, EventList};
-use crate::cli::EventsCommand;
+use crate::api::{DecisionKind, EventList, ReplayAnswer, ReplayRequest};
+use crate::cli::{EventsCommand, OutputFormat};
 
 pub fn events(command: EventsCommand) -> anyhow::Result<ExitCode> {
     block_on(async move {
-        let EventsCommand::List {
-            path,
-            since,
-            limit,
-            client,
-            output,
-        } = command;
+        let (path, since, limit, client, output) = match command {
+            EventsCommand::List {
+                path,
+                since,
+                limit,
+                client,
+                output,
+            } => (path, since, limit, client, output),
+            EventsCommand::Replay {
+                ids,
+                dry_run,
+                client,
+                output,
+            } => return replay(&Client::new(&client)?, &ids, dry_run, output).await,
+        };
         let c = Client::new(&client)?;
         let mut url = format!("/v1/events?limit={limit}");
         if let Some(p) = path {
@@ -62,5 +70,59 @@ pub fn events(command: EventsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Replays each event: a table per event like `test-match`'s (and the run
+/// each started); one that cannot be is said so, the others still are,
+/// and the exit status is then 1.
+async fn replay(
+    c: &Client,
+    ids: &[String],
+    dry_run: bool,
+    output: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    let body = ReplayRequest { dry_run };
+    let mut answers: Vec<ReplayAnswer> = Vec::new();
+    let mut failed = false;
+    for id in ids {
+        let url = format!("/v1/events/{}/replay", enc(id));
+        match c.call_json::<ReplayAnswer>(Method::POST, &url, &body).await {
+            Ok(a) => answers.push(a),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    if !print_structured(output, &answers)? {
+        for a in &answers {
+            match &a.replayed_as {
+                Some(new) => println!("event {} replayed as {new}", a.event),
+                None if a.dry_run => println!("event {} (dry run: nothing started)", a.event),
+                None => println!("event {}: nothing runs", a.event),
+            }
+            let width = a
+                .results
+                .iter()
+                .map(|r| r.workflow.len())
+                .max()
+                .unwrap_or(8)
+                .max(8);
+            println!("{:<width$}  {:<8}  REASON", "WORKFLOW", "RESULT");
+            for r in &a.results {
+                let result = match (&r.run, r.matched) {
+                    (Some(run), _) => run.clone(),
+                    (None, true) => "run".to_owned(),
+                    (None, false) => "no run".to_owned(),
+                };
+                println!("{:<width$}  {:<8}  {}", r.workflow, result, r.reason);
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     })
 }
