@@ -62,6 +62,30 @@ fn event_type(r: &AnyRow, column: &str) -> EventType {
         .unwrap_or(EventType::Created)
 }
 
+/// An event as it was taken in, from a row with its columns (`path`,
+/// `old_path`, `size`, `mtime_ms`, `observed_ms`, `cause_run_id`,
+/// `chain_depth`, `actor`, `source`) and its id and type in `id` and `kind`.
+pub(super) fn event_row(r: &AnyRow, id: &str, kind: &str) -> crate::events::Event {
+    let cause: Option<String> = r.get("cause_run_id");
+    let depth: i64 = r.get("chain_depth");
+    crate::events::Event {
+        id: r.get(id),
+        kind: event_type(r, kind),
+        path: r.get("path"),
+        old_path: r.get("old_path"),
+        size: r.get::<Option<i64>, _>("size").map(|s| s.max(0) as u64),
+        mtime_ms: r.get("mtime_ms"),
+        observed_ms: r.get("observed_ms"),
+        cause: cause.map(|run_id| crate::events::Cause {
+            run_id,
+            depth: u32::try_from(depth).unwrap_or(0),
+        }),
+        raw_abs: None,
+        actor: r.get("actor"),
+        source: crate::events::Source::parse(&r.get::<String, _>("source")),
+    }
+}
+
 fn run_row(r: &AnyRow) -> Run {
     Run {
         id: r.get("id"),
@@ -321,27 +345,7 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| {
-            let cause: Option<String> = r.get("cause_run_id");
-            let depth: i64 = r.get("chain_depth");
-            let event = crate::events::Event {
-                id: r.get("id"),
-                kind: event_type(&r, "type"),
-                path: r.get("path"),
-                old_path: r.get("old_path"),
-                size: r.get::<Option<i64>, _>("size").map(|s| s.max(0) as u64),
-                mtime_ms: r.get("mtime_ms"),
-                observed_ms: r.get("observed_ms"),
-                cause: cause.map(|run_id| crate::events::Cause {
-                    run_id,
-                    depth: u32::try_from(depth).unwrap_or(0),
-                }),
-                raw_abs: None,
-                actor: r.get("actor"),
-                source: crate::events::Source::parse(&r.get::<String, _>("source")),
-            };
-            (event, r.get("origin"))
-        }))
+        Ok(row.map(|r| (event_row(&r, "id", "type"), r.get("origin"))))
     }
 
     pub async fn list_events(&self, f: &EventFilter) -> Result<Vec<EventRecord>, StoreError> {

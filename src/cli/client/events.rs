@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use reqwest::Method;
 
-use super::{Client, block_on, cell, enc, print_structured, short_time};
+use super::{Client, block_on, cell, enc, exit_code, post_each, print_structured, short_time};
 use crate::api::{DecisionKind, EventList, ReplayAnswer, ReplayRequest};
 use crate::cli::{EventsCommand, OutputFormat};
 
@@ -82,19 +82,9 @@ async fn replay(
     dry_run: bool,
     output: OutputFormat,
 ) -> anyhow::Result<ExitCode> {
-    let body = ReplayRequest { dry_run };
-    let mut answers: Vec<ReplayAnswer> = Vec::new();
-    let mut failed = false;
-    for id in ids {
-        let url = format!("/v1/events/{}/replay", enc(id));
-        match c.call_json::<ReplayAnswer>(Method::POST, &url, &body).await {
-            Ok(a) => answers.push(a),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                failed = true;
-            }
-        }
-    }
+    let route = |id: &str| format!("/v1/events/{}/replay", enc(id));
+    let (answers, refused) =
+        post_each::<ReplayAnswer>(c, ids, route, &ReplayRequest { dry_run }).await;
     if !print_structured(output, &answers)? {
         for a in &answers {
             match &a.replayed_as {
@@ -120,9 +110,5 @@ async fn replay(
             }
         }
     }
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(exit_code(refused))
 }

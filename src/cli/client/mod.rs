@@ -168,6 +168,38 @@ impl Reply {
     }
 }
 
+/// POSTs `body` to the route of each id (`route(id)`), one after another:
+/// the answers, in order, and whether any was refused (each refusal said
+/// on stderr; the others still go).
+pub(super) async fn post_each<T: DeserializeOwned>(
+    c: &Client,
+    ids: &[String],
+    route: impl Fn(&str) -> String,
+    body: &impl Serialize,
+) -> (Vec<T>, bool) {
+    let mut answers = Vec::with_capacity(ids.len());
+    let mut refused = false;
+    for id in ids {
+        match c.call_json::<T>(Method::POST, &route(id), body).await {
+            Ok(a) => answers.push(a),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                refused = true;
+            }
+        }
+    }
+    (answers, refused)
+}
+
+/// 1 when something was refused, else 0.
+pub(super) fn exit_code(refused: bool) -> ExitCode {
+    if refused {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 /// Encodes a name or a path segment for a URL.
 pub(super) fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()

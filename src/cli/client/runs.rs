@@ -8,7 +8,8 @@ use anyhow::{Context as _, anyhow, bail};
 use reqwest::Method;
 
 use super::{
-    Client, Reply, block_on, cell, duration, enc, print_structured, print_table, short_time,
+    Client, Reply, block_on, cell, duration, enc, exit_code, post_each, print_structured,
+    print_table, short_time,
 };
 use crate::api::{
     BulkCancelAnswer, BulkCancelRequest, BulkRerunAnswer, BulkRerunRequest, CancelAnswer,
@@ -184,28 +185,14 @@ pub fn runs(command: RunsCommand) -> anyhow::Result<ExitCode> {
 /// Cancels each run; one that cannot be (unknown, already final) is said
 /// so and the others still are, and the exit code is then 1.
 async fn cancel_ids(c: &Client, ids: &[String], output: OutputFormat) -> anyhow::Result<ExitCode> {
-    let mut answers: Vec<CancelAnswer> = Vec::new();
-    let mut failed = false;
-    for id in ids {
-        let path = format!("/v1/runs/{}/cancel", enc(id));
-        match c.call::<CancelAnswer>(Method::POST, &path, None).await {
-            Ok(a) => answers.push(a),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                failed = true;
-            }
-        }
-    }
+    let route = |id: &str| format!("/v1/runs/{}/cancel", enc(id));
+    let (answers, refused) = post_each::<CancelAnswer>(c, ids, route, &serde_json::json!({})).await;
     if !print_structured(output, &answers)? {
         for a in &answers {
             println!("{}: cancelled (was {})", a.run, a.was);
         }
     }
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(exit_code(refused))
 }
 
 /// Re-runs each run; one that cannot be is said so on stderr, the others
@@ -216,19 +203,9 @@ async fn rerun_ids(
     from_failed: bool,
     output: OutputFormat,
 ) -> anyhow::Result<ExitCode> {
-    let body = RerunRequest { from_failed };
-    let mut answers: Vec<RerunAnswer> = Vec::new();
-    let mut failed = false;
-    for id in ids {
-        let path = format!("/v1/runs/{}/rerun", enc(id));
-        match c.call_json::<RerunAnswer>(Method::POST, &path, &body).await {
-            Ok(a) => answers.push(a),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                failed = true;
-            }
-        }
-    }
+    let route = |id: &str| format!("/v1/runs/{}/rerun", enc(id));
+    let (answers, refused) =
+        post_each::<RerunAnswer>(c, ids, route, &RerunRequest { from_failed }).await;
     if !print_structured(output, &answers)? {
         for a in &answers {
             let from = a
@@ -239,11 +216,7 @@ async fn rerun_ids(
             println!("{}: re-run as {} ({}{from})", a.rerun_of, a.run, a.status);
         }
     }
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(exit_code(refused))
 }
 
 async fn rerun_bulk(
