@@ -477,6 +477,17 @@ pub struct CancelAnswer {
     pub was: RunStatus,
 }
 
+impl CancelAnswer {
+    /// A run cancelled from state `was`.
+    pub fn new(run: String, was: RunStatus) -> CancelAnswer {
+        CancelAnswer {
+            run,
+            status: RunStatus::Cancelled,
+            was,
+        }
+    }
+}
+
 /// Which of a workflow's runs to cancel.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

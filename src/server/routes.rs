@@ -778,11 +778,7 @@ pub async fn cancel_run(
     match c.outcome {
         CancelOutcome::Cancelled(was) => {
             cancelled(&api, &caller, std::slice::from_ref(&c));
-            Ok(Json(CancelAnswer {
-                run: id,
-                status: RunStatus::Cancelled,
-                was,
-            }))
+            Ok(Json(CancelAnswer::new(id, was)))
         }
         CancelOutcome::Final(status) => Err(ApiError::conflict(format!(
             "run `{id}` is already `{status}`: only a queued, retrying or running run can be cancelled"
@@ -797,7 +793,7 @@ fn cancelled(api: &Api, caller: &Caller, runs: &[Cancel]) {
     api.intake.dispatcher.recheck();
     let reason = format!("by {}", caller.user);
     for c in runs {
-        if let CancelOutcome::Cancelled(was) = c.outcome {
+        if let Some(was) = c.was() {
             tracing::info!(run = %c.id, workflow = %c.workflow, was = %was, user = %caller.user, "run cancelled");
             let mut change =
                 crate::api::RunChange::new(&c.id, &c.workflow, &c.path, RunStatus::Cancelled);
@@ -863,11 +859,7 @@ pub async fn cancel_workflow_runs(
             dry_run: true,
             runs: chosen
                 .into_iter()
-                .map(|(run, was)| CancelAnswer {
-                    run,
-                    status: RunStatus::Cancelled,
-                    was,
-                })
+                .map(|(run, was)| CancelAnswer::new(run, was))
                 .collect(),
         }));
     }
@@ -879,10 +871,7 @@ pub async fn cancel_workflow_runs(
         .await
         .map_err(ApiError::store)?;
     // Those that finished between the listing and the cancel are not in it.
-    let done: Vec<Cancel> = outcomes
-        .into_iter()
-        .filter(|c| matches!(c.outcome, CancelOutcome::Cancelled(_)))
-        .collect();
+    let done: Vec<Cancel> = outcomes.into_iter().filter(|c| c.was().is_some()).collect();
     if !done.is_empty() {
         cancelled(&api, &caller, &done);
     }
@@ -890,14 +879,7 @@ pub async fn cancel_workflow_runs(
         dry_run: false,
         runs: done
             .into_iter()
-            .filter_map(|c| match c.outcome {
-                CancelOutcome::Cancelled(was) => Some(CancelAnswer {
-                    run: c.id,
-                    status: RunStatus::Cancelled,
-                    was,
-                }),
-                _ => None,
-            })
+            .filter_map(|c| Some(CancelAnswer::new(c.id.clone(), c.was()?)))
             .collect(),
     }))
 }
@@ -922,10 +904,10 @@ pub async fn replay_event(
     crate::engine::replays::replay(&api.intake, &id, body.dry_run, &caller.user)
         .await
         .map(Json)
-        .map_err(rerun_error)
+        .map_err(op_error)
 }
 
-fn rerun_error(e: OpError) -> ApiError {
+fn op_error(e: OpError) -> ApiError {
     match e {
         OpError::NotFound(m) => ApiError::not_found(m),
         OpError::Conflict(m) => ApiError::conflict(m),
@@ -952,10 +934,10 @@ pub async fn rerun_run(
 ) -> Result<impl IntoResponse, ApiError> {
     let plan = reruns::prepare(&api.intake, &id, body.from_failed)
         .await
-        .map_err(rerun_error)?;
+        .map_err(op_error)?;
     let answer = reruns::start(&api.intake, plan, &caller.user)
         .await
-        .map_err(rerun_error)?;
+        .map_err(op_error)?;
     Ok((StatusCode::ACCEPTED, Json(answer)))
 }
 
@@ -1004,28 +986,8 @@ pub async fn rerun_workflow_runs(
         .map_err(ApiError::store)?;
     let mut runs = Vec::with_capacity(found.len());
     for (id, _, _) in found {
-        let item = match reruns::prepare(&api.intake, &id, body.from_failed).await {
-            Ok(plan) if body.dry_run => BulkRerunItem {
-                rerun_of: id,
-                run: None,
-                from_step: plan.from_step().map(str::to_owned),
-                error: None,
-            },
-            Ok(plan) => match reruns::start(&api.intake, plan, &caller.user).await {
-                Ok(a) => BulkRerunItem {
-                    rerun_of: id,
-                    run: Some(a.run),
-                    from_step: a.from_step,
-                    error: None,
-                },
-                Err(OpError::Store(e)) => return Err(ApiError::store(e)),
-                Err(e) => BulkRerunItem {
-                    rerun_of: id,
-                    run: None,
-                    from_step: None,
-                    error: Some(e.to_string()),
-                },
-            },
+        let item = match rerun_one(&api, &id, &body, &caller.user).await {
+            Ok(item) => item,
             Err(OpError::Store(e)) => return Err(ApiError::store(e)),
             Err(e) => BulkRerunItem {
                 rerun_of: id,
@@ -1040,6 +1002,28 @@ pub async fn rerun_workflow_runs(
         dry_run: body.dry_run,
         runs,
     }))
+}
+
+/// One run of a bulk re-run: re-run (or, a dry run, checked).
+async fn rerun_one(
+    api: &Api,
+    id: &str,
+    body: &BulkRerunRequest,
+    user: &str,
+) -> Result<BulkRerunItem, OpError> {
+    let plan = reruns::prepare(&api.intake, id, body.from_failed).await?;
+    let (run, from_step) = if body.dry_run {
+        (None, plan.from_step().map(str::to_owned))
+    } else {
+        let a = reruns::start(&api.intake, plan, user).await?;
+        (Some(a.run), a.from_step)
+    };
+    Ok(BulkRerunItem {
+        rerun_of: id.to_owned(),
+        run,
+        from_step,
+        error: None,
+    })
 }
 
 /// Counts and durations of a definition's runs.

@@ -29,6 +29,16 @@ pub struct Cancel {
     pub outcome: CancelOutcome,
 }
 
+impl Cancel {
+    /// Its state before, when the cancel cancelled it.
+    pub fn was(&self) -> Option<RunStatus> {
+        match self.outcome {
+            CancelOutcome::Cancelled(was) => Some(was),
+            _ => None,
+        }
+    }
+}
+
 /// Runs per cancel transaction.
 const PER_TRANSACTION: usize = 500;
 

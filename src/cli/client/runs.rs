@@ -145,14 +145,8 @@ pub fn runs(command: RunsCommand) -> anyhow::Result<ExitCode> {
                 let c = Client::new(&client)?;
                 return match workflow {
                     Some(w) => {
-                        let status = status
-                            .iter()
-                            .map(|s| {
-                                RunStatus::parse(s.trim()).map_err(|e| anyhow!("--status: {e}"))
-                            })
-                            .collect::<anyhow::Result<Vec<_>>>()?;
                         let body = BulkRerunRequest {
-                            status,
+                            status: statuses(&status)?,
                             since,
                             from_failed,
                             dry_run,
@@ -180,6 +174,14 @@ pub fn runs(command: RunsCommand) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `--status` values, as given (repeated or comma-separated).
+fn statuses(given: &[String]) -> anyhow::Result<Vec<RunStatus>> {
+    given
+        .iter()
+        .map(|s| RunStatus::parse(s.trim()).map_err(|e| anyhow!("--status: {e}")))
+        .collect()
 }
 
 /// Cancels each run; one that cannot be (unknown, already final) is said
@@ -269,12 +271,8 @@ async fn cancel_bulk(
     dry_run: bool,
     output: OutputFormat,
 ) -> anyhow::Result<ExitCode> {
-    let status = status
-        .iter()
-        .map(|s| RunStatus::parse(s.trim()).map_err(|e| anyhow!("--status: {e}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
     let body = BulkCancelRequest {
-        status,
+        status: statuses(&status)?,
         path,
         dry_run,
     };
