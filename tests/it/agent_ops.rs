@@ -423,7 +423,12 @@ fn retention_runs_on_one_node_of_the_fleet_at_a_time() {
     });
     assert_eq!(agent.runs().len(), FILES, "nothing deleted meanwhile");
     crate::agent::block_on(other.close()).unwrap();
-    agent.wait_until("the old runs to be deleted", || agent.runs().is_empty());
+    // The runs go first, their events in the same pass after them: the
+    // pass is over when its line is logged.
+    agent.wait_until("the old runs to be deleted", || {
+        agent.log_text().contains("retention: old runs deleted")
+    });
+    assert!(agent.runs().is_empty());
     let left: (i64, i64) = agent.query(async |pool| {
         sqlx::query_as("SELECT (SELECT COUNT(*) FROM attempts), (SELECT COUNT(*) FROM events WHERE path LIKE '/k/%')")
             .fetch_one(&pool)
