@@ -142,6 +142,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         registry: Arc::clone(&registry),
         dispatcher: dispatcher.clone(),
         max_chain_depth: opts.max_chain_depth,
+        ready: CancellationToken::new(),
+        backfills: Default::default(),
     };
     let api = crate::server::Api {
         registry: Arc::clone(&registry),
@@ -177,6 +179,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         },
         shutdown.clone(),
     ));
+    let backfills = tokio::spawn(crate::engine::backfills::backfill_worker(
+        intake.clone(),
+        opts.poll_interval,
+    ));
     let config_task = opts.config_dir.clone().map(|dir| {
         tokio::spawn(config_dir::config_worker(
             dir,
@@ -200,6 +206,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             );
         }
         tracing::info!(role = "standby", "ready");
+        intake.ready.cancel();
     }
     let mut result = Ok(());
     loop {
@@ -273,6 +280,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let _ = retention.await;
     let _ = refresh.await;
     let _ = leases.await;
+    let _ = backfills.await;
     if let Ok(Err(e)) = heartbeat.await
         && result.is_ok()
     {

@@ -467,6 +467,86 @@ pub struct TriggerAnswer {
     pub status: RunStatus,
 }
 
+/// What to backfill.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillRequest {
+    /// Only files this glob matches too (as a trigger's `pattern`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Count the files and name the first few; start nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// How many of a backfill's runs are in each state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BackfillRuns {
+    pub queued: i64,
+    pub running: i64,
+    pub retrying: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    pub skipped: i64,
+}
+
+impl BackfillRuns {
+    /// Those in a final state.
+    pub fn finished(&self) -> i64 {
+        self.succeeded + self.failed + self.cancelled + self.skipped
+    }
+
+    pub fn add(&mut self, status: RunStatus, n: i64) {
+        *match status {
+            RunStatus::Queued => &mut self.queued,
+            RunStatus::Running => &mut self.running,
+            RunStatus::Retrying => &mut self.retrying,
+            RunStatus::Succeeded => &mut self.succeeded,
+            RunStatus::Failed => &mut self.failed,
+            RunStatus::Cancelled => &mut self.cancelled,
+            RunStatus::Skipped => &mut self.skipped,
+        } += n;
+    }
+}
+
+/// A backfill: a run for every file already in the data dir that a
+/// workflow's `file.created` triggers match (and `path`, when given).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Backfill {
+    /// `bf_...`; none in a dry run, or when there was nothing to do.
+    pub id: Option<String>,
+    pub workflow: String,
+    /// The `path` glob it was given.
+    pub path: Option<String>,
+    pub dry_run: bool,
+    /// The files it found to start, when it was asked.
+    pub files: i64,
+    /// A dry run: the first files (in path order), 20 at most.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sample: Vec<String>,
+    /// Runs started so far.
+    pub started: i64,
+    /// Every file has its run (or the backfill stopped short: `error`).
+    pub done: bool,
+    /// Its runs, by state.
+    pub runs: BackfillRuns,
+    /// The user who asked.
+    pub by: Option<String>,
+    pub created_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// Why it stopped short (its workflow was deleted).
+    pub error: Option<String>,
+    /// Said when there is nothing to do, and why.
+    pub message: Option<String>,
+}
+
+/// Backfills, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BackfillList {
+    pub backfills: Vec<Backfill>,
+}
+
 /// A run cancelled: what it was doing when it was.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CancelAnswer {

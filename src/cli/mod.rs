@@ -182,6 +182,26 @@ pub enum WorkflowsCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Starts a run for every file already in the data dir that the
+    /// workflow's `file.created` triggers match, then follows the runs to
+    /// the end (a progress bar on a terminal, counts otherwise). Exits 1
+    /// when some run failed.
+    Backfill {
+        name: String,
+        /// Only files this glob matches too, e.g. '/inbox/2024/**'.
+        #[arg(long)]
+        path: Option<String>,
+        /// Count the files and name the first few; start nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the backfill's id and return; its runs go on.
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
     /// Apply an old revision again.
     Rollback {
         name: String,

@@ -52,6 +52,8 @@ struct Shared {
     claim: Notify,
     /// Wakes the lease worker to renew at once: runs were cancelled.
     recheck: Notify,
+    /// Wakes those waiting for room (a backfill): a run ended.
+    freed: Notify,
 }
 
 struct Inner {
@@ -191,6 +193,35 @@ impl Dispatcher {
         self.shared.recheck.notified().await;
     }
 
+    /// Waits until `n` more runs would leave this node half its capacity
+    /// free (for the watch's runs) and no backlog waits in the store: the
+    /// pace of a backfill, which so never buries the new files' runs. A
+    /// backlog that does not clear holds it back a second at most.
+    pub async fn room_for(&self, n: usize) {
+        loop {
+            let freed = self.shared.freed.notified();
+            let backlog = {
+                let inner = self.shared.inner.lock().unwrap();
+                let held = inner.runs.len() + inner.reserved;
+                if held + n > self.shared.capacity / 2 {
+                    None
+                } else {
+                    Some(inner.backlog)
+                }
+            };
+            match backlog {
+                Some(false) => return,
+                Some(true) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), freed).await;
+                    return;
+                }
+                None => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), freed).await;
+                }
+            }
+        }
+    }
+
     /// How many runs this node holds (running, or waiting in memory).
     pub fn in_flight(&self) -> usize {
         self.shared.inner.lock().unwrap().runs.len()
@@ -293,6 +324,7 @@ pub fn start(
         }),
         claim: Notify::new(),
         recheck: Notify::new(),
+        freed: Notify::new(),
     });
     let dispatcher = Dispatcher {
         tx: tx.clone(),
@@ -644,6 +676,8 @@ fn release(shared: &Shared, job: &Job) {
         .is_some_and(|h| h.fence == job.fence)
     {
         inner.runs.remove(&job.run_id);
+        drop(inner);
+        shared.freed.notify_waiters();
     }
 }
 

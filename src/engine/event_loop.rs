@@ -57,6 +57,7 @@ impl EventLoop {
             ms = started.elapsed().as_millis() as u64,
             "ready"
         );
+        self.intake.ready.cancel();
         // While the watch is degraded: when to compare the tree next.
         let mut next_poll = Instant::now() + self.poll_interval;
         loop {

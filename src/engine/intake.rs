@@ -15,7 +15,7 @@ use super::run::{Job, RunChange, Runtime};
 use crate::api::{Decision, DecisionKind};
 use crate::definitions::model::Workflow;
 use crate::events::{Event, EventType, new_id, now_ms};
-use crate::store::{IndexOp, NewRun, RunStatus, StoreError};
+use crate::store::{BackfillStep, IndexOp, NewRun, RunStatus, StoreError};
 
 /// One event to take in, and which workflows it is for.
 #[derive(Clone)]
@@ -49,6 +49,8 @@ pub struct Plan {
     /// The watch's plans: the fence of this node's election as its data
     /// dir's watcher, which the commit checks. None for a trigger.
     pub watch_fence: Option<i64>,
+    /// A backfill's page: the backfill moves on with it, or it is refused.
+    pub backfill: Option<BackfillStep>,
 }
 
 impl Plan {
@@ -173,6 +175,7 @@ pub fn plan(rules: &Rules<'_>, arrivals: Vec<Arrival>, index: Vec<IndexOp>) -> P
                 lease: (!status.is_final() && elsewhere.is_none()).then(|| rules.lease.clone()),
                 anywhere: workflow.any_node,
                 rerun: None,
+                backfill: None,
                 status,
                 reason: skipped,
                 queued_ms: now_ms(),
@@ -194,6 +197,11 @@ pub struct Intake {
     pub registry: Arc<Registry>,
     pub dispatcher: Dispatcher,
     pub max_chain_depth: u32,
+    /// Cancelled once this node is ready: its index compared with the
+    /// tree (its data dir's watcher), or standing by.
+    pub ready: tokio_util::sync::CancellationToken,
+    /// Wakes the backfill worker: a backfill was begun.
+    pub backfills: Arc<tokio::sync::Notify>,
 }
 
 impl Intake {
@@ -224,10 +232,19 @@ impl Intake {
     /// Records a plan in one transaction: its events, their runs and the
     /// index changes together, or none of them.
     pub async fn commit(&self, plan: &Plan) -> Result<(), StoreError> {
-        self.rt
-            .store
-            .commit_events(&plan.events, &plan.index, &plan.runs, plan.watch_fence)
-            .await
+        let store = &self.rt.store;
+        match &plan.backfill {
+            Some(step) => {
+                store
+                    .commit_backfill_step(step, &plan.events, &plan.runs)
+                    .await
+            }
+            None => {
+                store
+                    .commit_events(&plan.events, &plan.index, &plan.runs, plan.watch_fence)
+                    .await
+            }
+        }
     }
 
     /// Commits a plan, waiting out a database that is unreachable (until

@@ -2,6 +2,7 @@
 //! the event loop, the dispatcher and runs, run leases and the background
 //! workers. [`crate::agent`] puts them together.
 
+pub mod backfills;
 pub mod clock;
 pub mod config_dir;
 pub mod dispatch;

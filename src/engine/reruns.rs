@@ -17,6 +17,8 @@ use crate::store::{FromStep, Rerun, RunStatus, StoreError};
 #[derive(Debug)]
 pub enum OpError {
     NotFound(String),
+    /// The request is malformed (a bad glob).
+    Invalid(String),
     /// Not in a state it can be re-run from, or not from its failed step.
     Conflict(String),
     Store(StoreError),
@@ -31,7 +33,7 @@ impl From<StoreError> for OpError {
 impl std::fmt::Display for OpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            OpError::NotFound(m) | OpError::Conflict(m) => f.write_str(m),
+            OpError::NotFound(m) | OpError::Invalid(m) | OpError::Conflict(m) => f.write_str(m),
             OpError::Store(e) => write!(f, "{e}"),
         }
     }

@@ -468,6 +468,7 @@ mod tests {
             lease: Some(("node-test".into(), now_ms() + 30_000)),
             anywhere: false,
             rerun: None,
+            backfill: None,
         };
         store
             .commit_events(&[(event.clone(), vec![])], &[], &[run], None)

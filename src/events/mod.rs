@@ -44,6 +44,8 @@ pub enum Source {
     Watch,
     Scan,
     Api,
+    /// A backfill: a file already there, taken in for one workflow.
+    Backfill,
 }
 
 impl Source {
@@ -52,6 +54,7 @@ impl Source {
             Source::Watch => "watch",
             Source::Scan => "scan",
             Source::Api => "api",
+            Source::Backfill => "backfill",
         }
     }
 
@@ -61,6 +64,7 @@ impl Source {
         match text {
             "scan" => Source::Scan,
             "api" => Source::Api,
+            "backfill" => Source::Backfill,
             _ => Source::Watch,
         }
     }

@@ -20,7 +20,7 @@ use super::{files, routes};
 #[openapi(
     info(
         title = "nexusd",
-        description = "The HTTP API of nexusd, the file-event automation agent. Every route under /v1 takes an API key (`Authorization: Bearer nxk_...`); the role it needs is reader for reads (and diff), writer for writes, triggers, pauses, resumes, cancels, re-runs and replays, admin for apply, delete and rollback. Errors are `{\"error\": {\"code\", \"message\"}}`.",
+        description = "The HTTP API of nexusd, the file-event automation agent. Every route under /v1 takes an API key (`Authorization: Bearer nxk_...`); the role it needs is reader for reads (and diff), writer for writes, triggers, pauses, resumes, backfills, cancels, re-runs and replays, admin for apply, delete and rollback. Errors are `{\"error\": {\"code\", \"message\"}}`.",
         license(name = "Apache-2.0"),
     ),
     paths(
@@ -38,6 +38,9 @@ use super::{files, routes};
         routes::resume,
         routes::trigger,
         routes::rollback,
+        routes::backfill,
+        routes::list_backfills,
+        routes::get_backfill,
         routes::workflow_runs,
         routes::stats,
         routes::errors,
@@ -62,7 +65,7 @@ use super::{files, routes};
         (name = "operations", description = "Health, metrics and this document: no key needed"),
         (name = "auth", description = "Who the key is"),
         (name = "definitions", description = "Apply and diff Workflow and Pipeline documents"),
-        (name = "workflows", description = "The applied definitions: inspect, pause, resume, trigger, roll back, delete"),
+        (name = "workflows", description = "The applied definitions: inspect, pause, resume, trigger, backfill, roll back, delete"),
         (name = "runs", description = "Runs, their attempts and steps, statistics and errors"),
         (name = "events", description = "The decision log, and the stream of run changes"),
         (name = "files", description = "Files of the data dir, confined to it"),

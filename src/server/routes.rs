@@ -15,17 +15,18 @@ use utoipa::IntoParams;
 use super::error::{Body, JsonBody, P, Q};
 use super::{Api, ApiError, Caller};
 use crate::api::{
-    ApplyAnswer, BulkCancelAnswer, BulkCancelRequest, BulkRerunAnswer, BulkRerunItem,
-    BulkRerunRequest, CancelAnswer, DefinitionKind, DiagnosticItem, DiffAnswer, DiffItem,
-    ErrorBody, ErrorList, EventList, PauseAnswer, ReplayAnswer, ReplayRequest, RerunAnswer,
-    RerunRequest, Results, RevisionDetail, RevisionSummary, RunDetail, RunList, SourceFile, Stats,
-    TriggerAnswer, TriggerRequest, Whoami, WorkflowDetail, WorkflowList, WorkflowOrRevision,
-    WorkflowStatus, WorkflowSummary,
+    ApplyAnswer, Backfill, BackfillList, BackfillRequest, BulkCancelAnswer, BulkCancelRequest,
+    BulkRerunAnswer, BulkRerunItem, BulkRerunRequest, CancelAnswer, DefinitionKind, DiagnosticItem,
+    DiffAnswer, DiffItem, ErrorBody, ErrorList, EventList, PauseAnswer, ReplayAnswer,
+    ReplayRequest, RerunAnswer, RerunRequest, Results, RevisionDetail, RevisionSummary, RunDetail,
+    RunList, SourceFile, Stats, TriggerAnswer, TriggerRequest, Whoami, WorkflowDetail,
+    WorkflowList, WorkflowOrRevision, WorkflowStatus, WorkflowSummary,
 };
 use crate::definitions::load::SourceDocument;
 use crate::definitions::load::load_sources;
 use crate::definitions::names;
 use crate::definitions::{Limits, load_text};
+use crate::engine::backfills;
 use crate::engine::intake::{Arrival, Target};
 use crate::engine::registry::{Action, ApplyError, ApplyOptions, content_hash};
 use crate::engine::reruns::{self, OpError};
@@ -907,9 +908,76 @@ pub async fn replay_event(
         .map_err(op_error)
 }
 
+/// Begins a backfill: a run for every file already in the data dir that
+/// the workflow's `file.created` triggers match (a pipeline: its first
+/// stage's), and `path` too when given. A dry run counts the files and
+/// names the first few. The runs start in the background, at the pace
+/// they are run; follow them at `GET /v1/backfills/{id}`.
+#[utoipa::path(post, path = "/v1/workflows/{name}/backfill", tag = "workflows",
+    params(("name" = String, Path, description = "A workflow or pipeline")),
+    request_body(content = BackfillRequest, description = "Which files; an empty body is `{}`"),
+    responses(
+        (status = 202, description = "Begun (`id`); or, a dry run or nothing to do, what it would start (`message` says why nothing)", body = Backfill),
+        (status = 404, description = "No such workflow", body = ErrorBody),
+        (status = 409, description = "The workflow is paused, or a backfill of it is still starting its runs", body = ErrorBody),
+    ))]
+pub async fn backfill(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    P(name): P<String>,
+    JsonBody(body): JsonBody<BackfillRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let answer = backfills::begin(
+        &api.intake,
+        &name,
+        body.path.as_deref(),
+        body.dry_run,
+        &caller.user,
+    )
+    .await
+    .map_err(op_error)?;
+    let status = if answer.id.is_some() {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(answer)))
+}
+
+/// A backfill: how far it is, and its runs by state.
+#[utoipa::path(get, path = "/v1/backfills/{id}", tag = "workflows",
+    params(("id" = String, Path, description = "A backfill id (`bf_...`)")),
+    responses(
+        (status = 200, description = "The backfill", body = Backfill),
+        (status = 404, description = "No such backfill", body = ErrorBody),
+    ))]
+pub async fn get_backfill(
+    State(api): State<Api>,
+    P(id): P<String>,
+) -> Result<Json<Backfill>, ApiError> {
+    backfills::status(&api.intake, &id)
+        .await
+        .map(Json)
+        .map_err(op_error)
+}
+
+/// The 50 newest backfills (their runs not counted: see each one).
+#[utoipa::path(get, path = "/v1/backfills", tag = "workflows",
+    responses((status = 200, description = "Backfills, newest first", body = BackfillList)))]
+pub async fn list_backfills(State(api): State<Api>) -> Result<Json<BackfillList>, ApiError> {
+    let rows = api.rt.store.backfills(50).await.map_err(ApiError::store)?;
+    Ok(Json(BackfillList {
+        backfills: rows
+            .into_iter()
+            .map(|r| backfills::answer_of(r, Default::default()))
+            .collect(),
+    }))
+}
+
 fn op_error(e: OpError) -> ApiError {
     match e {
         OpError::NotFound(m) => ApiError::not_found(m),
+        OpError::Invalid(m) => ApiError::bad_request(m),
         OpError::Conflict(m) => ApiError::conflict(m),
         OpError::Store(e) => ApiError::store(e),
     }

@@ -6,6 +6,7 @@
 //! same version numbers. Times are integer Unix milliseconds, so both
 //! compare them alike. A state change and its record share one transaction.
 
+mod backfills;
 mod cancels;
 mod definitions;
 mod fleet;
@@ -24,6 +25,7 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Executor, Row};
 
+pub use backfills::{BackfillRow, BackfillStep, IndexedFile};
 pub use cancels::{Cancel, CancelOutcome};
 pub use definitions::{DefinitionWrite, Revision, StoredDefinition};
 pub use fleet::{NodeInUse, NodeInfo, NodeStatus, WatchHolder, WatchLock, WatchLocker, pid_space};
@@ -51,6 +53,9 @@ pub enum StoreError {
         "the database was migrated by a newer nexusd (its schema is version {found}; this nexusd knows up to {known}): upgrade this agent"
     )]
     Newer { found: i64, known: i64 },
+    /// Another writer changed the row first (a backfill's page).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl StoreError {
@@ -298,9 +303,27 @@ impl Store {
         runs: &[NewRun],
         watch_fence: Option<i64>,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        self.write_events(&mut tx, events, index, runs).await?;
+        // Last, so that SQLite's transaction begins with a write (a read
+        // first could not take the write lock once another commit came).
+        if let Some(fence) = watch_fence {
+            self.check_watch_fence(&mut tx, fence).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Store::commit_events`]'s writes, in the transaction `tx`.
+    pub(crate) async fn write_events(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        events: &[(Event, Vec<crate::api::Decision>)],
+        index: &[IndexOp],
+        runs: &[NewRun],
+    ) -> Result<(), StoreError> {
         let batch = self.batch();
         let rows = batch.rows;
-        let mut tx = self.pool.begin().await?;
         for chunk in events.chunks(rows) {
             let sql = format!(
                 "INSERT INTO events (id, type, path, old_path, size, mtime_ms, observed_ms, cause_run_id, chain_depth, actor, source, decisions, origin, node) VALUES {}",
@@ -327,7 +350,7 @@ impl Store {
                     .bind(&*self.origin)
                     .bind(&*self.node);
             }
-            q.execute(&mut *tx).await?;
+            q.execute(&mut **tx).await?;
         }
         // The last change of each path is its state; one statement may not
         // touch a row twice.
@@ -370,7 +393,7 @@ impl Store {
                     .bind(m.hash)
                     .bind(i64::from(m.racy));
             }
-            q.execute(&mut *tx).await?;
+            q.execute(&mut **tx).await?;
         }
         for chunk in removes.chunks(rows) {
             // The list first: SQLite numbers a bare `?` after a `$N` from 1.
@@ -383,10 +406,10 @@ impl Store {
             for path in chunk {
                 q = q.bind(*path);
             }
-            q.bind(&*self.origin).execute(&mut *tx).await?;
+            q.bind(&*self.origin).execute(&mut **tx).await?;
         }
         for chunk in runs.chunks(rows) {
-            records::insert_runs(&mut tx, chunk, batch, &self.origin).await?;
+            records::insert_runs(tx, chunk, batch, &self.origin).await?;
         }
         // Runs recorded for others to claim (past this node's capacity, or
         // of a workflow it cannot run): the other agents are told.
@@ -394,14 +417,8 @@ impl Store {
             .iter()
             .any(|r| r.lease.is_none() && !r.status.is_final())
         {
-            notify::notify_in(self.backend, &mut *tx, notify::RUNS).await?;
+            notify::notify_in(self.backend, &mut **tx, notify::RUNS).await?;
         }
-        // Last, so that SQLite's transaction begins with a write (a read
-        // first could not take the write lock once another commit came).
-        if let Some(fence) = watch_fence {
-            self.check_watch_fence(&mut tx, fence).await?;
-        }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -815,10 +832,12 @@ impl Store {
             .await?;
             after = last;
         }
-        sqlx::query("DELETE FROM gaps WHERE at_ms < $1")
-            .bind(cutoff_ms)
-            .execute(&self.pool)
-            .await?;
+        for sql in [
+            "DELETE FROM gaps WHERE at_ms < $1",
+            "DELETE FROM backfills WHERE finished_ms < $1",
+        ] {
+            sqlx::query(sql).bind(cutoff_ms).execute(&self.pool).await?;
+        }
         // Nodes silent for the whole retention, and past their lease: long
         // gone (a live one's row stays, however short the retention).
         sqlx::query("DELETE FROM nodes WHERE heartbeat_ms < $1 AND heartbeat_ms < $2 - lease_ms")
@@ -1024,6 +1043,7 @@ mod tests {
             lease: None,
             anywhere,
             rerun: None,
+            backfill: None,
         };
         store
             .commit_events(&[(event, vec![])], &[], &[run], None)
@@ -1107,6 +1127,78 @@ mod tests {
         assert_eq!(claim(&there).await, ["t1"], "its own data dir's only");
     }
 
+    /// A backfill's page is committed with the point it reached, only from
+    /// where the backfill stood: a second node planning the same page is
+    /// refused and records nothing, and a finished backfill takes no page.
+    #[tokio::test]
+    async fn a_backfill_page_commits_once_from_where_it_stood() {
+        let dir = tempfile::tempdir().unwrap();
+        let opened = Store::open(None, dir.path()).await.unwrap();
+        let x = opened.clone().serving("here", "x");
+        let y = opened.serving("here", "y");
+        x.create_backfill("bf_1", "w", None, "ops", 2)
+            .await
+            .unwrap();
+        let page = |store: &Store, id: &str| {
+            let event = Event {
+                id: format!("evt_{id}"),
+                kind: EventType::Created,
+                path: "/a".into(),
+                old_path: None,
+                size: Some(1),
+                mtime_ms: Some(1),
+                observed_ms: 1,
+                cause: None,
+                raw_abs: None,
+                actor: Some("ops".into()),
+                source: crate::events::Source::Backfill,
+            };
+            let run = NewRun {
+                id: id.into(),
+                workflow: "w".into(),
+                event: event.clone(),
+                status: RunStatus::Queued,
+                reason: None,
+                queued_ms: 1,
+                lease: Some((store.node().to_owned(), i64::MAX)),
+                anywhere: false,
+                rerun: None,
+                backfill: Some("bf_1".into()),
+            };
+            (vec![(event, vec![])], vec![run])
+        };
+        let step = BackfillStep {
+            id: "bf_1".into(),
+            from: String::new(),
+            to: "/a".into(),
+            started: 1,
+        };
+        let (events, runs) = page(&x, "r_x");
+        x.commit_backfill_step(&step, &events, &runs).await.unwrap();
+        let (events, runs) = page(&y, "r_y");
+        let refused = y.commit_backfill_step(&step, &events, &runs).await;
+        assert!(
+            matches!(refused, Err(StoreError::Conflict(_))),
+            "{refused:?}"
+        );
+        let row = y.backfill("bf_1").await.unwrap().unwrap();
+        assert_eq!((row.after.as_str(), row.started), ("/a", 1));
+        assert_eq!(
+            y.backfill_counts("bf_1").await.unwrap(),
+            [(RunStatus::Queued, 1)]
+        );
+        assert_eq!(y.unfinished_backfills().await.unwrap().len(), 1);
+        y.finish_backfill("bf_1", None).await.unwrap();
+        assert!(x.unfinished_backfills().await.unwrap().is_empty());
+        let next = BackfillStep {
+            from: "/a".into(),
+            to: "/b".into(),
+            ..step
+        };
+        let late = x.commit_backfill_step(&next, &events, &runs).await;
+        assert!(matches!(late, Err(StoreError::Conflict(_))), "{late:?}");
+    }
+
     /// A re-run from a failed step keeps where it starts and what the steps
     /// before gave: a node that claims it (after a crash) starts it so too.
     #[tokio::test]
@@ -1138,6 +1230,7 @@ mod tests {
                 of: "orig".into(),
                 from: Some(from.clone()),
             }),
+            backfill: None,
         };
         let ev = run.event.clone();
         store

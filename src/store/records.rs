@@ -24,6 +24,8 @@ pub struct NewRun {
     pub anywhere: bool,
     /// The run this one re-runs, and where it starts.
     pub rerun: Option<Rerun>,
+    /// The backfill that made it.
+    pub backfill: Option<String>,
 }
 
 /// A run made again for the event of another (`of`); from its failed step,
@@ -98,8 +100,8 @@ pub(super) async fn insert_runs(
     origin: &str,
 ) -> Result<(), StoreError> {
     let sql = format!(
-        "INSERT INTO runs (id, workflow, event_id, event_type, path, old_path, status, reason, chain_depth, queued_ms, finished_ms, owner, lease_until_ms, fence, origin, anywhere, rerun_of, from_step, carried) VALUES {}",
-        batch.values(19, runs.len())
+        "INSERT INTO runs (id, workflow, event_id, event_type, path, old_path, status, reason, chain_depth, queued_ms, finished_ms, owner, lease_until_ms, fence, origin, anywhere, rerun_of, from_step, carried, backfill) VALUES {}",
+        batch.values(20, runs.len())
     );
     let mut q = sqlx::query(&sql);
     for r in runs {
@@ -133,7 +135,8 @@ pub(super) async fn insert_runs(
                     .as_ref()
                     .and_then(|x| x.from.as_ref())
                     .map(|f| f.steps.to_string()),
-            );
+            )
+            .bind(&r.backfill);
     }
     q.execute(&mut **tx).await?;
     Ok(())

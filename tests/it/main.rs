@@ -23,6 +23,7 @@ macro_rules! on_both {
 mod agent;
 mod agent_ops;
 mod api;
+mod backfills;
 mod backlog;
 mod cancels;
 mod durability;

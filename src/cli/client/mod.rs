@@ -5,6 +5,7 @@
 //! file per noun: definitions (apply, diff), workflows, runs, events, nodes,
 //! files.
 
+mod backfills;
 mod definitions;
 mod events;
 mod files;

@@ -185,6 +185,18 @@ pub fn workflows(command: WorkflowsCommand) -> anyhow::Result<ExitCode> {
                     .await?;
                 println!("run/{} {}", v.run, v.status);
             }
+            WorkflowsCommand::Backfill {
+                name,
+                path,
+                dry_run,
+                detach,
+                client,
+                output,
+            } => {
+                let c = Client::new(&client)?;
+                let how = super::backfills::How { detach, output };
+                return super::backfills::backfill(&c, &name, path, dry_run, how).await;
+            }
             WorkflowsCommand::Rollback {
                 name,
                 revision,
