@@ -240,6 +240,20 @@ fi
 
 stamp recovery
 
+# Scenario 15: a backfill of 100,000 files already there (indexed while no
+# workflow took them) through one built-in step: seconds from the request
+# until all are recorded succeeded, runs/s, peak RSS; SQLite and PostgreSQL.
+BF_FILES=${QUICK:+5000}
+BF_FILES=${BF_FILES:-100000}
+python3 bench/backfill.py "$BIN" "$PWD/$WORK" "$BF_FILES" > "$WORK/backfill.json"
+if [ -n "$PG_UP" ]; then
+  python3 bench/backfill.py "$BIN" "$PWD/$WORK" "$BF_FILES" "$PG_URL" > "$WORK/backfill-pg.json"
+else
+  echo '{"skipped": true}' > "$WORK/backfill-pg.json"
+fi
+
+stamp backfill
+
 {
   echo "# nexusd benchmark results"
   echo
@@ -344,11 +358,21 @@ for path, name, target in ((sys.argv[1], "SQLite", 30), (sys.argv[2], "PostgreSQ
     ok = "yes" if r["recovery_s"] <= target and rss <= 100 else "no"
     print(f"| kill -9 with {r['runs']:,} unfinished runs, start to all recorded succeeded ({name}) | {r['recovery_s']} s | {r['runs_per_s']:,.0f} runs/s; peak RSS {rss:.1f} MB; runs run twice: {r['succeeded_twice']} | ≤ {target} s, ≤ 100 MB | {ok} |")
 PY
+  python3 - "$WORK/backfill.json" "$WORK/backfill-pg.json" <<'PY'
+import json, sys
+for path, name in ((sys.argv[1], "SQLite"), (sys.argv[2], "PostgreSQL")):
+    r = json.load(open(path))
+    if r.get("skipped"):
+        print(f"| backfill ({name}) | not measured: no server | | | |")
+        continue
+    rss, before = r["peak_rss_kib"] / 1024, r["rss_before_kib"] / 1024
+    print(f"| backfill of {r['files']:,} existing files, one built-in step, request to all recorded succeeded ({name}) | {r['runs_per_s']:,.0f} runs/s | {r['backfill_s']} s; RSS {before:.1f} MB before, at most {rss:.1f} MB meanwhile; runs {r['runs']:,} | | |")
+PY
 } > "$OUT.md"
 
-python3 - "$median" "$mean" "$stddev" "$meets" "$WORK/latency.json" "$WORK/throughput.json" "$WORK/api.json" "$WORK/throughput-pg.json" "$WORK/shell.json" "$WORK/scale.json" "$WORK/matching.json" "$WORK/claims.json" > "$OUT.json" <<'PY'
+python3 - "$median" "$mean" "$stddev" "$meets" "$WORK/latency.json" "$WORK/throughput.json" "$WORK/api.json" "$WORK/throughput-pg.json" "$WORK/shell.json" "$WORK/scale.json" "$WORK/matching.json" "$WORK/claims.json" "$WORK/backfill.json" "$WORK/backfill-pg.json" > "$OUT.json" <<'PY'
 import json, sys
-median, mean, stddev, meets, lat, tp, api, tp_pg, sh, sc, mt, cl = sys.argv[1:]
+median, mean, stddev, meets, lat, tp, api, tp_pg, sh, sc, mt, cl, bf, bf_pg = sys.argv[1:]
 d = json.load(open(lat))
 for v in d.values():
     if isinstance(v, dict):
@@ -366,6 +390,8 @@ print(json.dumps({"scenarios": [
   {"name": "matching_1000_workflows", **json.load(open(mt)), "target_ns": 2000},
   {"name": "claims_100k_held_elsewhere", **json.load(open(cl))},
   {"name": "api_apply_and_history", **json.load(open(api)), "apply_target_s": 0.5, "history_p99_target_ms": 20},
+  {"name": "backfill_sqlite", **json.load(open(bf))},
+  {"name": "backfill_postgres", **json.load(open(bf_pg))},
 ]}, indent=2))
 PY
 

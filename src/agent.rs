@@ -120,6 +120,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
         changes: tokio::sync::broadcast::channel(1024).0,
         clock: Default::default(),
+        logs: Default::default(),
     });
     let checkpoints = tokio::spawn(workers::checkpoint_worker(store.clone(), shutdown.clone()));
     let retention = tokio::spawn(workers::retention_worker(

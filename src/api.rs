@@ -467,6 +467,42 @@ pub struct TriggerAnswer {
     pub status: RunStatus,
 }
 
+/// Which stream of a step a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// A line a shell step wrote (secrets redacted, cut at 4 KiB).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LogLine {
+    /// Its number in the attempt's live log (from 0); stored output's
+    /// lines are numbered in their own order.
+    pub seq: u64,
+    pub attempt: u32,
+    pub step: String,
+    pub stream: LogStream,
+    pub line: String,
+    /// When the agent read it (a stored line: when its step ended).
+    pub at: String,
+}
+
+/// A run's output: its running attempt's lines as they were written (kept
+/// on the node running it, the last 1,000), or its stored output.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunLogs {
+    pub run: String,
+    pub status: RunStatus,
+    /// True: the lines of the attempt running now, on this node; false:
+    /// the stored output of the last attempt's steps that have ended.
+    pub live: bool,
+    /// Earlier lines of the attempt no longer kept.
+    pub skipped: u64,
+    pub lines: Vec<LogLine>,
+}
+
 /// What to backfill.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

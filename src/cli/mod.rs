@@ -237,6 +237,21 @@ pub enum RunsCommand {
         #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
+    /// A run's output: its running attempt's lines as its shell steps write
+    /// them, or its stored output; stdout lines on stdout, stderr lines on
+    /// stderr, each after its step's name.
+    Logs {
+        id: String,
+        /// Keep printing lines as they are written until the run ends; the
+        /// exit status is then 1 unless it succeeded.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+        /// `json`: one line object per line.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
     /// Cancels runs: these ids, or a workflow's runs in some states. A
     /// running run's step is killed on whichever node runs it.
     #[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "workflow"])))]

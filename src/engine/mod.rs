@@ -11,6 +11,7 @@ pub mod event_loop;
 pub mod intake;
 pub mod leases;
 pub mod live;
+pub mod logs;
 pub mod node;
 pub mod registry;
 pub mod replays;

@@ -35,6 +35,8 @@ pub struct Runtime {
     pub changes: tokio::sync::broadcast::Sender<std::sync::Arc<RunChange>>,
     /// The time attempts are recorded at and retries wait on.
     pub clock: super::clock::Clock,
+    /// The live output of the runs running here.
+    pub logs: Arc<crate::steps::live::LiveLogs>,
 }
 
 impl Runtime {
@@ -148,6 +150,8 @@ pub async fn execute(rt: &Runtime, job: &Job) -> Next {
     }
     change(RunStatus::Running, attempt, None);
     tracing::info!(run = %job.run_id, workflow = %job.workflow.name, path = %job.event.path, attempt, "run started");
+    // Open while the attempt runs (its on_failure steps too).
+    let _log = rt.logs.open(&job.run_id);
     let result = match job.workflow.timeout {
         Some(limit) => tokio::time::timeout(limit, run_attempt(rt, job, attempt))
             .await
@@ -254,6 +258,7 @@ fn context(rt: &Runtime, job: &Job, attempt: u32) -> StepContext {
         http: rt.http.clone(),
         causes: Arc::clone(&rt.causes),
         output_cap: rt.output_cap,
+        log: rt.logs.get(&job.run_id),
         data: json!({
             "event": job.event.template_fields(&rt.data_dir),
             "workflow": {"name": job.workflow.name},
@@ -444,6 +449,7 @@ mod tests {
             shutdown: CancellationToken::new(),
             changes: tokio::sync::broadcast::channel(64).0,
             clock: Clock::manual(T0),
+            logs: Default::default(),
         };
         let event = Event {
             id: "evt_1".into(),

@@ -75,6 +75,7 @@ pub fn router(api: Api) -> Router {
         )
         .route("/v1/runs", get(routes::list_runs))
         .route("/v1/runs/{id}", get(routes::get_run))
+        .route("/v1/runs/{id}/logs", get(routes::run_logs))
         .route("/v1/runs/{id}/cancel", post(routes::cancel_run))
         .route("/v1/runs/{id}/rerun", post(routes::rerun_run))
         .route(

@@ -46,6 +46,7 @@ use super::{files, routes};
         routes::errors,
         routes::list_runs,
         routes::get_run,
+        routes::run_logs,
         routes::cancel_run,
         routes::cancel_workflow_runs,
         routes::rerun_run,

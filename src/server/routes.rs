@@ -19,7 +19,7 @@ use crate::api::{
     BulkRerunAnswer, BulkRerunItem, BulkRerunRequest, CancelAnswer, DefinitionKind, DiagnosticItem,
     DiffAnswer, DiffItem, ErrorBody, ErrorList, EventList, PauseAnswer, ReplayAnswer,
     ReplayRequest, RerunAnswer, RerunRequest, Results, RevisionDetail, RevisionSummary, RunDetail,
-    RunList, SourceFile, Stats, TriggerAnswer, TriggerRequest, Whoami, WorkflowDetail,
+    RunList, RunLogs, SourceFile, Stats, TriggerAnswer, TriggerRequest, Whoami, WorkflowDetail,
     WorkflowList, WorkflowOrRevision, WorkflowStatus, WorkflowSummary,
 };
 use crate::definitions::load::SourceDocument;
@@ -750,6 +750,54 @@ pub async fn get_run(
         Some(run) => Ok(Json(run)),
         None => Err(ApiError::not_found(format!("no run `{id}`"))),
     }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct LogsQuery {
+    /// Stream the output instead (server-sent events: `line`, `skipped`,
+    /// then `end`), until the run ends or the client goes away.
+    #[serde(default)]
+    follow: bool,
+}
+
+/// A run's output: the lines of its attempt running on this node as its
+/// shell steps write them (the last 1,000 kept), else the stored output of
+/// its last attempt's steps that have ended. With `follow=true`, a stream
+/// of server-sent events: `line` (a LogLine) as each is written (through
+/// another node of a fleet: each step's stored lines as it ends),
+/// `skipped` (`{"count"}`: lines no longer kept when the stream got to
+/// them) and, when the run has ended, `end` (`{"status", "error"}`).
+#[utoipa::path(get, path = "/v1/runs/{id}/logs", tag = "runs",
+    params(("id" = String, Path, description = "A run id (`run_...`)"), LogsQuery),
+    responses(
+        (status = 200, description = "The output; with `follow=true`, a stream of `line`, `skipped` and `end` events",
+            content((RunLogs = "application/json"), (String = "text/event-stream"))),
+        (status = 404, description = "No such run", body = ErrorBody),
+    ))]
+pub async fn run_logs(
+    State(api): State<Api>,
+    P(id): P<String>,
+    Q(q): Q<LogsQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    let now = crate::engine::logs::snapshot(&api.rt, &id)
+        .await
+        .map_err(op_error)?;
+    if !q.follow {
+        return Ok(Json(now).into_response());
+    }
+    use axum::response::sse::{KeepAlive, Sse};
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(crate::engine::logs::follow(Arc::clone(&api.rt), id, tx));
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|e| (Ok::<_, std::convert::Infallible>(e), rx))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 /// One run cancelled, whichever node holds it: a queued or retrying run

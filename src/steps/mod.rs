@@ -3,6 +3,7 @@
 
 pub mod builtin;
 pub mod capture;
+pub mod live;
 pub mod shell;
 pub mod spawn;
 pub mod webhook;
@@ -93,9 +94,22 @@ pub struct StepContext {
     pub output_cap: usize,
     /// Template data: `event`, `workflow`, `run`, `steps`, `secrets`.
     pub data: Value,
+    /// The run's live log, for its shell steps' lines as they come.
+    pub log: Option<Arc<live::RunLog>>,
 }
 
 impl StepContext {
+    /// Where a shell step's `stream` goes line by line, while it runs.
+    pub fn sink(&self, step: &str, stream: crate::api::LogStream) -> Option<live::LineSink> {
+        Some(live::LineSink {
+            log: Arc::clone(self.log.as_ref()?),
+            attempt: self.attempt,
+            step: step.to_owned(),
+            stream,
+            secrets: self.secrets.iter().map(|(_, v)| v.clone()).collect(),
+        })
+    }
+
     /// Replaces every secret value in `text` by `***`.
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_owned();

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::capture::{read_tail, with_cut_note};
+use super::capture::{read_tail_to, with_cut_note};
 use super::spawn;
 use super::{StepContext, StepOutcome, StepStatus};
+use crate::api::LogStream;
 use crate::datadir::OUTPUT_DIR;
 use crate::definitions::model::{RunStep, Shell, Step};
 use crate::events::abs_path;
@@ -88,7 +89,7 @@ pub async fn execute(
             .collect(),
         cwd: &ctx.data_dir,
     };
-    let outcome = spawn_and_wait(ctx, &spec, timeout).await;
+    let outcome = spawn_and_wait(ctx, &step.name, &spec, timeout).await;
     let file_outputs = match std::fs::read_to_string(&output_file) {
         Ok(text) => {
             let _ = std::fs::remove_file(&output_file);
@@ -156,6 +157,7 @@ struct Raw {
 
 async fn spawn_and_wait(
     ctx: &StepContext,
+    step: &str,
     spec: &spawn::Spec<'_>,
     timeout: Option<Duration>,
 ) -> Raw {
@@ -175,8 +177,9 @@ async fn spawn_and_wait(
         }
     };
     let cap = ctx.output_cap;
-    let out = child.stdout.take().map(|s| tokio::spawn(read_tail(s, cap)));
-    let err = child.stderr.take().map(|s| tokio::spawn(read_tail(s, cap)));
+    let read = |s, stream| tokio::spawn(read_tail_to(s, cap, ctx.sink(step, stream)));
+    let out = child.stdout.take().map(|s| read(s, LogStream::Stdout));
+    let err = child.stderr.take().map(|s| read(s, LogStream::Stderr));
     let waited = match timeout {
         Some(limit) => tokio::time::timeout(limit, child.wait()).await.ok(),
         None => Some(child.wait().await),

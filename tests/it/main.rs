@@ -29,6 +29,7 @@ mod cancels;
 mod durability;
 mod fleet;
 mod injection;
+mod logs;
 mod on_failure;
 mod replays;
 mod reruns;

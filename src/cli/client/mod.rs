@@ -37,6 +37,46 @@ pub struct Client {
     key: Option<String>,
 }
 
+/// Server-sent events as they come.
+pub struct EventStream {
+    resp: reqwest::Response,
+    buffer: Vec<u8>,
+}
+
+impl EventStream {
+    /// The next events complete, each `(event, data)` (`event` empty when
+    /// not named); `None` once the server ends the stream.
+    pub async fn next(&mut self) -> anyhow::Result<Option<Vec<(String, String)>>> {
+        loop {
+            let mut events = Vec::new();
+            // Bytes until a block is whole: a chunk may end inside a character.
+            while let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let bytes: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let block = String::from_utf8_lossy(&bytes);
+                let field = |name: &str| -> String {
+                    block
+                        .lines()
+                        .filter_map(|l| l.strip_prefix(name))
+                        .map(str::trim_start)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                };
+                let data = field("data:");
+                if !data.is_empty() {
+                    events.push((field("event:"), data));
+                }
+            }
+            if !events.is_empty() {
+                return Ok(Some(events));
+            }
+            match self.resp.chunk().await.context("reading the stream")? {
+                Some(chunk) => self.buffer.extend_from_slice(&chunk),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
 /// What came back.
 pub struct Reply {
     pub status: reqwest::StatusCode,
@@ -55,6 +95,34 @@ impl Client {
             http,
             base: args.url.trim_end_matches('/').to_owned(),
             key: args.api_key.clone().filter(|k| !k.is_empty()),
+        })
+    }
+
+    /// Opens a stream of server-sent events at `path` (no overall timeout:
+    /// it lasts as long as the server sends).
+    pub async fn stream(&self, path: &str) -> anyhow::Result<EventStream> {
+        let mut req = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()?
+            .get(format!("{}{path}", self.base));
+        if let Some(key) = &self.key {
+            req = req.bearer_auth(key);
+        }
+        let resp = req.send().await.map_err(|_| {
+            anyhow!(
+                "cannot reach nexusd at {}: connection refused or host unreachable",
+                self.base
+            )
+        })?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let bytes = resp.bytes().await.unwrap_or_default().to_vec();
+            Reply { status, bytes }.ok()?;
+            bail!("the server refused the stream ({status})");
+        }
+        Ok(EventStream {
+            resp,
+            buffer: Vec::new(),
         })
     }
 

@@ -2,18 +2,17 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{anyhow, bail};
 use reqwest::Method;
 
 use super::{
-    Client, Reply, block_on, cell, duration, enc, exit_code, post_each, print_structured,
-    print_table, short_time,
+    Client, block_on, cell, duration, enc, exit_code, post_each, print_structured, print_table,
+    short_time,
 };
 use crate::api::{
-    BulkCancelAnswer, BulkCancelRequest, BulkRerunAnswer, BulkRerunRequest, CancelAnswer,
-    RerunAnswer, RerunRequest, RunChange, RunDetail, RunList,
+    BulkCancelAnswer, BulkCancelRequest, BulkRerunAnswer, BulkRerunRequest, CancelAnswer, LogLine,
+    LogStream, RerunAnswer, RerunRequest, RunChange, RunDetail, RunList, RunLogs,
 };
 use crate::cli::{OutputFormat, RunsCommand};
 use crate::store::RunStatus;
@@ -79,6 +78,15 @@ pub fn runs(command: RunsCommand) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::SUCCESS);
                 }
                 print_runs(&v, true);
+            }
+            RunsCommand::Logs {
+                id,
+                follow,
+                client,
+                output,
+            } => {
+                let c = Client::new(&client)?;
+                return logs(&c, &id, follow, output).await;
             }
             RunsCommand::Get { id, client, output } => {
                 let c = Client::new(&client)?;
@@ -297,6 +305,85 @@ async fn cancel_bulk(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints a line of a step's output: `STEP | LINE`, on stdout or stderr
+/// as the step wrote it (`-o json`: the line's object, on stdout).
+fn print_line(line: &LogLine, output: OutputFormat) -> anyhow::Result<()> {
+    if output != OutputFormat::Table {
+        let mut out = std::io::stdout();
+        writeln!(out, "{}", serde_json::to_string(line)?)?;
+        return Ok(out.flush()?);
+    }
+    let text = format!("{} | {}\n", line.step, line.line);
+    match line.stream {
+        LogStream::Stdout => {
+            let mut out = std::io::stdout();
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
+        }
+        LogStream::Stderr => std::io::stderr().write_all(text.as_bytes())?,
+    }
+    Ok(())
+}
+
+/// `runs logs`: what there is now, or (`follow`) the lines as they come
+/// until the run ends.
+async fn logs(
+    c: &Client,
+    id: &str,
+    follow: bool,
+    output: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    let path = format!("/v1/runs/{}/logs", enc(id));
+    if !follow {
+        let v: RunLogs = c.call(Method::GET, &path, None).await?;
+        if v.skipped > 0 {
+            eprintln!(
+                "[{} earlier line(s) of the attempt no longer kept]",
+                v.skipped
+            );
+        }
+        for line in &v.lines {
+            print_line(line, output)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut stream = c.stream(&format!("{path}?follow=true")).await?;
+    while let Some(events) = stream.next().await? {
+        for (event, data) in events {
+            match event.as_str() {
+                "line" => {
+                    if let Ok(line) = serde_json::from_str::<LogLine>(&data) {
+                        print_line(&line, output)?;
+                    }
+                }
+                "skipped" => {
+                    let n = serde_json::from_str::<serde_json::Value>(&data)
+                        .ok()
+                        .and_then(|v| v["count"].as_u64())
+                        .unwrap_or(0);
+                    eprintln!("[{n} line(s) no longer kept: this client read too slowly]");
+                }
+                "end" => {
+                    let end: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
+                    let status = end["status"].as_str().unwrap_or("?");
+                    match end["error"].as_str() {
+                        Some(e) => eprintln!("run {id} {status}: {e}"),
+                        None => eprintln!("run {id} {status}"),
+                    }
+                    return Ok(if status == "succeeded" {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    });
+                }
+                "error" => bail!("the server stopped the stream: {data}"),
+                _ => {}
+            }
+        }
+    }
+    bail!("the stream ended before the run did (the agent stopped?)")
+}
+
 /// Prints run changes as the server streams them, one line each (`-o
 /// json`: one JSON object per line), until interrupted or the server stops.
 async fn follow_runs(
@@ -304,43 +391,17 @@ async fn follow_runs(
     workflow: Option<&str>,
     output: OutputFormat,
 ) -> anyhow::Result<ExitCode> {
-    let mut url = format!("{}/v1/events?follow=true", c.base);
+    let mut url = "/v1/events?follow=true".to_owned();
     if let Some(w) = workflow {
         url.push_str(&format!("&workflow={}", enc(w)));
     }
-    let mut req = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .build()?
-        .get(&url);
-    if let Some(key) = &c.key {
-        req = req.bearer_auth(key);
-    }
-    let mut resp = req.send().await.map_err(|_| {
-        anyhow!(
-            "cannot reach nexusd at {}: connection refused or host unreachable",
-            c.base
-        )
-    })?;
-    if !resp.status().is_success() {
-        let status = resp.status();
-        let bytes = resp.bytes().await.unwrap_or_default().to_vec();
-        Reply { status, bytes }.ok()?;
-        bail!("the server refused the stream ({status})");
-    }
+    let mut stream = c.stream(&url).await?;
     if output == OutputFormat::Table {
         println!("{:<19}  {:<9}  {:<24}  FILE", "TIME", "STATUS", "WORKFLOW");
     }
-    let mut buffer = String::new();
     let mut stdout = std::io::stdout();
-    while let Some(chunk) = resp.chunk().await.context("reading the stream")? {
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let data: String = block
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(str::trim_start)
-                .collect();
+    while let Some(events) = stream.next().await? {
+        for (_, data) in events {
             let Ok(change) = serde_json::from_str::<RunChange>(&data) else {
                 continue;
             };
