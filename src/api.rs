@@ -565,7 +565,8 @@ pub struct Backfill {
     pub started: i64,
     /// Every file has its run (or the backfill stopped short: `error`).
     pub done: bool,
-    /// Its runs, by state.
+    /// Its runs, by state (`GET /v1/backfills/{id}`; a dry run, a list and
+    /// a backfill just begun: all 0).
     pub runs: BackfillRuns,
     /// The user who asked.
     pub by: Option<String>,
@@ -635,6 +636,10 @@ pub struct RerunRequest {
     /// since).
     #[serde(default)]
     pub from_failed: bool,
+    /// Run on the revision of the workflow that was live when the run was
+    /// queued, not on the live one.
+    #[serde(default)]
+    pub same_revision: bool,
 }
 
 /// A re-run started: the new run, and the one it re-runs.
@@ -647,6 +652,8 @@ pub struct RerunAnswer {
     pub status: RunStatus,
     /// From the failed step: its name.
     pub from_step: Option<String>,
+    /// On its original's revision: that revision.
+    pub revision: Option<i64>,
 }
 
 /// Which of a workflow's runs to re-run.
@@ -661,6 +668,9 @@ pub struct BulkRerunRequest {
     pub since: Option<String>,
     #[serde(default)]
     pub from_failed: bool,
+    /// Each on the revision live when it was queued.
+    #[serde(default)]
+    pub same_revision: bool,
     /// Say which runs would be re-run, and start none.
     #[serde(default)]
     pub dry_run: bool,
@@ -731,7 +741,7 @@ pub struct RunEvent {
     /// The API user whose request caused it (`runs/{id}` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
-    /// `watch`, `scan` or `api` (`runs/{id}` only).
+    /// `watch`, `scan`, `api` or `backfill` (`runs/{id}` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
 }
@@ -857,7 +867,7 @@ pub struct EventRecord {
     pub caused_by_run: Option<String>,
     pub chain_depth: i64,
     pub actor: Option<String>,
-    /// `watch`, `scan` or `api`.
+    /// `watch`, `scan`, `api` or `backfill`.
     pub source: String,
     /// The data dir it happened in (its identity, `DATA/.nexus/origin`).
     pub origin: String,

@@ -17,6 +17,8 @@ CREATE TABLE backfills (
     finished_ms BIGINT,
     error       TEXT
 );
-CREATE INDEX backfills_unfinished ON backfills (origin) WHERE finished_ms IS NULL;
+-- One unfinished backfill per workflow and data dir: two at once would
+-- start every file twice.
+CREATE UNIQUE INDEX backfills_unfinished ON backfills (origin, workflow) WHERE finished_ms IS NULL;
 ALTER TABLE runs ADD COLUMN backfill TEXT;
 CREATE INDEX runs_backfill ON runs (backfill, status) WHERE backfill IS NOT NULL;

@@ -287,6 +287,10 @@ pub enum RunsCommand {
         /// results stand for them (refused when the file changed since).
         #[arg(long)]
         from_failed: bool,
+        /// Run on the revision of the workflow that was live when the run
+        /// was queued, not on the live one.
+        #[arg(long)]
+        same_revision: bool,
         /// Every run of this workflow (a pipeline: its stages') in `--status`.
         #[arg(long)]
         workflow: Option<String>,

@@ -22,13 +22,17 @@ use crate::definitions::model::Workflow;
 use crate::definitions::names;
 use crate::events::{Event, EventType, Source, new_id, now_ms};
 use crate::pattern::Pattern;
-use crate::store::{BackfillRow, BackfillStep, IndexedFile, StoreError, timestamp};
+use crate::store::{BackfillRow, BackfillStep, IndexedFile, RunStatus, StoreError, timestamp};
 
 /// Files read from the index at a time (and, at most, runs per commit).
 const PAGE: usize = 256;
 
 /// Files a dry run names.
 const SAMPLE: usize = 20;
+
+/// How far before a backfill began a run the watch started for a file
+/// still counts as the file's run (clocks of two nodes differ).
+const CLOCK_MARGIN_MS: i64 = 5_000;
 
 /// The workflow a backfill of `name` runs: it, or a pipeline's first stage.
 fn workflow_named(live: &Live, name: &str) -> Option<Arc<Workflow>> {
@@ -159,9 +163,20 @@ pub async fn begin(
         return Ok(answer);
     }
     let id = new_id("bf_");
-    let row = store
+    let row = match store
         .create_backfill(&id, &workflow.name, glob_text, user, answer.files)
-        .await?;
+        .await
+    {
+        Ok(row) => row,
+        // Another request began one meanwhile.
+        Err(e) if e.is_unique_violation() => {
+            return Err(OpError::Conflict(format!(
+                "a backfill of `{}` is still starting its runs: wait for it to finish",
+                workflow.name
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
     tracing::info!(backfill = %id, workflow = %workflow.name, files = answer.files, user, "backfill begun");
     intake.backfills.notify_one();
     Ok(answer_of(row, BackfillRuns::default()))
@@ -256,6 +271,12 @@ async fn drive(intake: &Intake, mut bf: BackfillRow) {
             tracing::info!(backfill = %bf.id, workflow = %bf.workflow, "backfill waits: its workflow is paused");
             return;
         }
+        // A node that cannot run it leaves the backfill to one that can,
+        // which paces it by its own runs.
+        if let Some(why) = live.lacks(&workflow.name) {
+            tracing::debug!(backfill = %bf.id, reason = why, "backfill left to a node that can run its workflow");
+            return;
+        }
         let page = match page_of(intake, &bf, &live, &workflow, glob.as_ref()).await {
             Ok(p) => p,
             Err(e) => {
@@ -294,6 +315,12 @@ async fn drive(intake: &Intake, mut bf: BackfillRow) {
             })
             .collect();
         let mut plan = intake.plan_against(&live, arrivals, vec![]);
+        // Paused meanwhile: nothing of this page is recorded (its runs
+        // would be `skipped`), and the backfill waits to be resumed.
+        if plan.runs.iter().any(|r| r.status == RunStatus::Skipped) {
+            tracing::info!(backfill = %bf.id, workflow = %bf.workflow, "backfill waits: its workflow is paused");
+            return;
+        }
         for run in &mut plan.runs {
             run.backfill = Some(bf.id.clone());
         }
@@ -330,8 +357,9 @@ async fn drive(intake: &Intake, mut bf: BackfillRow) {
 }
 
 /// The next page of backfill `bf`: the path it ends at and its files that
-/// start the workflow, with why; those the watch saw created since the
-/// backfill began are left to the watch's runs. `None`: past the last file.
+/// start the workflow, with why; those the watch started a run of the
+/// workflow for since the backfill began are left to those runs. `None`:
+/// past the last file.
 async fn page_of(
     intake: &Intake,
     bf: &BackfillRow,
@@ -350,7 +378,11 @@ async fn page_of(
         .filter_map(|f| starts_for(live, workflow, glob, &f.path).map(|why| (f, why)))
         .collect();
     let paths: Vec<&str> = matched.iter().map(|(f, _)| f.path.as_str()).collect();
-    let fresh = store.created_since(&paths, bf.created_ms).await?;
+    // A few seconds' margin: the watcher's clock and the one the backfill
+    // was begun by may differ; a run the watch started just before the
+    // backfill began is the file's run too.
+    let since = bf.created_ms.saturating_sub(CLOCK_MARGIN_MS);
+    let fresh = store.started_since(&paths, &workflow.name, since).await?;
     let files = matched
         .into_iter()
         .filter(|(f, _)| !fresh.contains(&f.path))

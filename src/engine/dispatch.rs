@@ -578,6 +578,25 @@ async fn take_up(
                 .await;
             continue;
         };
+        // A re-run on its original's revision runs that revision's steps.
+        let workflow = match run.revision {
+            None => Arc::clone(workflow),
+            Some(n) => match super::registry::workflow_at(&rt.store, &run.workflow, n).await {
+                Ok(w) => Arc::new(w),
+                Err(e) => {
+                    rt.writer
+                        .send(Write::RunClosed(RunClose {
+                            run_id: run.id.clone(),
+                            fence: run.fence,
+                            status: RunStatus::Failed,
+                            reason: e,
+                            at_ms: rt.clock.now_ms(),
+                        }))
+                        .await;
+                    continue;
+                }
+            },
+        };
         let first_attempt = match run.status {
             RunStatus::Queued => 1,
             _ => run.attempts + 1,
@@ -598,7 +617,7 @@ async fn take_up(
         tracing::debug!(run = %run.id, workflow = %run.workflow, status = %run.status, "resuming an unfinished run");
         jobs.push(Job {
             run_id: run.id,
-            workflow: Arc::clone(workflow),
+            workflow,
             event: run.event,
             secrets: Arc::clone(&live.secrets),
             first_attempt,

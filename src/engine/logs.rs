@@ -125,7 +125,11 @@ pub async fn follow(rt: Arc<Runtime>, id: String, tx: mpsc::Sender<SseEvent>) {
         }
         let detail = match rt.store.run_detail(&id).await {
             Ok(Some(d)) => d,
-            Ok(None) => return,
+            Ok(None) => {
+                let gone = json!({"message": format!("run `{id}` is gone (deleted by retention)")});
+                let _ = tx.send(event("error", &gone)).await;
+                return;
+            }
             Err(e) => {
                 tracing::warn!(run = %id, error = %e, "following a run's output: reading it failed");
                 let _ = tx
@@ -146,11 +150,22 @@ pub async fn follow(rt: Arc<Runtime>, id: String, tx: mpsc::Sender<SseEvent>) {
             let _ = tx.send(event("end", &end)).await;
             return;
         }
-        tokio::select! {
-            () = opened => {}
-            () = tokio::time::sleep(LOOK) => {}
-            () = tx.closed() => return,
-            () = rt.shutdown.cancelled() => return,
+        // Until its log opens here, or it is time to look at the store
+        // again: other runs' logs opening wake it, and cost only a look.
+        let deadline = tokio::time::Instant::now() + LOOK;
+        let mut opened = std::pin::pin!(opened);
+        loop {
+            tokio::select! {
+                () = &mut opened => {
+                    if rt.logs.get(&id).is_some() {
+                        break;
+                    }
+                    opened.set(rt.logs.opened());
+                }
+                () = tokio::time::sleep_until(deadline) => break,
+                () = tx.closed() => return,
+                () = rt.shutdown.cancelled() => return,
+            }
         }
     }
 }

@@ -409,6 +409,31 @@ pub fn document_of_json(name: &str, text: &str) -> Result<SourceDocument, String
         .ok_or_else(|| format!("`{name}` holds no definition"))
 }
 
+/// Workflow `name` (a stage: `PIPELINE/STAGE`) as revision `revision` of
+/// its definition had it: what a re-run on its original's revision runs.
+pub async fn workflow_at(
+    store: &crate::store::Store,
+    name: &str,
+    revision: i64,
+) -> Result<Workflow, String> {
+    let definition = name.split('/').next().unwrap_or(name);
+    let revisions = store
+        .revisions(definition)
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = revisions
+        .iter()
+        .find(|r| r.revision == revision)
+        .and_then(|r| r.document.as_deref())
+        .ok_or_else(|| format!("`{definition}` has no revision {revision} to run on"))?;
+    let doc = document_of_json(&format!("<revision {revision} of {definition}>"), text)
+        .map_err(|e| format!("revision {revision} of `{definition}` no longer compiles: {e}"))?;
+    doc.workflows
+        .into_iter()
+        .find(|w| w.name == name)
+        .ok_or_else(|| format!("revision {revision} of `{definition}` has no workflow `{name}`"))
+}
+
 /// The SHA-256 of a document's canonical JSON, in hex.
 pub fn content_hash(document: &str) -> String {
     Sha256::digest(document.as_bytes())

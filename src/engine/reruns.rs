@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::intake::{Arrival, Intake, Target};
-use crate::api::RerunAnswer;
+use crate::api::{RerunAnswer, RerunRequest};
 use crate::definitions::model::Workflow;
 use crate::events::{Event, EventType, new_id, now_ms};
 use crate::store::{FromStep, Rerun, RunStatus, StoreError};
@@ -46,6 +46,8 @@ pub struct RerunPlan {
     live: Arc<super::live::Live>,
     workflow: Arc<Workflow>,
     from: Option<(FromStep, String)>,
+    /// On its original's revision: that revision.
+    revision: Option<i64>,
 }
 
 impl RerunPlan {
@@ -56,8 +58,9 @@ impl RerunPlan {
 }
 
 /// Checks that run `id` can be re-run (from its failed step, with
-/// `from_failed`) and says how.
-pub async fn prepare(intake: &Intake, id: &str, from_failed: bool) -> Result<RerunPlan, OpError> {
+/// `from_failed`; on the revision it ran on, with `same_revision`) and
+/// says how.
+pub async fn prepare(intake: &Intake, id: &str, how: &RerunRequest) -> Result<RerunPlan, OpError> {
     let store = &intake.rt.store;
     let Some(original) = store.run_with_event(id).await? else {
         return Err(OpError::NotFound(format!("no run `{id}`")));
@@ -68,7 +71,7 @@ pub async fn prepare(intake: &Intake, id: &str, from_failed: bool) -> Result<Rer
             original.status
         )));
     }
-    if from_failed && original.status != RunStatus::Failed {
+    if how.from_failed && original.status != RunStatus::Failed {
         return Err(OpError::Conflict(format!(
             "run `{id}` is `{}`: --from-failed re-runs a failed run from the step that failed",
             original.status
@@ -98,7 +101,13 @@ pub async fn prepare(intake: &Intake, id: &str, from_failed: bool) -> Result<Rer
             detail.run.origin
         )));
     }
-    let from = if from_failed {
+    let (workflow, revision) = if how.same_revision {
+        let (w, n) = revision_of(intake, id, &workflow).await?;
+        (w, Some(n))
+    } else {
+        (workflow, None)
+    };
+    let from = if how.from_failed {
         Some(from_failed_step(intake, &original, &detail, &workflow).await?)
     } else {
         None
@@ -108,7 +117,27 @@ pub async fn prepare(intake: &Intake, id: &str, from_failed: bool) -> Result<Rer
         live,
         workflow,
         from,
+        revision,
     })
+}
+
+/// The workflow as the revision live when run `id` was queued had it.
+async fn revision_of(
+    intake: &Intake,
+    id: &str,
+    live: &Workflow,
+) -> Result<(Arc<Workflow>, i64), OpError> {
+    let definition = live.pipeline.as_deref().unwrap_or(&live.name);
+    let store = &intake.rt.store;
+    let Some(rev) = store.revision_when_queued(definition, id).await? else {
+        return Err(OpError::Conflict(format!(
+            "no revision of `{definition}` was live when run `{id}` was queued: re-run it on the live one"
+        )));
+    };
+    let workflow = super::registry::workflow_at(store, &live.name, rev.revision)
+        .await
+        .map_err(OpError::Conflict)?;
+    Ok((Arc::new(workflow), rev.revision))
 }
 
 /// Where a re-run of a failed run starts: its failed step, found by name in
@@ -222,6 +251,7 @@ pub async fn start(intake: &Intake, plan: RerunPlan, user: &str) -> Result<Rerun
         live,
         workflow,
         from,
+        revision,
     } = plan;
     let e = &original.event;
     let event = Event {
@@ -238,13 +268,13 @@ pub async fn start(intake: &Intake, plan: RerunPlan, user: &str) -> Result<Rerun
         source: crate::events::Source::Api,
     };
     let from_name = from.as_ref().map(|(_, name)| name.clone());
-    let why = match &from_name {
-        Some(step) => format!(
-            "re-run of run {} by {user}, from step `{step}`",
-            original.id
-        ),
-        None => format!("re-run of run {} by {user}", original.id),
-    };
+    let mut why = format!("re-run of run {} by {user}", original.id);
+    if let Some(step) = &from_name {
+        why.push_str(&format!(", from step `{step}`"));
+    }
+    if let Some(n) = revision {
+        why.push_str(&format!(", on revision {n}"));
+    }
     let mut plan = intake.plan_against(
         &live,
         vec![Arrival {
@@ -258,6 +288,7 @@ pub async fn start(intake: &Intake, plan: RerunPlan, user: &str) -> Result<Rerun
         run.rerun = Some(Rerun {
             of: original.id.clone(),
             from: from.clone(),
+            revision,
         });
     }
     if let Some(job) = plan.jobs.first_mut() {
@@ -273,5 +304,6 @@ pub async fn start(intake: &Intake, plan: RerunPlan, user: &str) -> Result<Rerun
         workflow: workflow.name.clone(),
         status: run.status,
         from_step: from_name,
+        revision,
     })
 }

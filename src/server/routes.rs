@@ -965,7 +965,9 @@ pub async fn replay_event(
     params(("name" = String, Path, description = "A workflow or pipeline")),
     request_body(content = BackfillRequest, description = "Which files; an empty body is `{}`"),
     responses(
-        (status = 202, description = "Begun (`id`); or, a dry run or nothing to do, what it would start (`message` says why nothing)", body = Backfill),
+        (status = 202, description = "Begun (`id`)", body = Backfill),
+        (status = 200, description = "A dry run, or nothing to do: what it would start (no `id`; `message` says why nothing)", body = Backfill),
+        (status = 400, description = "A bad `path` glob", body = ErrorBody),
         (status = 404, description = "No such workflow", body = ErrorBody),
         (status = 409, description = "The workflow is paused, or a backfill of it is still starting its runs", body = ErrorBody),
     ))]
@@ -1009,7 +1011,7 @@ pub async fn get_backfill(
         .map_err(op_error)
 }
 
-/// The 50 newest backfills (their runs not counted: see each one).
+/// The 50 newest backfills (their `runs` not counted, all 0: see each one).
 #[utoipa::path(get, path = "/v1/backfills", tag = "workflows",
     responses((status = 200, description = "Backfills, newest first", body = BackfillList)))]
 pub async fn list_backfills(State(api): State<Api>) -> Result<Json<BackfillList>, ApiError> {
@@ -1048,7 +1050,7 @@ pub async fn rerun_run(
     P(id): P<String>,
     JsonBody(body): JsonBody<RerunRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let plan = reruns::prepare(&api.intake, &id, body.from_failed)
+    let plan = reruns::prepare(&api.intake, &id, &body)
         .await
         .map_err(op_error)?;
     let answer = reruns::start(&api.intake, plan, &caller.user)
@@ -1127,7 +1129,11 @@ async fn rerun_one(
     body: &BulkRerunRequest,
     user: &str,
 ) -> Result<BulkRerunItem, OpError> {
-    let plan = reruns::prepare(&api.intake, id, body.from_failed).await?;
+    let how = RerunRequest {
+        from_failed: body.from_failed,
+        same_revision: body.same_revision,
+    };
+    let plan = reruns::prepare(&api.intake, id, &how).await?;
     let (run, from_step) = if body.dry_run {
         (None, plan.from_step().map(str::to_owned))
     } else {

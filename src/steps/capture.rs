@@ -3,7 +3,7 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::live::{LineSink, MAX_LINE};
+use super::live::LineSink;
 
 /// Reads `reader` to its end, keeping at most `cap` bytes: the last ones,
 /// which hold the error that ended a failing command.
@@ -54,8 +54,8 @@ pub async fn read_tail_to<R: AsyncRead + Unpin>(
     (kept, dropped)
 }
 
-/// A stream cut into lines for a [`LineSink`]; a line's bytes past
-/// [`MAX_LINE`] are counted, not kept.
+/// A stream cut into lines for a [`LineSink`]; a line's bytes past what
+/// the sink keeps are counted, not kept.
 struct Lines {
     sink: LineSink,
     partial: Vec<u8>,
@@ -75,7 +75,7 @@ impl Lines {
     }
 
     fn keep(&mut self, bytes: &[u8]) {
-        let room = (MAX_LINE + 1)
+        let room = (self.sink.keep + 1)
             .saturating_sub(self.partial.len())
             .min(bytes.len());
         self.partial.extend_from_slice(&bytes[..room]);
@@ -99,6 +99,7 @@ pub fn with_cut_note(bytes: &[u8], dropped: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::steps::live::MAX_LINE;
 
     /// Lines are handed over whole however the stream is cut, a long one
     /// cut at MAX_LINE with its rest counted, `\r\n` as `\n`, secrets
@@ -106,13 +107,13 @@ mod tests {
     #[tokio::test]
     async fn lines_go_to_the_live_log_whole() {
         let log = std::sync::Arc::new(super::super::live::RunLog::default());
-        let sink = LineSink {
-            log: std::sync::Arc::clone(&log),
-            attempt: 2,
-            step: "s".into(),
-            stream: crate::api::LogStream::Stdout,
-            secrets: vec!["pw".into()],
-        };
+        let sink = LineSink::new(
+            std::sync::Arc::clone(&log),
+            2,
+            "s",
+            crate::api::LogStream::Stdout,
+            &["pw".into(), "a long\nkey".into()],
+        );
         let long = "y".repeat(MAX_LINE + 100);
         let text = "one\r\ntw".to_owned();
         let mut lines = Lines {
@@ -122,7 +123,9 @@ mod tests {
         };
         lines.feed(text.as_bytes());
         lines.feed(format!("o pw\n{long}").as_bytes());
-        lines.feed(b"zz\nlast");
+        lines.feed(b"zz\nlast a long");
+        lines.feed(format!("\n{}key\n", "z".repeat(MAX_LINE - 2)).as_bytes());
+        lines.feed(b"key");
         lines.sink.line(&lines.partial, lines.over);
         let (got, skipped, closed) = log.since(0);
         assert_eq!((skipped, closed), (0, false));
@@ -136,15 +139,21 @@ mod tests {
                 "y".repeat(MAX_LINE)
             )
         );
-        assert_eq!(texts[3], "last");
-        assert_eq!(got[3].seq, 3);
-        assert_eq!(got[3].attempt, 2);
+        assert_eq!(texts[3], "last ***", "each line of a secret");
+        // A secret across the cut is found whole, then the line is cut.
+        assert_eq!(
+            texts[4],
+            format!("{}**", "z".repeat(MAX_LINE - 2)) + " [nexusd: 1 more bytes of this line cut]"
+        );
+        assert_eq!(texts[5], "***");
+        assert_eq!(got[5].seq, 5);
+        assert_eq!(got[5].attempt, 2);
         // Only the last lines are kept; a reader from 0 is told how many not.
         for i in 0..super::super::live::MAX_LINES {
             log.push(2, "s", crate::api::LogStream::Stderr, i.to_string());
         }
         let (got, skipped, _) = log.since(0);
-        assert_eq!(skipped, 4);
+        assert_eq!(skipped, 6);
         assert_eq!(got.len(), super::super::live::MAX_LINES);
     }
 

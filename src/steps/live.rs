@@ -148,25 +148,59 @@ pub struct LineSink {
     pub attempt: u32,
     pub step: String,
     pub stream: LogStream,
-    /// Secret values, replaced by `***` in each line.
-    pub secrets: Vec<String>,
+    /// What is replaced by `***` in each line: every line of every secret
+    /// value (a secret of several lines, a key, cannot be found whole in
+    /// one line).
+    redact: Vec<String>,
+    /// Bytes of a line kept to look for secrets in: [`MAX_LINE`] and the
+    /// longest of them, so that one across the cut is found whole.
+    pub keep: usize,
 }
 
 impl LineSink {
+    pub fn new(
+        log: Arc<RunLog>,
+        attempt: u32,
+        step: &str,
+        stream: LogStream,
+        secrets: &[String],
+    ) -> LineSink {
+        let mut redact: Vec<String> = secrets
+            .iter()
+            .flat_map(|s| s.lines())
+            .map(|l| l.trim_end_matches('\r'))
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        // The longest first: one secret inside another is not left half.
+        redact.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let keep = MAX_LINE + redact.first().map_or(0, String::len);
+        LineSink {
+            log,
+            attempt,
+            step: step.to_owned(),
+            stream,
+            redact,
+            keep,
+        }
+    }
+
     /// Hands over a line (without its newline) of which `over` more bytes
-    /// were not kept.
+    /// were not kept: redacted, then cut at [`MAX_LINE`] bytes.
     pub fn line(&self, bytes: &[u8], over: usize) {
         let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-        let (kept, cut) = if bytes.len() > MAX_LINE {
-            (&bytes[..MAX_LINE], bytes.len() - MAX_LINE + over)
-        } else {
-            (bytes, over)
-        };
-        let mut text = String::from_utf8_lossy(kept).into_owned();
-        for s in &self.secrets {
-            if !s.is_empty() {
-                text = text.replace(s.as_str(), "***");
+        let mut text = String::from_utf8_lossy(bytes).into_owned();
+        for s in &self.redact {
+            text = text.replace(s.as_str(), "***");
+        }
+        let mut cut = over;
+        if text.len() > MAX_LINE {
+            let mut at = MAX_LINE;
+            while !text.is_char_boundary(at) {
+                at -= 1;
             }
+            cut += text.len() - at;
+            text.truncate(at);
         }
         if cut > 0 {
             text.push_str(&format!(" [nexusd: {cut} more bytes of this line cut]"));

@@ -101,13 +101,14 @@ pub struct StepContext {
 impl StepContext {
     /// Where a shell step's `stream` goes line by line, while it runs.
     pub fn sink(&self, step: &str, stream: crate::api::LogStream) -> Option<live::LineSink> {
-        Some(live::LineSink {
-            log: Arc::clone(self.log.as_ref()?),
-            attempt: self.attempt,
-            step: step.to_owned(),
+        let values: Vec<String> = self.secrets.iter().map(|(_, v)| v.clone()).collect();
+        Some(live::LineSink::new(
+            Arc::clone(self.log.as_ref()?),
+            self.attempt,
+            step,
             stream,
-            secrets: self.secrets.iter().map(|(_, v)| v.clone()).collect(),
-        })
+            &values,
+        ))
     }
 
     /// Replaces every secret value in `text` by `***`.

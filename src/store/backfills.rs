@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use sqlx::Row;
 
 use super::{IndexOp, NewRun, RunStatus, Store, StoreError};
-use crate::api::Decision;
+use crate::api::{Decision, DecisionKind};
 use crate::events::Event;
 
 /// A backfill as recorded.
@@ -193,11 +193,13 @@ impl Store {
             .collect())
     }
 
-    /// Which of `paths` (of this origin) were created or moved in at or
-    /// after `since_ms`: the watch started their runs itself.
-    pub async fn created_since(
+    /// Which of `paths` (of this origin) had an event since `since_ms`,
+    /// other than a backfill's, that started a run of `workflow` (its
+    /// decision log says so): the watch's runs of files created meanwhile.
+    pub async fn started_since(
         &self,
         paths: &[&str],
+        workflow: &str,
         since_ms: i64,
     ) -> Result<HashSet<String>, StoreError> {
         let batch = self.batch();
@@ -205,8 +207,8 @@ impl Store {
         for chunk in paths.chunks(batch.rows) {
             let n = chunk.len();
             let sql = format!(
-                "SELECT DISTINCT path FROM events WHERE path IN ({}) AND observed_ms >= ${} AND origin = ${} \
-                 AND type IN ('file.created', 'file.moved') AND source <> 'backfill'",
+                "SELECT path, decisions FROM events WHERE path IN ({}) AND observed_ms >= ${} AND origin = ${} \
+                 AND source <> 'backfill' AND decisions IS NOT NULL",
                 batch.list(n),
                 n + 1,
                 n + 2
@@ -220,7 +222,16 @@ impl Store {
                 .bind(&*self.origin)
                 .fetch_all(&self.pool)
                 .await?;
-            found.extend(rows.iter().map(|r| r.get::<String, _>(0)));
+            for row in &rows {
+                let decisions: Vec<Decision> =
+                    serde_json::from_str(&row.get::<String, _>("decisions")).unwrap_or_default();
+                if decisions
+                    .iter()
+                    .any(|d| d.workflow == workflow && d.decision == DecisionKind::Run)
+                {
+                    found.insert(row.get("path"));
+                }
+            }
         }
         Ok(found)
     }

@@ -140,6 +140,27 @@ impl Store {
             .collect())
     }
 
+    /// The revision of definition `name` that was live when run `run_id`
+    /// was queued (none: it was applied later, or removed then).
+    pub async fn revision_when_queued(
+        &self,
+        name: &str,
+        run_id: &str,
+    ) -> Result<Option<Revision>, StoreError> {
+        let revisions = self.revisions(name).await?;
+        let queued: Option<i64> = sqlx::query_scalar("SELECT queued_ms FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(queued) = queued else {
+            return Ok(None);
+        };
+        Ok(revisions
+            .into_iter()
+            .find(|r| r.applied_ms <= queued)
+            .filter(|r| r.document.is_some()))
+    }
+
     /// A number that changes whenever any definition does (revisions are
     /// only ever added): how a node notices another node's apply.
     pub async fn definitions_version(&self) -> Result<i64, StoreError> {

@@ -59,6 +59,11 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True when the statement broke a unique index.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Sql(e) if e.as_database_error().is_some_and(|d| d.is_unique_violation()))
+    }
+
     /// True when trying again later may succeed: the database is down,
     /// restarting, unreachable or busy.
     pub fn is_transient(&self) -> bool {
@@ -702,7 +707,7 @@ impl Store {
         for chunk in ids.chunks(batch.rows) {
             let sql = format!(
                 "SELECT r.id, r.fence, r.workflow, r.status, r.attempts, r.next_attempt_ms, r.event_type, r.path, r.old_path, \
-                 r.queued_ms, r.from_step, r.carried, e.id AS event_id, e.size, e.mtime_ms, e.observed_ms, e.cause_run_id, e.chain_depth, e.actor, e.source \
+                 r.queued_ms, r.from_step, r.carried, r.revision, e.id AS event_id, e.size, e.mtime_ms, e.observed_ms, e.cause_run_id, e.chain_depth, e.actor, e.source \
                  FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id IN ({})",
                 batch.list(chunk.len())
             );
@@ -731,6 +736,7 @@ impl Store {
                         .and_then(|c| serde_json::from_str(&c).ok())
                         .unwrap_or_else(|| serde_json::json!({})),
                 }),
+                revision: r.get("revision"),
             })
             .collect())
     }
@@ -1139,6 +1145,12 @@ mod tests {
         x.create_backfill("bf_1", "w", None, "ops", 2)
             .await
             .unwrap();
+        // One unfinished backfill per workflow and data dir.
+        let second = y.create_backfill("bf_2", "w", None, "ops", 2).await;
+        assert!(
+            second.as_ref().is_err_and(StoreError::is_unique_violation),
+            "{second:?}"
+        );
         let page = |store: &Store, id: &str| {
             let event = Event {
                 id: format!("evt_{id}"),
@@ -1197,6 +1209,9 @@ mod tests {
         };
         let late = x.commit_backfill_step(&next, &events, &runs).await;
         assert!(matches!(late, Err(StoreError::Conflict(_))), "{late:?}");
+        y.create_backfill("bf_3", "w", None, "ops", 2)
+            .await
+            .unwrap();
     }
 
     /// A re-run from a failed step keeps where it starts and what the steps
@@ -1229,6 +1244,7 @@ mod tests {
             rerun: Some(Rerun {
                 of: "orig".into(),
                 from: Some(from.clone()),
+                revision: None,
             }),
             backfill: None,
         };

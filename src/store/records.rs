@@ -34,6 +34,8 @@ pub struct NewRun {
 pub struct Rerun {
     pub of: String,
     pub from: Option<FromStep>,
+    /// The definition revision it runs on, when not the live one.
+    pub revision: Option<i64>,
 }
 
 /// Where a re-run from the failed step starts: the step's index, and the
@@ -71,6 +73,8 @@ pub struct UnfinishedRun {
     pub event: Event,
     /// A re-run from a failed step starts there.
     pub from: Option<FromStep>,
+    /// A re-run on its original's revision: that revision.
+    pub revision: Option<i64>,
 }
 
 /// One step of one attempt, as recorded.
@@ -100,8 +104,8 @@ pub(super) async fn insert_runs(
     origin: &str,
 ) -> Result<(), StoreError> {
     let sql = format!(
-        "INSERT INTO runs (id, workflow, event_id, event_type, path, old_path, status, reason, chain_depth, queued_ms, finished_ms, owner, lease_until_ms, fence, origin, anywhere, rerun_of, from_step, carried, backfill) VALUES {}",
-        batch.values(20, runs.len())
+        "INSERT INTO runs (id, workflow, event_id, event_type, path, old_path, status, reason, chain_depth, queued_ms, finished_ms, owner, lease_until_ms, fence, origin, anywhere, rerun_of, from_step, carried, backfill, revision) VALUES {}",
+        batch.values(21, runs.len())
     );
     let mut q = sqlx::query(&sql);
     for r in runs {
@@ -136,7 +140,8 @@ pub(super) async fn insert_runs(
                     .and_then(|x| x.from.as_ref())
                     .map(|f| f.steps.to_string()),
             )
-            .bind(&r.backfill);
+            .bind(&r.backfill)
+            .bind(r.rerun.as_ref().and_then(|x| x.revision));
     }
     q.execute(&mut **tx).await?;
     Ok(())

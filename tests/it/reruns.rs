@@ -196,3 +196,83 @@ on_both!(
     failed_runs_rerun_in_bulk_after_a_dry_run,
     rerunning_failed_runs_in_bulk
 );
+
+/// Says which revision it is, then waits while `/hold` exists.
+const VERSIONED: &str = r#"
+apiVersion: nexus/v1
+kind: Workflow
+metadata: {name: versioned}
+spec:
+  on: [{event: file.created, pattern: /v/*.txt}]
+  steps:
+    - name: say
+      run: 'echo first >> said.log; while [ -e hold ]; do sleep 0.02; done'
+"#;
+
+fn said(agent: &Agent) -> Vec<String> {
+    fs::read_to_string(agent.path("/said.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `--same-revision` runs the steps of the revision live when the run was
+/// queued, the plain re-run today's; and so does a node that takes the
+/// re-run up after a `kill -9`.
+fn rerunning_on_the_original_revision(backend: Backend) {
+    let mut agent = Agent::start_on(backend, &[("v.yaml", VERSIONED)], &["--workers", "1"]);
+    let key = agent.user_key("ops", "writer");
+    agent.write("/v/a.txt", "a");
+    let first = agent.wait_runs("versioned", 1).remove(0);
+    assert_eq!(first.status, "succeeded", "{first:?}");
+    fs::write(
+        agent.config.join("v.yaml"),
+        VERSIONED.replace("echo first", "echo second"),
+    )
+    .unwrap();
+    let line = "definitions reloaded workflows=1";
+    agent.wait_until(line, || agent.log_text().contains(line));
+    let same = agent.cli(&key, &["runs", "rerun", &first.id, "--same-revision"]);
+    assert_eq!(same.code, 0, "{same:?}");
+    assert!(same.stdout.contains(", on revision 1)"), "{same:?}");
+    agent.wait_runs("versioned", 2);
+    let live = agent.cli(&key, &["runs", "rerun", &first.id, "-o", "json"]);
+    assert_eq!(live.code, 0, "{live:?}");
+    assert!(live.stdout.contains("\"revision\": null"), "{live:?}");
+    agent.wait_runs("versioned", 3);
+    assert_eq!(said(&agent), ["first", "first", "second"]);
+
+    // Held behind a run that waits (one worker), then the agent killed:
+    // the re-run is taken up from the store, on revision 1 still.
+    agent.write("/hold", "");
+    agent.write("/v/b.txt", "b");
+    agent.wait_until("b's run to wait", || said(&agent).len() == 4);
+    let queued = agent.cli(
+        &key,
+        &["runs", "rerun", &first.id, "--same-revision", "-o", "json"],
+    );
+    assert_eq!(queued.code, 0, "{queued:?}");
+    let answer: serde_json::Value = serde_json::from_str(&queued.stdout).unwrap();
+    let id = answer[0]["run"].as_str().unwrap().to_owned();
+    assert_eq!(run(&agent, &id).status, "queued");
+    agent.kill9();
+    fs::remove_file(agent.path("/hold")).unwrap();
+    agent.spawn(&["--workers", "1"]);
+    agent.wait_until("the held re-run to succeed", || {
+        run(&agent, &id).status == "succeeded"
+    });
+    let lines = said(&agent);
+    assert_eq!(
+        lines.iter().filter(|l| *l == "first").count(),
+        3,
+        "{lines:?}"
+    );
+    assert_eq!(lines.last().map(String::as_str), Some("first"), "{lines:?}");
+    let reason = run(&agent, &id);
+    assert_eq!(reason.attempts, 1, "{reason:?}");
+}
+on_both!(
+    a_rerun_on_the_same_revision_runs_its_steps_even_after_a_kill,
+    rerunning_on_the_original_revision
+);

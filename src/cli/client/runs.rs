@@ -143,6 +143,7 @@ pub fn runs(command: RunsCommand) -> anyhow::Result<ExitCode> {
             RunsCommand::Rerun {
                 ids,
                 from_failed,
+                same_revision,
                 workflow,
                 status,
                 since,
@@ -150,6 +151,10 @@ pub fn runs(command: RunsCommand) -> anyhow::Result<ExitCode> {
                 client,
                 output,
             } => {
+                let how = RerunRequest {
+                    from_failed,
+                    same_revision,
+                };
                 let c = Client::new(&client)?;
                 return match workflow {
                     Some(w) => {
@@ -157,11 +162,12 @@ pub fn runs(command: RunsCommand) -> anyhow::Result<ExitCode> {
                             status: statuses(&status)?,
                             since,
                             from_failed,
+                            same_revision,
                             dry_run,
                         };
                         rerun_bulk(&c, &w, &body, output).await
                     }
-                    None => rerun_ids(&c, &ids, from_failed, output).await,
+                    None => rerun_ids(&c, &ids, &how, output).await,
                 };
             }
             RunsCommand::Cancel {
@@ -210,19 +216,21 @@ async fn cancel_ids(c: &Client, ids: &[String], output: OutputFormat) -> anyhow:
 async fn rerun_ids(
     c: &Client,
     ids: &[String],
-    from_failed: bool,
+    how: &RerunRequest,
     output: OutputFormat,
 ) -> anyhow::Result<ExitCode> {
     let route = |id: &str| format!("/v1/runs/{}/rerun", enc(id));
-    let (answers, refused) =
-        post_each::<RerunAnswer>(c, ids, route, &RerunRequest { from_failed }).await;
+    let (answers, refused) = post_each::<RerunAnswer>(c, ids, route, how).await;
     if !print_structured(output, &answers)? {
         for a in &answers {
-            let from = a
+            let mut from = a
                 .from_step
                 .as_ref()
                 .map(|s| format!(", from step `{s}`"))
                 .unwrap_or_default();
+            if let Some(n) = a.revision {
+                from.push_str(&format!(", on revision {n}"));
+            }
             println!("{}: re-run as {} ({}{from})", a.rerun_of, a.run, a.status);
         }
     }
