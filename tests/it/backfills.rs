@@ -216,6 +216,24 @@ fn a_followed_backfill_prints_counts_and_fails_with_its_runs() {
     );
     assert!(narrow.stderr.contains("/10 runs finished"), "{narrow:?}");
     assert_eq!(agent.runs().len(), 10);
+    // On a terminal (`script` gives it one): a progress bar.
+    let tty = std::process::Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "{} workflows backfill check --path '/old/f0002*'",
+            env!("CARGO_BIN_EXE_nexusd")
+        ))
+        .arg("/dev/null")
+        .env("NEXUS_URL", agent.url())
+        .env("NEXUS_API_KEY", &key)
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&tty.stdout);
+    assert_eq!(tty.status.code(), Some(0), "{screen}");
+    assert!(screen.contains("/10 runs finished"), "{screen}");
+    assert!(screen.contains('█'), "a bar: {screen}");
+    assert!(screen.contains("done: 10 run(s): 10 succeeded"), "{screen}");
+    assert_eq!(agent.runs().len(), 20);
     let all = agent.cli(&key, &["workflows", "backfill", "check"]);
     assert_eq!(all.code, 1, "one run failed: {all:?}");
     assert!(

@@ -268,3 +268,55 @@ on_both!(
 fn run_of_id(agent: &Agent, id: &str) -> RunRow {
     agent.runs().into_iter().find(|r| r.id == id).unwrap()
 }
+
+/// A running webhook cancelled has its request aborted: the receiver,
+/// which never answers, sees the connection closed (long before the
+/// step's timeout), and the run and its attempt are recorded cancelled.
+fn cancelling_a_running_webhook(backend: Backend) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let yaml = format!(
+        "apiVersion: nexus/v1\nkind: Workflow\nmetadata: {{name: hook}}\nspec:\n  on: [{{event: file.created, pattern: /h/*.txt}}]\n  steps:\n    - name: call\n      timeout: 10m\n      webhook: {{url: \"http://{}/slow\"}}\n",
+        listener.local_addr().unwrap()
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap() == 1 {
+            head.push(byte[0]);
+        }
+        tx.send(String::from_utf8_lossy(&head).into_owned())
+            .unwrap();
+        // Never answers; tells when the agent closes the connection.
+        let mut rest = [0u8; 1024];
+        while conn.read(&mut rest).is_ok_and(|n| n > 0) {}
+        tx.send("closed".to_owned()).unwrap();
+    });
+    let agent = Agent::start_on(backend, &[("hook.yaml", &yaml)], &[]);
+    let writer = agent.user_key("ops", "writer");
+    agent.write("/h/a.txt", "a");
+    let head = rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap();
+    assert!(head.starts_with("POST /slow "), "{head}");
+    let run = run_of(&agent, "/h/a.txt");
+    assert_eq!(run.status, "running", "{run:?}");
+    let done = agent.cli(&writer, &["runs", "cancel", &run.id]);
+    assert_eq!(done.code, 0, "{done:?}");
+    assert_eq!(
+        rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap(),
+        "closed",
+        "the request was aborted"
+    );
+    let after = run_of(&agent, "/h/a.txt");
+    assert_eq!(after.status, "cancelled", "{after:?}");
+    assert_eq!(after.reason.as_deref(), Some("by ops"), "{after:?}");
+    assert_eq!(
+        attempts(&agent, &run.id),
+        [("cancelled".to_owned(), Some("cancelled by ops".to_owned()))]
+    );
+}
+on_both!(
+    a_running_webhook_cancelled_has_its_request_aborted,
+    cancelling_a_running_webhook
+);
