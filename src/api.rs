@@ -467,6 +467,17 @@ pub struct TriggerAnswer {
     pub status: RunStatus,
 }
 
+/// One server-sent event of a stream (`follow=true`), as a client reads
+/// it: its name and its data, JSON text whose shape the name gives.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ServerSentEvent {
+    /// `run`, `lagged`; `line`, `skipped`, `end`, `error`.
+    pub event: Option<String>,
+    pub data: String,
+    pub id: Option<String>,
+    pub retry: Option<i64>,
+}
+
 /// Which stream of a step a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -264,8 +264,12 @@ async fn drive(intake: &Intake, mut bf: BackfillRow) {
             .find(|w| w.name == bf.workflow)
             .map(Arc::clone)
         else {
-            let why = format!("workflow `{}` was deleted", bf.workflow);
-            return finish(intake, &bf, Some(&why)).await;
+            // Applied, and this node's definitions are behind: later.
+            if !store.definition_exists(&bf.workflow).await.unwrap_or(true) {
+                let why = format!("workflow `{}` was deleted", bf.workflow);
+                finish(intake, &bf, Some(&why)).await;
+            }
+            return;
         };
         if intake.registry.is_paused(&workflow) {
             tracing::info!(backfill = %bf.id, workflow = %bf.workflow, "backfill waits: its workflow is paused");

@@ -582,8 +582,14 @@ async fn take_up(
         let workflow = match run.revision {
             None => Arc::clone(workflow),
             Some(n) => match super::registry::workflow_at(&rt.store, &run.workflow, n).await {
-                Ok(w) => Arc::new(w),
+                Ok(Ok(w)) => Arc::new(w),
+                // Unreadable now: left, for a later claim.
                 Err(e) => {
+                    tracing::warn!(run = %run.id, error = %e, "reading the revision a re-run runs on failed; the run is left");
+                    left.push((run.id, run.fence));
+                    continue;
+                }
+                Ok(Err(e)) => {
                     rt.writer
                         .send(Write::RunClosed(RunClose {
                             run_id: run.id.clone(),

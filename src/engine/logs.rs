@@ -157,10 +157,11 @@ pub async fn follow(rt: Arc<Runtime>, id: String, tx: mpsc::Sender<SseEvent>) {
         loop {
             tokio::select! {
                 () = &mut opened => {
+                    // Armed again before looking: none opening meanwhile is missed.
+                    opened.set(rt.logs.opened());
                     if rt.logs.get(&id).is_some() {
                         break;
                     }
-                    opened.set(rt.logs.opened());
                 }
                 () = tokio::time::sleep_until(deadline) => break,
                 () = tx.closed() => return,

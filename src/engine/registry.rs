@@ -411,27 +411,37 @@ pub fn document_of_json(name: &str, text: &str) -> Result<SourceDocument, String
 
 /// Workflow `name` (a stage: `PIPELINE/STAGE`) as revision `revision` of
 /// its definition had it: what a re-run on its original's revision runs.
+/// The inner error: there is no such revision or workflow, or it no
+/// longer compiles (the outer: the store could not be read).
 pub async fn workflow_at(
     store: &crate::store::Store,
     name: &str,
     revision: i64,
-) -> Result<Workflow, String> {
+) -> Result<Result<Workflow, String>, StoreError> {
     let definition = name.split('/').next().unwrap_or(name);
-    let revisions = store
-        .revisions(definition)
-        .await
-        .map_err(|e| e.to_string())?;
-    let text = revisions
+    let revisions = store.revisions(definition).await?;
+    let Some(text) = revisions
         .iter()
         .find(|r| r.revision == revision)
         .and_then(|r| r.document.as_deref())
-        .ok_or_else(|| format!("`{definition}` has no revision {revision} to run on"))?;
-    let doc = document_of_json(&format!("<revision {revision} of {definition}>"), text)
-        .map_err(|e| format!("revision {revision} of `{definition}` no longer compiles: {e}"))?;
-    doc.workflows
+    else {
+        return Ok(Err(format!(
+            "`{definition}` has no revision {revision} to run on"
+        )));
+    };
+    let doc = match document_of_json(&format!("<revision {revision} of {definition}>"), text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            return Ok(Err(format!(
+                "revision {revision} of `{definition}` no longer compiles: {e}"
+            )));
+        }
+    };
+    Ok(doc
+        .workflows
         .into_iter()
         .find(|w| w.name == name)
-        .ok_or_else(|| format!("revision {revision} of `{definition}` has no workflow `{name}`"))
+        .ok_or_else(|| format!("revision {revision} of `{definition}` has no workflow `{name}`")))
 }
 
 /// The SHA-256 of a document's canonical JSON, in hex.

@@ -93,6 +93,12 @@ pub async fn prepare(intake: &Intake, id: &str, how: &RerunRequest) -> Result<Re
         .run_detail(id)
         .await?
         .ok_or_else(|| OpError::NotFound(format!("no run `{id}`")))?;
+    let (workflow, revision) = if how.same_revision {
+        let (w, n) = revision_of(intake, &original, &workflow).await?;
+        (w, Some(n))
+    } else {
+        (workflow, None)
+    };
     // Its file is in its data dir: a re-run is recorded here, for this
     // node's data dir (a workflow any node may run has no file to read).
     if detail.run.origin != store.origin() && !workflow.any_node {
@@ -101,12 +107,6 @@ pub async fn prepare(intake: &Intake, id: &str, how: &RerunRequest) -> Result<Re
             detail.run.origin
         )));
     }
-    let (workflow, revision) = if how.same_revision {
-        let (w, n) = revision_of(intake, id, &workflow).await?;
-        (w, Some(n))
-    } else {
-        (workflow, None)
-    };
     let from = if how.from_failed {
         Some(from_failed_step(intake, &original, &detail, &workflow).await?)
     } else {
@@ -121,23 +121,43 @@ pub async fn prepare(intake: &Intake, id: &str, how: &RerunRequest) -> Result<Re
     })
 }
 
-/// The workflow as the revision live when run `id` was queued had it.
+/// The workflow as the revision it ran on had it: the one a re-run on
+/// its original's revision was given, else the revision live when it was
+/// queued (the newest applied before then). Refused when that revision
+/// declares a secret this node has no value for.
 async fn revision_of(
     intake: &Intake,
-    id: &str,
+    original: &crate::store::UnfinishedRun,
     live: &Workflow,
 ) -> Result<(Arc<Workflow>, i64), OpError> {
+    let id = &original.id;
     let definition = live.pipeline.as_deref().unwrap_or(&live.name);
     let store = &intake.rt.store;
-    let Some(rev) = store.revision_when_queued(definition, id).await? else {
-        return Err(OpError::Conflict(format!(
-            "no revision of `{definition}` was live when run `{id}` was queued: re-run it on the live one"
-        )));
+    let n = match original.revision {
+        Some(n) => n,
+        None => match store.revision_when_queued(definition, id).await? {
+            Some(rev) => rev.revision,
+            None => {
+                return Err(OpError::Conflict(format!(
+                    "no revision of `{definition}` was live when run `{id}` was queued: re-run it on the live one"
+                )));
+            }
+        },
     };
-    let workflow = super::registry::workflow_at(store, &live.name, rev.revision)
-        .await
+    let workflow = super::registry::workflow_at(store, &live.name, n)
+        .await?
         .map_err(OpError::Conflict)?;
-    Ok((Arc::new(workflow), rev.revision))
+    let secrets = &intake.live.current().secrets;
+    if let Some(missing) = workflow
+        .secrets
+        .iter()
+        .find(|s| !secrets.iter().any(|(name, _)| name == *s))
+    {
+        return Err(OpError::Conflict(format!(
+            "revision {n} of `{definition}` declares secret `{missing}`, which has no value here (the live definitions do not declare it): re-run it on the live one"
+        )));
+    }
+    Ok((Arc::new(workflow), n))
 }
 
 /// Where a re-run of a failed run starts: its failed step, found by name in
@@ -163,7 +183,7 @@ async fn from_failed_step(
     };
     let Some(idx) = workflow.steps.iter().position(|s| s.name == failed.name) else {
         return Err(OpError::Conflict(format!(
-            "the live revision of `{}` has no step `{}`: re-run it whole",
+            "the revision of `{}` it re-runs on has no step `{}`: re-run it whole",
             workflow.name, failed.name
         )));
     };
@@ -178,7 +198,7 @@ async fn from_failed_step(
                 continue;
             }
             return Err(OpError::Conflict(format!(
-                "step `{}`, before `{}` in the live revision, has no result in run `{id}`: re-run it whole",
+                "step `{}`, before `{}` in the revision it re-runs on, has no result in run `{id}`: re-run it whole",
                 step.name, failed.name
             )));
         };

@@ -773,7 +773,7 @@ pub struct LogsQuery {
     params(("id" = String, Path, description = "A run id (`run_...`)"), LogsQuery),
     responses(
         (status = 200, description = "The output; with `follow=true`, a stream of `line`, `skipped` and `end` events",
-            content((RunLogs = "application/json"), (String = "text/event-stream"))),
+            content((RunLogs = "application/json"), (crate::api::ServerSentEvent = "text/event-stream"))),
         (status = 404, description = "No such run", body = ErrorBody),
     ))]
 pub async fn run_logs(
@@ -1225,7 +1225,7 @@ pub struct EventsQuery {
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery),
     responses(
         (status = 200, description = "Events, newest first, each with what it started and why; with `follow=true`, a stream of `run` events whose data is a RunChange (and `lagged` events when this client read too slowly)",
-            content((EventList = "application/json"), (String = "text/event-stream"))),
+            content((EventList = "application/json"), (crate::api::ServerSentEvent = "text/event-stream"))),
     ))]
 pub async fn events(
     State(api): State<Api>,

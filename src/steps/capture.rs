@@ -112,7 +112,7 @@ mod tests {
             2,
             "s",
             crate::api::LogStream::Stdout,
-            &["pw".into(), "a long\nkey".into()],
+            &["pw".into(), "a longer\nkey-of-lines".into()],
         );
         let long = "y".repeat(MAX_LINE + 100);
         let text = "one\r\ntw".to_owned();
@@ -123,9 +123,9 @@ mod tests {
         };
         lines.feed(text.as_bytes());
         lines.feed(format!("o pw\n{long}").as_bytes());
-        lines.feed(b"zz\nlast a long");
-        lines.feed(format!("\n{}key\n", "z".repeat(MAX_LINE - 2)).as_bytes());
-        lines.feed(b"key");
+        lines.feed(b"zz\nlast a longer");
+        lines.feed(format!("\n{}key-of-lines\n", "z".repeat(MAX_LINE - 2)).as_bytes());
+        lines.feed(b"key-of-lines");
         lines.sink.line(&lines.partial, lines.over);
         let (got, skipped, closed) = log.since(0);
         assert_eq!((skipped, closed), (0, false));

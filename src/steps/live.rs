@@ -148,9 +148,8 @@ pub struct LineSink {
     pub attempt: u32,
     pub step: String,
     pub stream: LogStream,
-    /// What is replaced by `***` in each line: every line of every secret
-    /// value (a secret of several lines, a key, cannot be found whole in
-    /// one line).
+    /// What is replaced by `***` in each line ([`super::secret_patterns`]:
+    /// a secret of several lines cannot be found whole in one line).
     redact: Vec<String>,
     /// Bytes of a line kept to look for secrets in: [`MAX_LINE`] and the
     /// longest of them, so that one across the cut is found whole.
@@ -165,15 +164,7 @@ impl LineSink {
         stream: LogStream,
         secrets: &[String],
     ) -> LineSink {
-        let mut redact: Vec<String> = secrets
-            .iter()
-            .flat_map(|s| s.lines())
-            .map(|l| l.trim_end_matches('\r'))
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect();
-        // The longest first: one secret inside another is not left half.
-        redact.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let redact = super::secret_patterns(secrets);
         let keep = MAX_LINE + redact.first().map_or(0, String::len);
         LineSink {
             log,

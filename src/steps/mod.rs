@@ -111,14 +111,36 @@ impl StepContext {
         ))
     }
 
-    /// Replaces every secret value in `text` by `***`.
+    /// Replaces every secret value in `text` by `***` (see
+    /// [`secret_patterns`]).
     pub fn redact(&self, text: &str) -> String {
+        let values: Vec<String> = self.secrets.iter().map(|(_, v)| v.clone()).collect();
         let mut out = text.to_owned();
-        for (_, value) in &self.secrets {
-            if !value.is_empty() {
-                out = out.replace(value.as_str(), "***");
-            }
+        for p in secret_patterns(&values) {
+            out = out.replace(p.as_str(), "***");
         }
         out
     }
+}
+
+/// What redaction replaces, longest first (a secret inside another is not
+/// left half): each secret value, and of one of several lines (a key) each
+/// line that could not be mistaken for common text (8 bytes at least, a
+/// letter or digit in it), since a line of output holds one line of it.
+pub fn secret_patterns(values: &[String]) -> Vec<String> {
+    let mut patterns: Vec<String> = Vec::new();
+    for v in values.iter().filter(|v| !v.is_empty()) {
+        patterns.push(v.clone());
+        if v.contains('\n') {
+            patterns.extend(
+                v.lines()
+                    .map(|l| l.trim_end_matches('\r'))
+                    .filter(|l| l.len() >= 8 && l.chars().any(char::is_alphanumeric))
+                    .map(str::to_owned),
+            );
+        }
+    }
+    patterns.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    patterns.dedup();
+    patterns
 }
