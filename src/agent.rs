@@ -55,6 +55,9 @@ pub struct ServeOptions {
     pub watch: WatchMode,
     /// With [`WatchMode::Poll`]: how often the tree is compared.
     pub watch_interval: Duration,
+    /// Serve the dashboard at `/`.
+    pub ui: bool,
+    pub session_ttl: Duration,
 }
 
 /// Runs the agent until SIGINT or SIGTERM.
@@ -150,6 +153,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         registry: Arc::clone(&registry),
         rt: Arc::clone(&rt),
         intake: intake.clone(),
+        ui: opts.ui,
+        session_ttl: opts.session_ttl,
     };
     let server = tokio::spawn(crate::server::http_worker(listener, api, shutdown.clone()));
 

@@ -467,6 +467,24 @@ pub struct TriggerAnswer {
     pub status: RunStatus,
 }
 
+/// Signing in to the dashboard: an API key, for a session.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRequest {
+    /// `nxk_...`
+    pub api_key: String,
+}
+
+/// A dashboard session: who, with which role, the CSRF token its
+/// state-changing requests send in `X-CSRF-Token`, and when it ends.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionInfo {
+    pub user: String,
+    pub role: String,
+    pub csrf: String,
+    pub expires_at: String,
+}
+
 /// One server-sent event of a stream (`follow=true`), as a client reads
 /// it: its name and its data, JSON text whose shape the name gives.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -63,6 +63,19 @@ pub fn new_key() -> Result<NewKey, String> {
     })
 }
 
+/// A session token or CSRF token: 256 random bits, in hex.
+pub fn new_token() -> Result<String, String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no random source: {e}"))?;
+    Ok(hex(&bytes))
+}
+
+/// `a == b` in time independent of where they differ.
+pub fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Splits a presented key into its id and secret; `None` when it is not
 /// shaped like a key.
 pub fn parse_key(text: &str) -> Option<(&str, &str)> {
@@ -79,12 +92,7 @@ pub fn hash_secret(secret: &str) -> String {
 /// Compares a presented secret with a stored hash in time independent of
 /// where they differ.
 pub fn secret_matches(secret: &str, stored_hash: &str) -> bool {
-    let presented = hash_secret(secret);
-    let (a, b) = (presented.as_bytes(), stored_hash.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    same(&hash_secret(secret), stored_hash)
 }
 
 fn hex(bytes: &[u8]) -> String {

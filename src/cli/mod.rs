@@ -497,6 +497,12 @@ pub struct ServeArgs {
     /// With `--watch poll`: how often the tree is compared with the index.
     #[arg(long, default_value = "2s", value_parser = parse_positive_duration)]
     pub watch_interval: std::time::Duration,
+    /// Do not serve the web dashboard at `/` (the API is served the same).
+    #[arg(long)]
+    pub no_ui: bool,
+    /// How long a dashboard sign-in lasts.
+    #[arg(long, default_value = "12h", value_parser = parse_positive_duration)]
+    pub session_ttl: std::time::Duration,
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {

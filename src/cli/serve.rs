@@ -34,6 +34,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         poll_interval: args.poll_interval,
         watch: args.watch,
         watch_interval: args.watch_interval,
+        ui: !args.no_ui,
+        session_ttl: args.session_ttl,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -7,6 +7,8 @@ mod error;
 mod files;
 pub mod openapi;
 mod routes;
+pub mod session;
+mod ui;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,6 +36,10 @@ pub struct Api {
     pub rt: Arc<Runtime>,
     /// The way in for the events the API makes (`workflows trigger`).
     pub intake: Intake,
+    /// Serve the dashboard at `/` (not with `--no-ui`).
+    pub ui: bool,
+    /// How long a dashboard session lasts.
+    pub session_ttl: std::time::Duration,
 }
 
 /// The authenticated caller of a request.
@@ -89,8 +95,20 @@ pub fn router(api: Api) -> Router {
         .route("/v1/events", get(routes::events))
         .route("/v1/events/{id}/replay", post(routes::replay_event))
         .route("/v1/nodes", get(routes::nodes))
-        .route("/v1/whoami", get(routes::whoami));
-    Router::new()
+        .route("/v1/whoami", get(routes::whoami))
+        .route(
+            "/v1/session",
+            post(session::sign_in)
+                .get(session::current)
+                .delete(session::sign_out),
+        );
+    let mut public = Router::new();
+    if api.ui {
+        public = public
+            .route("/", get(ui::index))
+            .route("/ui/{file}", get(ui::asset));
+    }
+    public
         .route("/health", get(health))
         .route("/v1/openapi.json", get(openapi::openapi_json))
         .route("/metrics", get(routes::metrics))
@@ -136,8 +154,17 @@ async fn method_not_allowed() -> ApiError {
 /// The least role a route needs; `None` for the public ones. The one place
 /// the role matrix of SPEC section 7 lives.
 pub fn required_role(method: &Method, path: &str) -> Option<Role> {
-    if path == "/health" || path == "/metrics" || path == "/v1/openapi.json" {
+    if path == "/health"
+        || path == "/metrics"
+        || path == "/v1/openapi.json"
+        || path == "/"
+        || path.starts_with("/ui/")
+        || (path == "/v1/session" && *method == Method::POST)
+    {
         return None;
+    }
+    if path == "/v1/session" {
+        return Some(Role::Reader);
     }
     let reads = *method == Method::GET || *method == Method::HEAD;
     let workflow_route = path.strip_prefix("/v1/workflows/");
@@ -162,7 +189,7 @@ async fn authorize(State(api): State<Api>, mut req: Request, next: Next) -> Resp
     let path = req.uri().path().to_owned();
     let mut response = match required_role(&method, &path) {
         None => next.run(req).await,
-        Some(needed) => match authenticate(&api, bearer(&req)).await {
+        Some(needed) => match caller_of(&api, &mut req).await {
             Err(e) => e.into_response(),
             Ok(caller) if caller.role < needed => ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -201,29 +228,74 @@ fn bearer(req: &Request) -> Option<String> {
         .map(|h| h.to_str().unwrap_or_default().to_owned())
 }
 
-/// The caller a request's `Authorization: Bearer nxk_...` header names.
-async fn authenticate(api: &Api, header: Option<String>) -> Result<Caller, ApiError> {
-    let unauthorized =
-        |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message.to_owned());
-    let Some(text) = header else {
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message.to_owned())
+}
+
+/// The caller of a request: the key its `Authorization: Bearer nxk_...`
+/// header names, or else the dashboard session its cookie names (then a
+/// state-changing request must carry the session's CSRF token, and the
+/// session goes into the request's extensions).
+async fn caller_of(api: &Api, req: &mut Request) -> Result<Caller, ApiError> {
+    if let Some(text) = bearer(req) {
+        let key = text
+            .strip_prefix("Bearer ")
+            .or_else(|| text.strip_prefix("bearer "))
+            .map(str::trim)
+            .unwrap_or_default();
+        return Ok(authenticate_key(api, key).await?.0);
+    }
+    let Some(token) = session::token(req.headers()) else {
         return Err(unauthorized(
-            "an API key is needed: send `Authorization: Bearer nxk_...`",
+            "an API key is needed: send `Authorization: Bearer nxk_...` (or sign in to the dashboard)",
         ));
     };
-    let key = text
-        .strip_prefix("Bearer ")
-        .or_else(|| text.strip_prefix("bearer "))
-        .map(str::trim)
+    let hash = auth::hash_secret(&token);
+    let Some((key_id, csrf, expires_ms)) =
+        api.rt.store.session(&hash).await.map_err(ApiError::store)?
+    else {
+        return Err(unauthorized("the session has ended: sign in again"));
+    };
+    let caller = owner_of(api, &key_id, None).await?;
+    let safe = req.method() == Method::GET || req.method() == Method::HEAD;
+    let sent = req
+        .headers()
+        .get(session::CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
+    if !safe && !auth::same(sent, &csrf) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this request came with a session cookie but not its CSRF token (`X-CSRF-Token`)",
+        ));
+    }
+    req.extensions_mut().insert(session::Session {
+        token_hash: hash,
+        csrf,
+        expires_ms,
+    });
+    Ok(caller)
+}
+
+/// The caller an API key `nxk_...` is, and the key's id.
+pub(crate) async fn authenticate_key(api: &Api, key: &str) -> Result<(Caller, String), ApiError> {
     let Some((id, secret)) = auth::parse_key(key) else {
         return Err(unauthorized("the API key is malformed"));
     };
+    let caller = owner_of(api, id, Some(secret)).await?;
+    Ok((caller, id.to_owned()))
+}
+
+/// The user of key `id` (its `secret` checked, when given), unless the key
+/// is unknown or revoked.
+async fn owner_of(api: &Api, id: &str, secret: Option<&str>) -> Result<Caller, ApiError> {
     let owner = api.rt.store.key_owner(id).await.map_err(ApiError::store)?;
     let Some(owner) = owner else {
         return Err(unauthorized("the API key is not valid"));
     };
     // Checked before `revoked`, so a revoked key's id alone tells nothing.
-    if !auth::secret_matches(secret, &owner.secret_hash) {
+    if secret.is_some_and(|s| !auth::secret_matches(s, &owner.secret_hash)) {
         return Err(unauthorized("the API key is not valid"));
     }
     if owner.revoked {

@@ -844,6 +844,10 @@ impl Store {
         ] {
             sqlx::query(sql).bind(cutoff_ms).execute(&self.pool).await?;
         }
+        sqlx::query("DELETE FROM sessions WHERE expires_ms < $1")
+            .bind(self.now_ms())
+            .execute(&self.pool)
+            .await?;
         // Nodes silent for the whole retention, and past their lease: long
         // gone (a live one's row stays, however short the retention).
         sqlx::query("DELETE FROM nodes WHERE heartbeat_ms < $1 AND heartbeat_ms < $2 - lease_ms")

@@ -98,6 +98,52 @@ impl Store {
         }))
     }
 
+    /// Records a dashboard session (its token's hash) for key `key_id`.
+    pub async fn create_session(
+        &self,
+        token_hash: &str,
+        key_id: &str,
+        csrf: &str,
+        created_ms: i64,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, key_id, csrf, created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(token_hash)
+        .bind(key_id)
+        .bind(csrf)
+        .bind(created_ms)
+        .bind(expires_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The session whose token hashes to `token_hash`, while it lasts:
+    /// its key's id, its CSRF token, its end.
+    pub async fn session(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<(String, String, i64)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT key_id, csrf, expires_ms FROM sessions WHERE token_hash = $1 AND expires_ms > $2",
+        )
+        .bind(token_hash)
+        .bind(self.now_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| (r.get("key_id"), r.get("csrf"), r.get("expires_ms"))))
+    }
+
+    pub async fn delete_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn touch_key(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE api_keys SET last_used_ms = $1 WHERE id = $2")
             .bind(at_ms)

@@ -26,6 +26,7 @@ mod api;
 mod backfills;
 mod backlog;
 mod cancels;
+mod dashboard;
 mod durability;
 mod fleet;
 mod injection;
