@@ -4,7 +4,16 @@
 // carries the session's CSRF token. Plain script, no build step.
 "use strict";
 
-const state = { session: null, live: null };
+// `nav` counts navigations: a page whose answers come after the next
+// navigation draws nothing.
+const state = { session: null, live: null, nav: 0 };
+
+class Stale extends Error {}
+
+// Throws when the user has gone to another page since `nav`.
+function still(nav) {
+  if (nav !== state.nav) throw new Stale();
+}
 
 // ---- the API ---------------------------------------------------------
 
@@ -69,6 +78,15 @@ function ms(n) {
 
 function canWrite() {
   return state.session && (state.session.role === "writer" || state.session.role === "admin");
+}
+
+// Runs a button's action; its refusal is said, not thrown.
+async function act(fn) {
+  try {
+    await fn();
+  } catch (err) {
+    if (!(err instanceof Stale) && err.status !== 401) toast(err.message);
+  }
 }
 
 function toast(text) {
@@ -140,18 +158,20 @@ function signedIn() {
 // ---- pages -----------------------------------------------------------
 
 async function overview() {
+  const nav = state.nav;
   const main = page("Overview", h("p", { class: "loading" }, "Loading…"));
   const { workflows } = await api("GET", "/v1/workflows");
+  still(nav);
   const rows = workflows.map((w) => {
     const actions = canWrite()
       ? h("button", {
           type: "button",
-          onclick: async () => {
+          onclick: () => act(async () => {
             const verb = w.status === "paused" ? "resume" : "pause";
             await api("POST", `/v1/workflows/${encodeURIComponent(w.name)}/${verb}`);
             toast(`${w.name} ${verb === "pause" ? "paused" : "resumed"}`);
-            overview();
-          },
+            await overview();
+          }),
         }, w.status === "paused" ? `Resume ${w.name}` : `Pause ${w.name}`)
       : null;
     return h("tr", { "data-workflow": w.name },
@@ -217,10 +237,12 @@ async function runs(params) {
       h("th", { scope: "col" }, "File"), h("th", { scope: "col" }, "Status"),
       h("th", { scope: "col", class: "wide" }, "Duration"))),
     body);
+  const nav = state.nav;
   page("Runs", filters, table);
-  // New runs and changes as they happen: the stream opens first, so that
-  // nothing between the listing and it is missed; what it says before the
-  // listing is in adds only runs the listing lacks.
+  // New runs and changes as they happen: the listing is asked for once
+  // the stream is open (the server follows from then), and the changes
+  // that came meanwhile are applied after it, in order: the last says
+  // where each run is.
   const url = `/v1/events?follow=true${workflow ? "&workflow=" + encodeURIComponent(workflow) : ""}`;
   const live = new EventSource(url);
   state.live = live;
@@ -245,18 +267,39 @@ async function runs(params) {
       while (body.children.length > 200) body.lastElementChild.remove();
     }
   };
-  live.addEventListener("open", () => { opened = true; mark(); });
+  const open = new Promise((resolve, reject) => {
+    live.addEventListener("open", resolve, { once: true });
+    live.addEventListener("error", () => { if (live.readyState === EventSource.CLOSED) reject(new Error("closed")); }, { once: true });
+  });
   live.addEventListener("run", (e) => {
     const c = JSON.parse(e.data);
     if (listed) apply(c, true); else pending.push(c);
   });
+  try {
+    await open;
+  } catch (_) {
+    // Refused: the session ended, most likely (then back to sign-in).
+    try {
+      await api("GET", "/v1/session");
+    } catch (err) {
+      if (err.status === 401) {
+        state.session = null;
+        showSignIn("Your session has ended: sign in again.");
+      }
+      throw err;
+    }
+    throw new Error("the live stream of runs was refused");
+  }
+  opened = true;
+  still(nav);
   const q = new URLSearchParams({ limit: "50" });
   if (workflow) q.set("workflow", workflow);
   if (status) q.set("status", status);
   const list = await api("GET", `/v1/runs?${q}`);
+  still(nav);
   body.replaceChildren(...list.runs.map((r) => runRow({ ...r, path: r.event.path })));
   listed = true;
-  for (const c of pending) apply(c, false);
+  for (const c of pending) apply(c, true);
   mark();
 }
 
@@ -265,8 +308,10 @@ function logLine(l) {
 }
 
 async function run(id) {
+  const nav = state.nav;
   const main = page(`Run ${id}`, h("p", { class: "loading" }, "Loading…"));
   const r = await api("GET", `/v1/runs/${encodeURIComponent(id)}`);
+  still(nav);
   const e = r.event;
   const facts = h("dl", { class: "facts" },
     h("dt", {}, "Workflow"), h("dd", {}, h("a", { href: `#/runs?workflow=${encodeURIComponent(r.workflow)}` }, r.workflow)),
@@ -288,21 +333,17 @@ async function run(id) {
     if (!final) {
       actions.append(h("button", {
         type: "button", class: "danger",
-        onclick: async () => {
+        onclick: () => act(async () => {
           await api("POST", `/v1/runs/${encodeURIComponent(id)}/cancel`, {});
           toast("cancelled");
-          run(id);
-        },
+          await run(id);
+        }),
       }, "Cancel run"));
     } else {
-      const rerun = (from_failed) => async () => {
-        try {
-          const a = await api("POST", `/v1/runs/${encodeURIComponent(id)}/rerun`, { from_failed });
-          location.hash = `#/runs/${encodeURIComponent(a.run)}`;
-        } catch (err) {
-          toast(err.message);
-        }
-      };
+      const rerun = (from_failed) => () => act(async () => {
+        const a = await api("POST", `/v1/runs/${encodeURIComponent(id)}/rerun`, { from_failed });
+        location.hash = `#/runs/${encodeURIComponent(a.run)}`;
+      });
       actions.append(h("button", { type: "button", onclick: rerun(false) }, "Re-run"));
       if (r.status === "failed") {
         actions.append(h("button", { type: "button", onclick: rerun(true) }, "Re-run from the failed step"));
@@ -338,13 +379,14 @@ async function run(id) {
     const live = new EventSource(`/v1/runs/${encodeURIComponent(id)}/logs?follow=true`);
     state.live = live;
     live.addEventListener("line", (ev) => liveLog.append(logLine(JSON.parse(ev.data))));
-    live.addEventListener("end", () => { live.close(); state.live = null; run(id); });
+    live.addEventListener("end", () => { live.close(); state.live = null; act(() => run(id)); });
   }
 }
 
 // ---- routing ---------------------------------------------------------
 
 async function route() {
+  state.nav += 1;
   if (!state.session) return showSignIn();
   const hash = location.hash.replace(/^#/, "") || "/";
   const [path, query] = hash.split("?");
@@ -355,6 +397,7 @@ async function route() {
     else if (path.startsWith("/runs/")) await run(decodeURIComponent(path.slice(6)));
     else page("Not found", h("p", {}, "No such page."), h("a", { href: "#/" }, "Overview"));
   } catch (err) {
+    if (err instanceof Stale) return;
     if (err.status !== 401) page("Error", h("p", { class: "error", role: "alert" }, err.message));
   }
 }

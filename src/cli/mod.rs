@@ -500,8 +500,8 @@ pub struct ServeArgs {
     /// Do not serve the web dashboard at `/` (the API is served the same).
     #[arg(long)]
     pub no_ui: bool,
-    /// How long a dashboard sign-in lasts.
-    #[arg(long, default_value = "12h", value_parser = parse_positive_duration)]
+    /// How long a dashboard sign-in lasts (a second at least).
+    #[arg(long, default_value = "12h", value_parser = parse_session_ttl)]
     pub session_ttl: std::time::Duration,
 }
 
@@ -513,6 +513,14 @@ fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
 fn parse_positive_duration(s: &str) -> Result<std::time::Duration, String> {
     match parse_duration_arg(s)? {
         d if d.is_zero() => Err("must be more than zero".to_owned()),
+        d => Ok(d),
+    }
+}
+
+/// A session's life: the cookie's `Max-Age` counts whole seconds.
+fn parse_session_ttl(s: &str) -> Result<std::time::Duration, String> {
+    match parse_duration_arg(s)? {
+        d if d < std::time::Duration::from_secs(1) => Err("must be a second at least".to_owned()),
         d => Ok(d),
     }
 }

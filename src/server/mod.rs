@@ -159,7 +159,7 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
         || path == "/v1/openapi.json"
         || path == "/"
         || path.starts_with("/ui/")
-        || (path == "/v1/session" && *method == Method::POST)
+        || (path == "/v1/session" && (*method == Method::POST || *method == Method::DELETE))
     {
         return None;
     }
@@ -245,10 +245,18 @@ async fn caller_of(api: &Api, req: &mut Request) -> Result<Caller, ApiError> {
             .unwrap_or_default();
         return Ok(authenticate_key(api, key).await?.0);
     }
-    let Some(token) = session::token(req.headers()) else {
-        return Err(unauthorized(
-            "an API key is needed: send `Authorization: Bearer nxk_...` (or sign in to the dashboard)",
-        ));
+    let token = match session::token(req.headers()) {
+        session::Presented::One(t) => t,
+        session::Presented::None => {
+            return Err(unauthorized(
+                "an API key is needed: send `Authorization: Bearer nxk_...` (or sign in to the dashboard)",
+            ));
+        }
+        session::Presented::Several => {
+            return Err(unauthorized(
+                "the request came with more than one session cookie: sign in again",
+            ));
+        }
     };
     let hash = auth::hash_secret(&token);
     let Some((key_id, csrf, expires_ms)) =
@@ -289,7 +297,11 @@ pub(crate) async fn authenticate_key(api: &Api, key: &str) -> Result<(Caller, St
 
 /// The user of key `id` (its `secret` checked, when given), unless the key
 /// is unknown or revoked.
-async fn owner_of(api: &Api, id: &str, secret: Option<&str>) -> Result<Caller, ApiError> {
+pub(crate) async fn owner_of(
+    api: &Api,
+    id: &str,
+    secret: Option<&str>,
+) -> Result<Caller, ApiError> {
     let owner = api.rt.store.key_owner(id).await.map_err(ApiError::store)?;
     let Some(owner) = owner else {
         return Err(unauthorized("the API key is not valid"));

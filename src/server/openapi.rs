@@ -20,7 +20,7 @@ use super::{files, routes};
 #[openapi(
     info(
         title = "nexusd",
-        description = "The HTTP API of nexusd, the file-event automation agent. Every route under /v1 takes an API key (`Authorization: Bearer nxk_...`); the role it needs is reader for reads (and diff), writer for writes, triggers, pauses, resumes, backfills, cancels, re-runs and replays, admin for apply, delete and rollback. Errors are `{\"error\": {\"code\", \"message\"}}`.",
+        description = "The HTTP API of nexusd, the file-event automation agent. Every route under /v1 takes an API key (`Authorization: Bearer nxk_...`), or the dashboard's session cookie (`POST /v1/session`; then every state-changing request also sends the session's CSRF token in `X-CSRF-Token`, else 403); the role it needs is reader for reads (and diff), writer for writes, triggers, pauses, resumes, backfills, cancels, re-runs and replays, admin for apply, delete and rollback. Errors are `{\"error\": {\"code\", \"message\"}}`.",
         license(name = "Apache-2.0"),
     ),
     paths(

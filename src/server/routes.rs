@@ -778,6 +778,7 @@ pub struct LogsQuery {
     ))]
 pub async fn run_logs(
     State(api): State<Api>,
+    session: Option<Extension<super::session::Session>>,
     P(id): P<String>,
     Q(q): Q<LogsQuery>,
 ) -> Result<axum::response::Response, ApiError> {
@@ -789,7 +790,15 @@ pub async fn run_logs(
     }
     use axum::response::sse::{KeepAlive, Sse};
     let (tx, rx) = tokio::sync::mpsc::channel(256);
-    tokio::spawn(crate::engine::logs::follow(Arc::clone(&api.rt), id, tx));
+    let rt = Arc::clone(&api.rt);
+    let ended = super::session::ended(api, session.map(|Extension(s)| s));
+    // The stream ends with the run, or with the session it was opened in.
+    tokio::spawn(async move {
+        tokio::select! {
+            () = crate::engine::logs::follow(rt, id, tx) => {}
+            () = ended => {}
+        }
+    });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
@@ -1229,15 +1238,22 @@ pub struct EventsQuery {
     ))]
 pub async fn events(
     State(api): State<Api>,
+    session: Option<Extension<super::session::Session>>,
     Q(q): Q<EventsQuery>,
 ) -> Result<axum::response::Response, ApiError> {
     if q.follow {
-        return Ok(follow(
-            api.rt.changes.subscribe(),
-            api.rt.shutdown.clone(),
-            q.workflow,
-        )
-        .into_response());
+        // It ends at shutdown, or when the session it was opened in does
+        // (the guard's task stops when the client goes away).
+        let stop = api.rt.shutdown.child_token();
+        let ended = super::session::ended(api.clone(), session.map(|Extension(s)| s));
+        let watch = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = ended => watch.cancel(),
+                () = watch.cancelled() => {}
+            }
+        });
+        return Ok(follow(api.rt.changes.subscribe(), stop, q.workflow).into_response());
     }
     let since_ms = match q.since.as_deref() {
         None => None,
@@ -1284,7 +1300,7 @@ fn parse_since(text: &str) -> Option<i64> {
 
 fn follow(
     rx: tokio::sync::broadcast::Receiver<Arc<crate::engine::run::RunChange>>,
-    shutdown: tokio_util::sync::CancellationToken,
+    stop: tokio_util::sync::CancellationToken,
     workflow: Option<String>,
 ) -> axum::response::sse::Sse<
     impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
@@ -1296,13 +1312,16 @@ fn follow(
             .as_deref()
             .is_none_or(|want| names::is_or_stage_of(want, w))
     };
-    let stream = futures_util::stream::unfold((rx, shutdown), move |(mut rx, shutdown)| {
+    // The guard cancels `stop` when the stream is dropped (the client went
+    // away), which ends the session's watch over it too.
+    let state = (rx, stop.clone(), stop.drop_guard());
+    let stream = futures_util::stream::unfold(state, move |(mut rx, stop, guard)| {
         let wanted = wanted.clone();
         async move {
             loop {
                 let got = tokio::select! {
                     got = rx.recv() => got,
-                    () = shutdown.cancelled() => return None,
+                    () = stop.cancelled() => return None,
                 };
                 let event = match got {
                     Ok(change) if wanted(&change.workflow) => SseEvent::default()
@@ -1315,7 +1334,7 @@ fn follow(
                     )),
                     Err(RecvError::Closed) => return None,
                 };
-                return Some((Ok(event), (rx, shutdown)));
+                return Some((Ok(event), (rx, stop, guard)));
             }
         }
     });

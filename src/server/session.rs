@@ -30,16 +30,30 @@ pub struct Session {
     pub expires_ms: i64,
 }
 
-/// The session token in a request's cookies, if any.
-pub fn token(headers: &HeaderMap) -> Option<String> {
-    headers
+/// The session cookie a request came with: none, one token, or more than
+/// one (another site of the same host may set a cookie of that name too:
+/// then no session is taken, rather than perhaps the other site's).
+pub enum Presented {
+    None,
+    One(String),
+    Several,
+}
+
+/// The session token in a request's cookies.
+pub fn token(headers: &HeaderMap) -> Presented {
+    let mut found = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.to_owned())
+        .filter(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.to_owned());
+    match (found.next(), found.next()) {
+        (None, _) => Presented::None,
+        (Some(t), None) => Presented::One(t),
+        (Some(_), Some(_)) => Presented::Several,
+    }
 }
 
 /// Behind a TLS proxy (`X-Forwarded-Proto: https`): the cookie is Secure.
@@ -58,6 +72,34 @@ fn cookie(value: &str, max_age_s: u64, secure: bool) -> HeaderValue {
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+/// Until the session a stream was opened with ends: its expiry comes, or
+/// (looked at every 30 s) it was signed out or its key revoked. Never,
+/// for a stream opened with a key.
+pub async fn ended(api: Api, session: Option<Session>) {
+    let Some(s) = session else {
+        return std::future::pending().await;
+    };
+    loop {
+        let left = s.expires_ms.saturating_sub(api.rt.store.now_ms()).max(0);
+        let wait = std::time::Duration::from_millis(u64::try_from(left).unwrap_or(0))
+            .min(std::time::Duration::from_secs(30));
+        tokio::time::sleep(wait).await;
+        if left <= 30_000 && api.rt.store.now_ms() >= s.expires_ms {
+            return;
+        }
+        match api.rt.store.session(&s.token_hash).await {
+            Ok(Some((key_id, _, _))) => {
+                if super::owner_of(&api, &key_id, None).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            // The database away: the stream goes on; looked at again.
+            Err(_) => {}
+        }
+    }
+}
+
 /// Signs in: the API key in the body (never in the URL) for a session.
 #[utoipa::path(post, path = "/v1/session", tag = "auth", security(()),
     request_body(content = SessionRequest, description = "An API key"),
@@ -71,7 +113,34 @@ pub async fn sign_in(
     headers: HeaderMap,
     JsonBody(body): JsonBody<SessionRequest>,
 ) -> Result<Response, ApiError> {
+    // Only the dashboard's own page signs in: a JSON request, not one
+    // another site's page sent (a form or a no-cors fetch cannot send JSON
+    // as such; a browser says where a request came from).
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    if !json {
+        return Err(ApiError::bad_request(
+            "sign in with a JSON body (`Content-Type: application/json`): {\"api_key\": \"nxk_...\"}",
+        ));
+    }
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|s| s == "cross-site");
+    if cross_site {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a sign-in from another site's page is refused",
+        ));
+    }
     let (caller, key_id) = super::authenticate_key(&api, body.api_key.trim()).await?;
+    // Signing in again ends the session the browser had.
+    if let Presented::One(old) = token(&headers) {
+        let _ = api.rt.store.delete_session(&auth::hash_secret(&old)).await;
+    }
     let token = auth::new_token().map_err(ApiError::internal)?;
     let csrf = auth::new_token().map_err(ApiError::internal)?;
     let now = api.rt.store.now_ms();
@@ -123,21 +192,17 @@ pub async fn current(
     }))
 }
 
-/// Signs out: the session ends, and its cookie is cleared.
-#[utoipa::path(delete, path = "/v1/session", tag = "auth",
+/// Signs out: the session the cookie names ends (if it had not), and the
+/// cookie is cleared, whatever it named.
+#[utoipa::path(delete, path = "/v1/session", tag = "auth", security(()),
     responses(
         (status = 204, description = "Signed out"),
-        (status = 401, description = "No session", body = ErrorBody),
     ))]
-pub async fn sign_out(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    session: Option<Extension<Session>>,
-) -> Result<Response, ApiError> {
-    if let Some(Extension(s)) = session {
+pub async fn sign_out(State(api): State<Api>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if let Presented::One(t) = token(&headers) {
         api.rt
             .store
-            .delete_session(&s.token_hash)
+            .delete_session(&auth::hash_secret(&t))
             .await
             .map_err(ApiError::store)?;
     }

@@ -178,8 +178,11 @@ try {
   await step("an expired session returns to sign-in", async () => {
     const other = await browser.newContext();
     const p = await other.newPage();
+    p.on("console", (m) => consoleLines.push(`(short) ${m.type()}: ${m.text()}`));
+    p.on("pageerror", (e) => consoleLines.push(`(short) page error: ${e.message}`));
     await signIn(p, env("SHORT_URL"), env("SHORT_KEY"));
-    await new Promise((ok) => setTimeout(ok, 2500));
+    // Past the session's end (`--session-ttl` of that agent).
+    await new Promise((ok) => setTimeout(ok, Number(env("SHORT_TTL_MS")) + 500));
     await p.getByRole("link", { name: "Runs" }).click();
     await p.getByRole("heading", { name: "Sign in to nexusd" }).waitFor();
     await p.getByText("Your session has ended").waitFor();
