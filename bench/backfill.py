@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from common import fresh_fs, status_kib, wait_for
+from common import fresh_database, fresh_fs, scalar as count, status_kib, wait_for
 
 ELSEWHERE = """apiVersion: nexus/v1
 kind: Workflow
@@ -39,24 +39,6 @@ spec:
 """
 
 
-def count(db, sql):
-    if db.startswith("postgres"):
-        out = subprocess.run(["psql", "-qtA", db, "-c", sql], capture_output=True, text=True)
-        try:
-            return int(out.stdout.strip())
-        except ValueError:
-            return 0
-    import sqlite3
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute(sql).fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
-
-
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -69,9 +51,7 @@ def main():
     url = None
     if server:
         name = f"nexus_bench_bf_{os.getpid()}"
-        subprocess.run(["psql", "-q", server, "-c", f"DROP DATABASE IF EXISTS {name}"], check=True, capture_output=True)
-        subprocess.run(["psql", "-q", server, "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
-        url = server.rsplit("/", 1)[0] + "/" + name
+        url = fresh_database(server, name)
     root = fresh_fs(work, f"backfill-{'pg' if server else 'sqlite'}")
     data, config = os.path.join(root, "data"), os.path.join(root, "config")
     os.makedirs(config)

@@ -17,6 +17,34 @@ def succeeded(db):
         return 0
 
 
+def scalar(db, sql):
+    """One number from the agent's database: a SQLite file read only, or a
+    PostgreSQL URL through psql; 0 while it cannot be read."""
+    if db.startswith("postgres"):
+        import subprocess
+        out = subprocess.run(["psql", "-qtA", db, "-c", sql], capture_output=True, text=True)
+        try:
+            return int(out.stdout.strip())
+        except ValueError:
+            return 0
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return con.execute(sql).fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+def fresh_database(server, name):
+    """A new, empty PostgreSQL database `name` on `server`: its URL."""
+    import subprocess
+    subprocess.run(["psql", "-q", server, "-c", f"DROP DATABASE IF EXISTS {name}"], check=True, capture_output=True)
+    subprocess.run(["psql", "-q", server, "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
+    return server.rsplit("/", 1)[0] + "/" + name
+
+
 def wait_for(cond, what, timeout=30, every=0.01):
     """Polls `cond` every `every` seconds until it holds; TimeoutError(what)
     after `timeout` seconds."""

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from common import cpu_seconds, fresh_fs, status_kib, succeeded, wait_for
+from common import cpu_seconds, fresh_database, fresh_fs, status_kib, succeeded, wait_for
 
 WORKFLOW = """apiVersion: nexus/v1
 kind: Workflow
@@ -59,9 +59,7 @@ def main():
     url = None
     if server:
         name = f"nexus_bench_{os.getpid()}"
-        subprocess.run(["psql", "-q", server, "-c", f"DROP DATABASE IF EXISTS {name}"], check=True, capture_output=True)
-        subprocess.run(["psql", "-q", server, "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
-        url = server.rsplit("/", 1)[0] + "/" + name
+        url = fresh_database(server, name)
     root = fresh_fs(work, f"throughput-{'pg' if server else 'sqlite'}-{agents}")
     data, config = os.path.join(root, "data"), os.path.join(root, "config")
     os.makedirs(os.path.join(data, "in"))
