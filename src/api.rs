@@ -744,6 +744,26 @@ pub struct ReplayAnswer {
     pub results: Vec<ReplayResult>,
 }
 
+/// What one workflow would do with an event: whether it runs (and the
+/// type it sees), and why (`test-match`'s line).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MatchResult {
+    pub workflow: String,
+    pub matched: bool,
+    pub sees: Option<EventType>,
+    pub reason: String,
+}
+
+/// `GET /v1/test-match`: what an event of this type on this path would do
+/// now, every workflow's line.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TestMatchAnswer {
+    pub event: EventType,
+    pub path: String,
+    pub old_path: Option<String>,
+    pub results: Vec<MatchResult>,
+}
+
 /// What one workflow does with a replayed event (`test-match`'s line).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ReplayResult {

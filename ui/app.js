@@ -383,6 +383,57 @@ async function run(id) {
   }
 }
 
+// Why a file did or did not start runs: its recent events with what every
+// workflow near it decided, and what an event would do now.
+async function why(params) {
+  const nav = state.nav;
+  const path = params.get("path") || "";
+  const kind = params.get("event") || "file.created";
+  const input = h("input", { id: "w-path", value: path, placeholder: "/inbox/a.csv", required: true });
+  const type = h("select", { id: "w-event" },
+    ["file.created", "file.updated", "file.deleted", "metadata.changed"].map((t) =>
+      h("option", { value: t, selected: t === kind }, t)));
+  const form = h("form", {
+    class: "filters",
+    onsubmit: (e) => {
+      e.preventDefault();
+      const q = new URLSearchParams({ path: input.value.trim(), event: type.value });
+      location.hash = `#/why?${q}`;
+    },
+  },
+    h("label", { for: "w-path" }, "File", input),
+    h("label", { for: "w-event" }, "Event", type),
+    h("button", { type: "submit", class: "primary" }, "Explain"));
+  const main = page("Why", h("p", { class: "muted" },
+    "Type a file's path: its recent events and what every workflow decided, and what an event would do now."), form);
+  if (!path) return;
+  const events = await api("GET", `/v1/events?path=${encodeURIComponent(path)}&limit=20`);
+  still(nav);
+  const now = await api("GET", `/v1/test-match?event=${encodeURIComponent(kind)}&path=${encodeURIComponent(path)}`);
+  still(nav);
+  const decision = (d) => h("li", {},
+    h("strong", {}, d.workflow), " ",
+    badge(d.decision === "run" ? (d.run_status || "queued") : d.decision === "skipped" ? "skipped" : "not-matched"), " ",
+    d.run ? h("a", { href: `#/runs/${encodeURIComponent(d.run)}` }, d.run) : null, " ",
+    h("span", { class: "muted" }, d.reason || ""));
+  main.append(
+    h("h2", {}, `If ${kind} happened to ${now.path} now`),
+    h("table", { id: "hypothetical" },
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Workflow"), h("th", { scope: "col" }, "Result"), h("th", { scope: "col" }, "Why"))),
+      h("tbody", {}, now.results.map((r) => h("tr", { "data-workflow": r.workflow },
+        h("td", {}, r.workflow),
+        h("td", {}, r.matched ? badge("run") : badge("no-run")),
+        h("td", { class: "reason" }, r.reason))))),
+    h("h2", {}, "Its recent events"),
+    events.events.length === 0
+      ? h("p", { class: "muted", id: "no-events" }, "No event recorded for this path.")
+      : h("ol", { id: "events" }, events.events.map((e) => h("li", { class: "panel" },
+          h("p", {}, h("strong", {}, e.type), ` ${when(e.observed_at)} · ${e.source}`, e.actor ? ` · by ${e.actor}` : ""),
+          e.decisions.length === 0
+            ? h("p", { class: "muted" }, "No workflow's pattern matched this path: no workflow considered it.")
+            : h("ul", {}, e.decisions.map(decision))))));
+}
+
 // ---- routing ---------------------------------------------------------
 
 async function route() {
@@ -395,6 +446,7 @@ async function route() {
     if (path === "/" || path === "") await overview();
     else if (path === "/runs") await runs(params);
     else if (path.startsWith("/runs/")) await run(decodeURIComponent(path.slice(6)));
+    else if (path === "/why") await why(params);
     else page("Not found", h("p", {}, "No such page."), h("a", { href: "#/" }, "Overview"));
   } catch (err) {
     if (err instanceof Stale) return;

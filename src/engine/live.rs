@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
+use crate::api::MatchResult;
 use crate::definitions::DefinitionSet;
 use crate::definitions::model::Workflow;
 use crate::events::EventType;
@@ -76,6 +77,30 @@ impl Live {
     /// `test-match` shows).
     pub fn decide_all(&self, kind: EventType, path: &str, old_path: Option<&str>) -> Verdict {
         self.matcher.decide(kind, path, old_path, Scope::All)
+    }
+
+    /// Every workflow's line for an event, by workflow name: what
+    /// `test-match` and a replay's dry run say.
+    pub fn lines(&self, kind: EventType, path: &str, old_path: Option<&str>) -> Vec<MatchResult> {
+        let verdict = self.decide_all(kind, path, old_path);
+        let mut lines: Vec<MatchResult> = verdict
+            .starts
+            .iter()
+            .map(|s| MatchResult {
+                workflow: self.workflows[s.workflow].name.clone(),
+                matched: true,
+                sees: Some(s.sees),
+                reason: s.reason.to_string(),
+            })
+            .chain(verdict.misses.iter().map(|(w, reason)| MatchResult {
+                workflow: self.workflows[*w].name.clone(),
+                matched: false,
+                sees: None,
+                reason: reason.to_string(),
+            }))
+            .collect();
+        lines.sort_by(|a, b| a.workflow.cmp(&b.workflow));
+        lines
     }
 
     /// Each trigger pattern with its trigger's `settle:` time.

@@ -26,29 +26,19 @@ pub async fn replay(
         )));
     }
     let live = intake.live.current();
-    let verdict = live.decide_all(recorded.kind, &recorded.path, recorded.old_path.as_deref());
-    let mut results: Vec<ReplayResult> = verdict
-        .starts
-        .iter()
-        .map(|s| ReplayResult {
-            workflow: live.workflows[s.workflow].name.clone(),
-            matched: true,
-            sees: Some(s.sees),
-            reason: s.reason.to_string(),
+    let mut results: Vec<ReplayResult> = live
+        .lines(recorded.kind, &recorded.path, recorded.old_path.as_deref())
+        .into_iter()
+        .map(|l| ReplayResult {
+            workflow: l.workflow,
+            matched: l.matched,
+            sees: l.sees,
+            reason: l.reason,
             run: None,
             run_status: None,
         })
-        .chain(verdict.misses.iter().map(|(w, reason)| ReplayResult {
-            workflow: live.workflows[*w].name.clone(),
-            matched: false,
-            sees: None,
-            reason: reason.to_string(),
-            run: None,
-            run_status: None,
-        }))
         .collect();
-    results.sort_by(|a, b| a.workflow.cmp(&b.workflow));
-    if dry_run || verdict.starts.is_empty() {
+    if dry_run || !results.iter().any(|r| r.matched) {
         return Ok(ReplayAnswer {
             event: id.to_owned(),
             dry_run,

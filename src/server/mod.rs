@@ -94,6 +94,7 @@ pub fn router(api: Api) -> Router {
         .route("/v1/files", get(files::list_root))
         .route("/v1/events", get(routes::events))
         .route("/v1/events/{id}/replay", post(routes::replay_event))
+        .route("/v1/test-match", get(routes::test_match))
         .route("/v1/nodes", get(routes::nodes))
         .route("/v1/whoami", get(routes::whoami))
         .route(

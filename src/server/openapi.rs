@@ -55,6 +55,7 @@ use super::{files, routes};
         routes::rerun_run,
         routes::rerun_workflow_runs,
         routes::replay_event,
+        routes::test_match,
         routes::events,
         files::list_root,
         files::read,

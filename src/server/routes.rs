@@ -19,8 +19,8 @@ use crate::api::{
     BulkRerunAnswer, BulkRerunItem, BulkRerunRequest, CancelAnswer, DefinitionKind, DiagnosticItem,
     DiffAnswer, DiffItem, ErrorBody, ErrorList, EventList, PauseAnswer, ReplayAnswer,
     ReplayRequest, RerunAnswer, RerunRequest, Results, RevisionDetail, RevisionSummary, RunDetail,
-    RunList, RunLogs, SourceFile, Stats, TriggerAnswer, TriggerRequest, Whoami, WorkflowDetail,
-    WorkflowList, WorkflowOrRevision, WorkflowStatus, WorkflowSummary,
+    RunList, RunLogs, SourceFile, Stats, TestMatchAnswer, TriggerAnswer, TriggerRequest, Whoami,
+    WorkflowDetail, WorkflowList, WorkflowOrRevision, WorkflowStatus, WorkflowSummary,
 };
 use crate::definitions::load::SourceDocument;
 use crate::definitions::load::load_sources;
@@ -963,6 +963,67 @@ pub async fn replay_event(
         .await
         .map(Json)
         .map_err(op_error)
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TestMatchQuery {
+    /// The event type: `file.created`, `file.updated`, `file.deleted`,
+    /// `file.moved`, `metadata.changed`.
+    event: String,
+    /// The file's virtual path, e.g. `/inbox/a.csv`.
+    path: String,
+    /// With `file.moved`: the path it was moved from.
+    old_path: Option<String>,
+}
+
+/// What an event of this type on this path would do now, against the live
+/// definitions: every workflow's result and why (what `nexusd test-match`
+/// says of files; nothing is recorded or started).
+#[utoipa::path(get, path = "/v1/test-match", tag = "events", params(TestMatchQuery),
+    responses(
+        (status = 200, description = "Every workflow's line, by name", body = TestMatchAnswer),
+        (status = 400, description = "An unknown event type, a bad path, an old path with another type than file.moved or none with it", body = ErrorBody),
+    ))]
+pub async fn test_match(
+    State(api): State<Api>,
+    Q(q): Q<TestMatchQuery>,
+) -> Result<Json<TestMatchAnswer>, ApiError> {
+    let kind: EventType = q.event.parse().map_err(ApiError::bad_request)?;
+    let path = crate::datadir::vpath(&q.path)
+        .map_err(ApiError::bad_request)?
+        .virt;
+    let old_path = match q.old_path.as_deref() {
+        Some(p) => Some(
+            crate::datadir::vpath(p)
+                .map_err(ApiError::bad_request)?
+                .virt,
+        ),
+        None => None,
+    };
+    match (kind, &old_path) {
+        (EventType::Moved, None) => {
+            return Err(ApiError::bad_request(
+                "`file.moved` needs `old_path`: the path the file was moved from",
+            ));
+        }
+        (k, Some(_)) if k != EventType::Moved => {
+            return Err(ApiError::bad_request("`old_path` is for `file.moved` only"));
+        }
+        _ => {}
+    }
+    let results = api
+        .registry
+        .live()
+        .current()
+        .lines(kind, &path, old_path.as_deref());
+    Ok(Json(TestMatchAnswer {
+        event: kind,
+        path,
+        old_path,
+        results,
+    }))
 }
 
 /// Begins a backfill: a run for every file already in the data dir that

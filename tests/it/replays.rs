@@ -31,6 +31,25 @@ fn lines(results: &Value) -> Vec<(String, bool, Value, String)> {
     out
 }
 
+/// `GET PATH` on the agent with `key`: the status and the JSON answer.
+fn get(agent: &Agent, key: &str, path: &str) -> (u16, Value) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (url, key) = (format!("{}{path}", agent.url()), key.to_owned());
+    crate::agent::block_on(async move {
+        let resp = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (
+            status,
+            serde_json::from_str(&resp.text().await.unwrap()).unwrap(),
+        )
+    })
+}
+
 fn event_id(agent: &Agent, path: &str) -> String {
     let path = path.to_owned();
     agent.query(async move |pool| {
@@ -71,6 +90,22 @@ fn replaying_an_event(backend: Backend) {
     assert_eq!(offline.code, 0, "{offline:?}");
     let offline: Value = serde_json::from_str(&offline.stdout).unwrap();
     assert_eq!(lines(&dry[0]["results"]), lines(&offline["results"]));
+    // The API's test-match (what the dashboard's Why page asks) agrees.
+    let (status, online) = get(
+        &agent,
+        &reader,
+        "/v1/test-match?event=file.created&path=/in/a.csv",
+    );
+    assert_eq!(status, 200, "{online}");
+    assert_eq!(lines(&online["results"]), lines(&offline["results"]));
+    for bad in [
+        "/v1/test-match?event=file.changed&path=/in/a.csv",
+        "/v1/test-match?event=file.moved&path=/in/a.csv",
+        "/v1/test-match?event=file.created&path=/in/a.csv&old_path=/x",
+    ] {
+        let (status, body) = get(&agent, &reader, bad);
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
     assert_eq!(agent.runs().len(), 1, "a dry run starts nothing");
     // Today's definitions: `txt` takes csv files too now.
     let wider = agent.data.parent().unwrap().join("txt-wider.yaml");

@@ -132,6 +132,22 @@ try {
     await page.locator('tr[data-workflow="echoer"] [data-status="active"]').waitFor();
   });
 
+  await step("the Why page explains a file no workflow took", async () => {
+    write("ignored/data.bin", "x");
+    await page.getByRole("link", { name: "Why" }).click();
+    await page.getByLabel("File", { exact: true }).fill("/ignored/data.bin");
+    await page.getByRole("button", { name: "Explain" }).click();
+    const echoer = page.locator('#hypothetical tr[data-workflow="echoer"]');
+    await echoer.locator(".reason", { hasText: "no pattern matched (patterns: /in/*.txt)" }).waitFor();
+    await page.getByText("No workflow's pattern matched this path").first().waitFor();
+    await page.screenshot({ path: path.join(SHOTS, "why.png"), fullPage: true });
+    // A file that did start a run: its decision links to it.
+    await page.getByLabel("File", { exact: true }).fill("/in/hello.txt");
+    await page.getByRole("button", { name: "Explain" }).click();
+    await page.locator("#events li", { hasText: "pattern `/in/*.txt` matched" }).first().waitFor();
+    await page.locator('#hypothetical tr[data-workflow="echoer"] [data-status="run"]').waitFor();
+  });
+
   await step("a same-site POST without the CSRF token is refused", async () => {
     const status = await page.evaluate(async () => {
       const r = await fetch("/v1/workflows/echoer/pause", { method: "POST" });
