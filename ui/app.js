@@ -220,7 +220,7 @@ async function runs(params) {
       const q = new URLSearchParams();
       if (wf.value) q.set("workflow", wf.value);
       if (st.value) q.set("status", st.value);
-      location.hash = `#/runs${q.toString() ? "?" + q : ""}`;
+      go(`#/runs${q.toString() ? "?" + q : ""}`);
     },
   });
   const wf = h("input", { id: "f-workflow", value: workflow, placeholder: "any" });
@@ -398,7 +398,7 @@ async function why(params) {
     onsubmit: (e) => {
       e.preventDefault();
       const q = new URLSearchParams({ path: input.value.trim(), event: type.value });
-      location.hash = `#/why?${q}`;
+      go(`#/why?${q}`);
     },
   },
     h("label", { for: "w-path" }, "File", input),
@@ -435,6 +435,12 @@ async function why(params) {
 }
 
 // ---- routing ---------------------------------------------------------
+
+// Goes to `hash`; asked for the page it is on, draws it again.
+function go(hash) {
+  if (location.hash === hash) route();
+  else location.hash = hash;
+}
 
 async function route() {
   state.nav += 1;

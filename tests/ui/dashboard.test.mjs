@@ -136,10 +136,16 @@ try {
     write("ignored/data.bin", "x");
     await page.getByRole("link", { name: "Why" }).click();
     await page.getByLabel("File", { exact: true }).fill("/ignored/data.bin");
-    await page.getByRole("button", { name: "Explain" }).click();
+    // Asked again until the file's event is recorded (it settles first).
+    const noneMatched = page.getByText("No workflow's pattern matched this path").first();
+    const deadline = Date.now() + 30000;
+    for (;;) {
+      await page.getByRole("button", { name: "Explain" }).click();
+      if (await noneMatched.waitFor({ timeout: 1000 }).then(() => true, () => false)) break;
+      if (Date.now() > deadline) throw new Error("the file's event was never shown");
+    }
     const echoer = page.locator('#hypothetical tr[data-workflow="echoer"]');
     await echoer.locator(".reason", { hasText: "no pattern matched (patterns: /in/*.txt)" }).waitFor();
-    await page.getByText("No workflow's pattern matched this path").first().waitFor();
     await page.screenshot({ path: path.join(SHOTS, "why.png"), fullPage: true });
     // A file that did start a run: its decision links to it.
     await page.getByLabel("File", { exact: true }).fill("/in/hello.txt");
