@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from common import fresh_database, fresh_fs, scalar as count, status_kib, wait_for
+from common import drop_database, fresh_database, fresh_fs, scalar as count, status_kib, wait_for
 
 ELSEWHERE = """apiVersion: nexus/v1
 kind: Workflow
@@ -111,7 +111,7 @@ def main():
         proc.wait(timeout=60)
         log.close()
         if url:
-            subprocess.run(["psql", "-q", server, "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], capture_output=True)
+            drop_database(server, name)
     out["backend"] = "postgres" if url else "sqlite"
     print(json.dumps(out))
 

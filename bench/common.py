@@ -45,6 +45,12 @@ def fresh_database(server, name):
     return server.rsplit("/", 1)[0] + "/" + name
 
 
+def drop_database(server, name):
+    """Drops the database `fresh_database` made, its sessions closed."""
+    import subprocess
+    subprocess.run(["psql", "-q", server, "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], capture_output=True)
+
+
 def wait_for(cond, what, timeout=30, every=0.01):
     """Polls `cond` every `every` seconds until it holds; TimeoutError(what)
     after `timeout` seconds."""

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from common import fresh_database, fresh_fs, scalar, status_kib, wait_for
+from common import drop_database, fresh_database, fresh_fs, scalar, status_kib, wait_for
 
 WORKFLOW = """apiVersion: nexus/v1
 kind: Workflow
@@ -90,7 +90,7 @@ def main():
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         if url:
-            subprocess.run(["psql", "-q", server, "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], capture_output=True)
+            drop_database(server, name)
     out["backend"] = "postgres" if url else "sqlite"
     print(json.dumps(out))
 

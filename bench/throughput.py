@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from common import cpu_seconds, fresh_database, fresh_fs, status_kib, succeeded, wait_for
+from common import drop_database, cpu_seconds, fresh_database, fresh_fs, status_kib, succeeded, wait_for
 
 WORKFLOW = """apiVersion: nexus/v1
 kind: Workflow
@@ -121,7 +121,7 @@ def main():
         for p in procs:
             p.wait(timeout=60)
         if url:
-            subprocess.run(["psql", "-q", server, "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], capture_output=True)
+            drop_database(server, name)
     out["backend"] = "postgres" if url else "sqlite"
     print(json.dumps(out))
 

@@ -76,6 +76,10 @@ function ms(n) {
   return n < 1000 ? `${n} ms` : `${(n / 1000).toFixed(n < 10000 ? 2 : 1)} s`;
 }
 
+function isFinal(status) {
+  return ["succeeded", "failed", "cancelled", "skipped"].includes(status);
+}
+
 function canWrite() {
   return state.session && (state.session.role === "writer" || state.session.role === "admin");
 }
@@ -195,10 +199,10 @@ async function overview() {
 
 // A time, short: only the time of day when it is today.
 function short(text) {
-  if (!text) return "–";
   const d = new Date(text);
-  if (isNaN(d)) return text;
-  return d.toDateString() === new Date().toDateString() ? d.toLocaleTimeString() : d.toLocaleString();
+  return text && !isNaN(d) && d.toDateString() === new Date().toDateString()
+    ? d.toLocaleTimeString()
+    : when(text);
 }
 
 function runRow(r) {
@@ -328,8 +332,8 @@ async function run(id) {
     h("dt", {}, "Duration"), h("dd", {}, ms(r.duration_ms)),
     h("dt", {}, "Node"), h("dd", {}, r.node || "–"));
   const actions = h("div", { class: "actions" });
+  const final = isFinal(r.status);
   if (canWrite()) {
-    const final = ["succeeded", "failed", "cancelled", "skipped"].includes(r.status);
     if (!final) {
       actions.append(h("button", {
         type: "button", class: "danger",
@@ -368,7 +372,6 @@ async function run(id) {
       s.stderr ? [h("p", { class: "muted" }, "stderr"), h("pre", { class: "log stderr err" }, s.stderr)] : null,
       s.output && Object.keys(s.output).length ? [h("p", { class: "muted" }, "output"), h("pre", { class: "log" }, JSON.stringify(s.output, null, 2))] : null);
   }));
-  const final = ["succeeded", "failed", "cancelled", "skipped"].includes(r.status);
   const liveLog = h("pre", { class: "log", id: "live-log", "aria-live": "polite" });
   main.replaceChildren(...[h("h1", {}, `Run ${id}`), facts, actions,
     h("h2", {}, "Attempts"), attempts,

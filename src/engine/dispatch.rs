@@ -200,24 +200,17 @@ impl Dispatcher {
     pub async fn room_for(&self, n: usize) {
         loop {
             let freed = self.shared.freed.notified();
-            let backlog = {
+            let (full, backlog) = {
                 let inner = self.shared.inner.lock().unwrap();
                 let held = inner.runs.len() + inner.reserved;
-                if held + n > self.shared.capacity / 2 {
-                    None
-                } else {
-                    Some(inner.backlog)
-                }
+                (held + n > self.shared.capacity / 2, inner.backlog)
             };
-            match backlog {
-                Some(false) => return,
-                Some(true) => {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), freed).await;
-                    return;
-                }
-                None => {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), freed).await;
-                }
+            if !full && !backlog {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), freed).await;
+            if !full {
+                return;
             }
         }
     }

@@ -255,6 +255,12 @@ fn context(rt: &Runtime, job: &Job, attempt: u32) -> StepContext {
         workflow: job.workflow.name.clone(),
         event: job.event.clone(),
         secrets: job.secrets.to_vec(),
+        redactions: Arc::new(crate::steps::secret_patterns(
+            &job.secrets
+                .iter()
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<_>>(),
+        )),
         http: rt.http.clone(),
         causes: Arc::clone(&rt.causes),
         output_cap: rt.output_cap,

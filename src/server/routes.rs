@@ -791,12 +791,13 @@ pub async fn run_logs(
     use axum::response::sse::{KeepAlive, Sse};
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     let rt = Arc::clone(&api.rt);
-    let ended = super::session::ended(api, session.map(|Extension(s)| s));
-    // The stream ends with the run, or with the session it was opened in.
+    let stop = super::session::stream_stop(&api, session.map(|Extension(s)| s));
+    // The stream ends with the run, or with what `stop` says.
     tokio::spawn(async move {
+        let _done = stop.clone().drop_guard();
         tokio::select! {
             () = crate::engine::logs::follow(rt, id, tx) => {}
-            () = ended => {}
+            () = stop.cancelled() => {}
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -1303,17 +1304,7 @@ pub async fn events(
     Q(q): Q<EventsQuery>,
 ) -> Result<axum::response::Response, ApiError> {
     if q.follow {
-        // It ends at shutdown, or when the session it was opened in does
-        // (the guard's task stops when the client goes away).
-        let stop = api.rt.shutdown.child_token();
-        let ended = super::session::ended(api.clone(), session.map(|Extension(s)| s));
-        let watch = stop.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = ended => watch.cancel(),
-                () = watch.cancelled() => {}
-            }
-        });
+        let stop = super::session::stream_stop(&api, session.map(|Extension(s)| s));
         return Ok(follow(api.rt.changes.subscribe(), stop, q.workflow).into_response());
     }
     let since_ms = match q.since.as_deref() {

@@ -72,10 +72,26 @@ fn cookie(value: &str, max_age_s: u64, secure: bool) -> HeaderValue {
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+/// What stops an event stream: cancelled at shutdown, and when the
+/// session it was opened with ends. Cancel it (drop a guard of it) when
+/// the stream ends otherwise: the watch over the session stops with it.
+pub fn stream_stop(api: &Api, session: Option<Session>) -> tokio_util::sync::CancellationToken {
+    let stop = api.rt.shutdown.child_token();
+    let watch = stop.clone();
+    let ended = ended(api.clone(), session);
+    tokio::spawn(async move {
+        tokio::select! {
+            () = ended => watch.cancel(),
+            () = watch.cancelled() => {}
+        }
+    });
+    stop
+}
+
 /// Until the session a stream was opened with ends: its expiry comes, or
 /// (looked at every 30 s) it was signed out or its key revoked. Never,
 /// for a stream opened with a key.
-pub async fn ended(api: Api, session: Option<Session>) {
+async fn ended(api: Api, session: Option<Session>) {
     let Some(s) = session else {
         return std::future::pending().await;
     };

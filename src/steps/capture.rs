@@ -112,7 +112,10 @@ mod tests {
             2,
             "s",
             crate::api::LogStream::Stdout,
-            &["pw".into(), "a longer\nkey-of-lines".into()],
+            std::sync::Arc::new(crate::steps::secret_patterns(&[
+                "pw".into(),
+                "a longer\nkey-of-lines".into(),
+            ])),
         );
         let long = "y".repeat(MAX_LINE + 100);
         let text = "one\r\ntw".to_owned();

@@ -150,7 +150,7 @@ pub struct LineSink {
     pub stream: LogStream,
     /// What is replaced by `***` in each line ([`super::secret_patterns`]:
     /// a secret of several lines cannot be found whole in one line).
-    redact: Vec<String>,
+    redact: Arc<Vec<String>>,
     /// Bytes of a line kept to look for secrets in: [`MAX_LINE`] and the
     /// longest of them, so that one across the cut is found whole.
     pub keep: usize,
@@ -162,9 +162,8 @@ impl LineSink {
         attempt: u32,
         step: &str,
         stream: LogStream,
-        secrets: &[String],
+        redact: Arc<Vec<String>>,
     ) -> LineSink {
-        let redact = super::secret_patterns(secrets);
         let keep = MAX_LINE + redact.first().map_or(0, String::len);
         LineSink {
             log,
@@ -180,10 +179,7 @@ impl LineSink {
     /// were not kept: redacted, then cut at [`MAX_LINE`] bytes.
     pub fn line(&self, bytes: &[u8], over: usize) {
         let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-        let mut text = String::from_utf8_lossy(bytes).into_owned();
-        for s in &self.redact {
-            text = text.replace(s.as_str(), "***");
-        }
+        let mut text = super::redact_with(&self.redact, &String::from_utf8_lossy(bytes));
         let mut cut = over;
         if text.len() > MAX_LINE {
             let mut at = MAX_LINE;

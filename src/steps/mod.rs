@@ -96,31 +96,37 @@ pub struct StepContext {
     pub data: Value,
     /// The run's live log, for its shell steps' lines as they come.
     pub log: Option<Arc<live::RunLog>>,
+    /// What redaction replaces ([`secret_patterns`] of `secrets`), made
+    /// once per attempt.
+    pub redactions: Arc<Vec<String>>,
 }
 
 impl StepContext {
     /// Where a shell step's `stream` goes line by line, while it runs.
     pub fn sink(&self, step: &str, stream: crate::api::LogStream) -> Option<live::LineSink> {
-        let values: Vec<String> = self.secrets.iter().map(|(_, v)| v.clone()).collect();
         Some(live::LineSink::new(
             Arc::clone(self.log.as_ref()?),
             self.attempt,
             step,
             stream,
-            &values,
+            Arc::clone(&self.redactions),
         ))
     }
 
     /// Replaces every secret value in `text` by `***` (see
     /// [`secret_patterns`]).
     pub fn redact(&self, text: &str) -> String {
-        let values: Vec<String> = self.secrets.iter().map(|(_, v)| v.clone()).collect();
-        let mut out = text.to_owned();
-        for p in secret_patterns(&values) {
-            out = out.replace(p.as_str(), "***");
-        }
-        out
+        redact_with(&self.redactions, text)
     }
+}
+
+/// `text` with each of `patterns` replaced by `***`.
+pub fn redact_with(patterns: &[String], text: &str) -> String {
+    let mut out = text.to_owned();
+    for p in patterns {
+        out = out.replace(p.as_str(), "***");
+    }
+    out
 }
 
 /// What redaction replaces, longest first (a secret inside another is not

@@ -350,6 +350,18 @@ impl Agent {
         self.cli_in(key, &self.data, args, b"")
     }
 
+    /// `GET PATH` on the agent with `key`: the status and the JSON answer.
+    pub fn get_json(&self, key: &str, path: &str) -> (u16, serde_json::Value) {
+        let auth = format!("Bearer {key}");
+        let (status, _, body) = crate::support::send(
+            "GET",
+            &format!("{}{path}", self.url()),
+            &[("authorization", &auth)],
+            None,
+        );
+        (status, serde_json::from_str(&body).unwrap())
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.data.join(rel.trim_start_matches('/'))
     }

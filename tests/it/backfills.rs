@@ -167,19 +167,8 @@ fn backfilling_ten_thousand_files_across_a_kill(backend: Backend) {
     // The first start's (watch or scan, by the files' age), and the new
     // files'; then the backfill's.
     assert_eq!(sources, [(0, FILES as i64 + 5), (1, FILES as i64)]);
-    let url = format!("{}/v1/backfills/{id}", agent.url());
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let body = crate::agent::block_on(async move {
-        let resp = reqwest::Client::new()
-            .get(url)
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 200);
-        resp.text().await.unwrap()
-    });
-    let b: Value = serde_json::from_str(&body).unwrap();
+    let (status, b) = agent.get_json(&key, &format!("/v1/backfills/{id}"));
+    assert_eq!(status, 200, "{b}");
     assert_eq!(b["done"], true, "{b}");
     assert_eq!(b["started"], FILES, "{b}");
     assert_eq!(b["runs"]["succeeded"], FILES, "{b}");

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::agent::Agent;
-use crate::support::repo;
+use crate::support::{repo, send};
 
 /// Prints the file it was given.
 const ECHOER: &str = "apiVersion: nexus/v1\nkind: Workflow\nmetadata: {name: echoer, description: prints each text file}\nspec:\n  on: [{event: file.created, pattern: /in/*.txt}]\n  steps:\n    - {name: show, run: 'cat -- {{event.abs_path}}'}\n";
@@ -113,38 +113,6 @@ fn the_dashboard_in_a_real_browser() {
     let (ok, text) = finish_within(child, std::time::Duration::from_secs(300));
     assert!(ok, "{text}\nagent log:\n{}", agent.log_text());
     eprintln!("{text}");
-}
-
-/// One HTTP request: its status, its `Set-Cookie` and its body.
-fn send(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Option<&str>,
-) -> (u16, Option<String>, String) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let (url, body) = (url.to_owned(), body.map(str::to_owned));
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    crate::agent::block_on(async move {
-        let mut req = reqwest::Client::new().request(method, url);
-        for (k, v) in headers {
-            req = req.header(k, v);
-        }
-        if let Some(b) = body {
-            req = req.body(b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let cookie = resp
-            .headers()
-            .get("set-cookie")
-            .map(|v| v.to_str().unwrap().to_owned());
-        (status, cookie, resp.text().await.unwrap())
-    })
 }
 
 /// Signs in with `key`: the cookie's `name=value` and the CSRF token.

@@ -31,25 +31,6 @@ fn lines(results: &Value) -> Vec<(String, bool, Value, String)> {
     out
 }
 
-/// `GET PATH` on the agent with `key`: the status and the JSON answer.
-fn get(agent: &Agent, key: &str, path: &str) -> (u16, Value) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let (url, key) = (format!("{}{path}", agent.url()), key.to_owned());
-    crate::agent::block_on(async move {
-        let resp = reqwest::Client::new()
-            .get(url)
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (
-            status,
-            serde_json::from_str(&resp.text().await.unwrap()).unwrap(),
-        )
-    })
-}
-
 fn event_id(agent: &Agent, path: &str) -> String {
     let path = path.to_owned();
     agent.query(async move |pool| {
@@ -91,11 +72,8 @@ fn replaying_an_event(backend: Backend) {
     let offline: Value = serde_json::from_str(&offline.stdout).unwrap();
     assert_eq!(lines(&dry[0]["results"]), lines(&offline["results"]));
     // The API's test-match (what the dashboard's Why page asks) agrees.
-    let (status, online) = get(
-        &agent,
-        &reader,
-        "/v1/test-match?event=file.created&path=/in/a.csv",
-    );
+    let (status, online) =
+        agent.get_json(&reader, "/v1/test-match?event=file.created&path=/in/a.csv");
     assert_eq!(status, 200, "{online}");
     assert_eq!(lines(&online["results"]), lines(&offline["results"]));
     for bad in [
@@ -103,7 +81,7 @@ fn replaying_an_event(backend: Backend) {
         "/v1/test-match?event=file.moved&path=/in/a.csv",
         "/v1/test-match?event=file.created&path=/in/a.csv&old_path=/x",
     ] {
-        let (status, body) = get(&agent, &reader, bad);
+        let (status, body) = agent.get_json(&reader, bad);
         assert_eq!(status, 400, "{bad}: {body}");
     }
     assert_eq!(agent.runs().len(), 1, "a dry run starts nothing");

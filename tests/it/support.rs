@@ -67,3 +67,35 @@ pub fn nexusd_env(dir: &Path, args: &[&str], stdin: &[u8], env: &[(&str, &str)])
 pub fn nexusd(args: &[&str]) -> Outcome {
     nexusd_in(&fixtures(), args, b"")
 }
+
+/// One HTTP request to an agent: its status, its `Set-Cookie` and its body.
+pub fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, Option<String>, String) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let (url, body) = (url.to_owned(), body.map(str::to_owned));
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    crate::agent::block_on(async move {
+        let mut req = reqwest::Client::new().request(method, url);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let cookie = resp
+            .headers()
+            .get("set-cookie")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (status, cookie, resp.text().await.unwrap())
+    })
+}
